@@ -1,0 +1,85 @@
+"""ai-service — search returning no results, recommendation failures, high latency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unibazzar_health.probes.redis import CachePerformance
+from unibazzar_health.probes.vectordb import CollectionHealth
+from unibazzar_health.runbook import CheckContext, Finding, runbook_check
+from unibazzar_health.settings import Thresholds
+
+
+# ---- 1. Check vector database connectivity ------------------------------------------------
+def observe_vector_database(ctx: CheckContext) -> CollectionHealth:
+    from unibazzar_health.probes import vectordb
+
+    target = ctx.vector_db()
+    return vectordb.collection_health(target, ctx.env.spec.vector_db.collection)  # type: ignore[union-attr]
+
+
+@runbook_check("ai.vector-database-connectivity", observe=observe_vector_database)
+def test_step1_vector_database_connectivity(observed: CollectionHealth,
+                                            thresholds: Thresholds) -> None:
+    assert observed.exists, f"vector collection {observed.collection} does not exist"
+    assert observed.count > 0, f"vector collection {observed.collection} is empty"
+    assert observed.nearest_id == observed.canary_id, (
+        f"canary query returned {observed.nearest_id}, expected {observed.canary_id}")
+    if observed.query_ms is not None and observed.query_ms > thresholds.vector_query_ms:
+        raise Finding(f"canary nearest-neighbour query took {observed.query_ms:.0f} ms "
+                      f"> {thresholds.vector_query_ms:.0f} ms", impact="degradation")
+
+
+# ---- 3. Verify Redis cache performance ----------------------------------------------------
+def observe_ai_cache(ctx: CheckContext) -> CachePerformance:
+    from unibazzar_health.probes import redis
+
+    return redis.cache_performance(ctx.redis("ai-cache"))
+
+
+@runbook_check("ai.redis-cache-performance", observe=observe_ai_cache)
+def test_step3_redis_cache_performance(observed: CachePerformance,
+                                       thresholds: Thresholds) -> None:
+    assert observed.ping_p95_ms <= thresholds.redis_latency_p95_ms, (
+        f"Redis PING p95 {observed.ping_p95_ms:.1f} ms > {thresholds.redis_latency_p95_ms:g} ms")
+    if observed.memory_usage is not None:
+        assert observed.memory_usage < thresholds.redis_memory_usage, (
+            f"Redis memory {observed.memory_usage:.0%} of maxmemory "
+            f">= {thresholds.redis_memory_usage:.0%} (evicted keys: {observed.evicted_keys})")
+
+
+# ---- 4. Check embedding service health ----------------------------------------------------
+def observe_embeddings(ctx: CheckContext) -> dict[str, Any]:
+    from unibazzar_health.probes import http
+
+    deadline = ctx.env.deadline("http")
+    model = http.request("ai-service", "GET", ctx.service_url("ai-service", "/model"), deadline)
+    url = ctx.service_url("ai-service", "/embed")
+    canary = {"text": "unibazzar health canary: used calculus textbook"}
+    first = http.request("ai-service", "POST", url, deadline, json=canary)
+    second = http.request("ai-service", "POST", url, deadline, json=canary)
+
+    def vector(answer: Any) -> list[float]:
+        return answer.body.get("embedding", []) if isinstance(answer.body, dict) else []
+
+    return {
+        "model": model.body if model.status == 200 else {"status": model.status},
+        "embed_status": first.status,
+        "dimension": len(vector(first)),
+        "deterministic": vector(first) == vector(second),
+        "embed_ms": max(first.elapsed_ms, second.elapsed_ms),
+    }
+
+
+@runbook_check("ai.embedding-service-health", observe=observe_embeddings)
+def test_step4_embedding_service_health(observed: dict[str, Any],
+                                        thresholds: Thresholds) -> None:
+    model = observed["model"]
+    assert model.get("loaded") is True, f"ai-service reports no model loaded: {model}"
+    assert observed["embed_status"] == 200, f"/embed answered HTTP {observed['embed_status']}"
+    assert observed["dimension"] == model.get("dimension"), (
+        f"canary embedding has {observed['dimension']} dimensions, model says "
+        f"{model.get('dimension')}")
+    assert observed["deterministic"], "the same canary text embedded to different vectors"
+    assert observed["embed_ms"] <= thresholds.embedding_ms, (
+        f"embedding took {observed['embed_ms']:.0f} ms > {thresholds.embedding_ms:g} ms")

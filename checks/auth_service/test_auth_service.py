@@ -1,0 +1,91 @@
+"""auth-service — login failures, 401 errors, JWT validation failures."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from unibazzar_health.probes.postgresql import Connectivity
+from unibazzar_health.runbook import CheckContext, Finding, runbook_check
+from unibazzar_health.settings import Thresholds
+
+
+# ---- 1. Check database connectivity to PostgreSQL -----------------------------------------
+def observe_auth_database(ctx: CheckContext) -> Connectivity:
+    from unibazzar_health.probes import postgresql
+
+    return postgresql.connectivity(ctx.postgres("auth"))
+
+
+@runbook_check("auth.postgresql-connectivity", observe=observe_auth_database)
+def test_step1_database_connectivity_to_postgresql(observed: Connectivity,
+                                                   thresholds: Thresholds) -> None:
+    if observed.connection_usage >= thresholds.db_connection_usage:
+        raise Finding(
+            f"auth database connections near exhaustion: {observed.connections}/"
+            f"{observed.max_connections} ({observed.connection_usage:.0%} >= "
+            f"{thresholds.db_connection_usage:.0%})", impact="degradation")
+
+
+# ---- 2. Verify JWT secret configuration ---------------------------------------------------
+@dataclass
+class JwtObservation:
+    login_status: int
+    token_issued: bool
+    genuine_token_verify_status: int | None = None
+    # forgery -> HTTP status the verifier answered; 200 would mean it was accepted
+    forged_token_verify_status: dict[str, int] = field(default_factory=dict)
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _forgeries(token: str) -> dict[str, str]:
+    import jwt
+
+    claims = jwt.decode(token, options={"verify_signature": False})
+    header, _, signature = token.split(".")
+    tampered = {**claims, "sub": "admin@unibazzar.test"}
+    return {
+        "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
+        "wrong-key": jwt.encode(claims, secrets.token_hex(32), algorithm="HS256"),
+        "tampered-claims": f"{header}.{_b64(tampered)}.{signature}",
+    }
+
+
+def observe_jwt(ctx: CheckContext) -> JwtObservation:
+    from unibazzar_health.probes import http
+
+    email, password = ctx.canary_login()
+    deadline = ctx.env.deadline("http")
+    login = http.request("auth-service", "POST", ctx.service_url("auth-service", "/login"),
+                         deadline, json={"email": email, "password": password})
+    token = login.body.get("token") if isinstance(login.body, dict) else None
+    seen = JwtObservation(login_status=login.status, token_issued=bool(token))
+    if not token:
+        return seen
+
+    def verify(candidate: str) -> int:
+        return http.request("auth-service", "POST", ctx.service_url("auth-service", "/verify"),
+                            deadline, headers={"Authorization": f"Bearer {candidate}"}).status
+
+    seen.genuine_token_verify_status = verify(token)
+    seen.forged_token_verify_status = {name: verify(t) for name, t in _forgeries(token).items()}
+    return seen
+
+
+@runbook_check("auth.jwt-secret-configuration", observe=observe_jwt)
+def test_step2_jwt_secret_configuration(observed: JwtObservation) -> None:
+    accepted = [name for name, status in observed.forged_token_verify_status.items()
+                if status == 200]
+    if accepted:
+        raise Finding(f"auth-service accepts forged tokens: {', '.join(accepted)}",
+                      impact="security")
+    assert observed.token_issued, (
+        f"canary login failed: HTTP {observed.login_status}, no token issued")
+    assert observed.genuine_token_verify_status == 200, (
+        f"a freshly issued token does not verify: HTTP {observed.genuine_token_verify_status}")

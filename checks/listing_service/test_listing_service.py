@@ -1,0 +1,70 @@
+"""listing-service — listing creation failures, search not working, DynamoDB errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unibazzar_health.probes.dynamodb import TableStatus
+from unibazzar_health.probes.s3 import RoundTrip
+from unibazzar_health.runbook import CheckContext, Finding, runbook_check
+from unibazzar_health.settings import Thresholds
+
+
+# ---- 1. Check DynamoDB table status and capacity ------------------------------------------
+def observe_listings_table(ctx: CheckContext) -> TableStatus:
+    from unibazzar_health.probes import dynamodb
+
+    aws = ctx.aws("dynamodb")
+    return dynamodb.describe_table(aws, ctx.env.spec.aws.listings_table)  # type: ignore[union-attr]
+
+
+@runbook_check("listing.dynamodb-table-status", observe=observe_listings_table)
+def test_step1_dynamodb_table_status_and_capacity(observed: TableStatus) -> None:
+    if not observed.exists:
+        raise Finding(f"DynamoDB table {observed.table} does not exist", impact="data")
+    assert observed.status == "ACTIVE", f"table {observed.table} is {observed.status}, not ACTIVE"
+    inactive = {name: s for name, s in observed.index_statuses.items() if s != "ACTIVE"}
+    if inactive:
+        raise Finding(f"indexes of {observed.table} not ACTIVE: {inactive}", impact="degradation")
+
+
+# ---- 3. Check event publishing to RabbitMQ ------------------------------------------------
+def observe_event_publishing(ctx: CheckContext) -> dict[str, Any]:
+    from unibazzar_health.probes import rabbitmq
+
+    spec = ctx.env.spec.rabbitmq
+    broker = ctx.broker()
+    assert spec is not None
+    return {"publish": rabbitmq.publish_canary(broker, spec.events_exchange),
+            "queue": rabbitmq.queue_state(broker, spec.events_queue)}
+
+
+@runbook_check("listing.rabbitmq-event-publishing", observe=observe_event_publishing)
+def test_step3_event_publishing_to_rabbitmq(observed: dict[str, Any],
+                                            thresholds: Thresholds) -> None:
+    publish, queue = observed["publish"], observed["queue"]
+    assert publish.confirmed, f"broker did not confirm the canary on {publish.exchange}"
+    assert queue.exists, f"events queue {queue.queue} does not exist"
+    assert queue.consumers > 0, f"events queue {queue.queue} has no consumers " \
+                                f"({queue.messages} messages waiting)"
+    assert queue.messages <= thresholds.queue_depth_max, (
+        f"events queue {queue.queue} backed up: {queue.messages} messages "
+        f"> {thresholds.queue_depth_max}")
+
+
+# ---- 4. Verify S3 connectivity for image uploads ------------------------------------------
+def observe_image_bucket(ctx: CheckContext) -> RoundTrip:
+    from unibazzar_health.probes import s3
+
+    spec = ctx.env.spec.aws
+    aws = ctx.aws("s3")
+    assert spec is not None
+    return s3.canary_round_trip(aws, spec.images_bucket, spec.canary_prefix)
+
+
+@runbook_check("listing.s3-image-uploads", observe=observe_image_bucket)
+def test_step4_s3_connectivity_for_image_uploads(observed: RoundTrip) -> None:
+    if not observed.bucket_exists:
+        raise Finding(f"S3 bucket {observed.bucket} does not exist", impact="data")
+    assert observed.content_matches, f"canary object read back from {observed.bucket} differs"
+    assert not observed.left_behind, f"canary {observed.key} could not be deleted"

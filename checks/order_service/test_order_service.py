@@ -1,0 +1,115 @@
+"""order-service — payment failures, order processing delays, saga timeouts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unibazzar_health.runbook import CheckContext, Finding, runbook_check
+from unibazzar_health.settings import Thresholds
+
+TERMINAL_SAGA_STATES = ("completed", "compensated", "failed")
+
+
+# ---- 1. Check payment provider webhooks ---------------------------------------------------
+def observe_payment_webhooks(ctx: CheckContext) -> dict[str, Any]:
+    from unibazzar_health.probes import payments
+
+    spec = ctx.require("payments", ctx.env.spec.payments)
+    deadline = ctx.env.deadline("payments")
+    provider = payments.provider_state(payments.ProviderTarget(
+        spec.api_url, ctx.env.secret(spec.api_key_env) or "", deadline))
+    ours = [e for e in provider.endpoints if e.url == spec.webhook_url]
+    return {
+        "provider": {"key_accepted": provider.key_accepted, "status": provider.events_status,
+                     "elapsed_ms": provider.elapsed_ms},
+        "our_endpoint": ours[0] if ours else None,
+        "webhook_url": spec.webhook_url,
+        "receiver": payments.receiver_verdicts(
+            spec.webhook_url, ctx.env.secret(spec.webhook_secret_env) or "",
+            ctx.env.deadline("http")),
+    }
+
+
+@runbook_check("order.payment-provider-webhooks", observe=observe_payment_webhooks)
+def test_step1_payment_provider_webhooks(observed: dict[str, Any]) -> None:
+    receiver = observed["receiver"]
+    accepted_forgeries = [k for k in ("badly_signed", "stale_timestamp")
+                          if 200 <= receiver[k] < 300]
+    if accepted_forgeries:
+        raise Finding(f"our webhook receiver accepts {' and '.join(accepted_forgeries)} events "
+                      f"at {observed['webhook_url']}", impact="security")
+    provider = observed["provider"]
+    assert provider["key_accepted"], (
+        f"payment provider rejects our API key: HTTP {provider['status']}")
+    endpoint = observed["our_endpoint"]
+    assert endpoint is not None, (
+        f"no webhook endpoint registered at the provider for {observed['webhook_url']}")
+    assert endpoint.status == "enabled", f"our webhook endpoint {endpoint.id} is {endpoint.status}"
+    assert 200 <= receiver["correctly_signed"] < 300, (
+        f"our webhook receiver rejects a correctly signed event: HTTP "
+        f"{receiver['correctly_signed']}")
+
+
+# ---- 2. Review saga orchestration logs ----------------------------------------------------
+def observe_sagas(ctx: CheckContext) -> dict[str, Any]:
+    from unibazzar_health.probes import postgresql
+
+    minutes = ctx.env.spec.thresholds.saga_timeout_minutes
+    rows = postgresql.fetch(
+        ctx.postgres("orders"),
+        "SELECT id, order_id, state, step, round(extract(epoch FROM now() - updated_at)) "
+        "FROM sagas WHERE state <> ALL(%s) AND updated_at < now() - %s * interval '1 minute' "
+        "ORDER BY updated_at LIMIT 50",
+        (list(TERMINAL_SAGA_STATES), minutes))
+    return {"timeout_minutes": minutes,
+            "stuck": [{"saga": r[0], "order": r[1], "state": r[2], "step": r[3],
+                       "idle_s": int(r[4])} for r in rows]}
+
+
+@runbook_check("order.saga-orchestration", observe=observe_sagas)
+def test_step2_saga_orchestration(observed: dict[str, Any]) -> None:
+    stuck = observed["stuck"]
+    assert not stuck, (
+        f"{len(stuck)} saga(s) stuck past {observed['timeout_minutes']:g} min: "
+        + ", ".join(f"{s['saga']} ({s['state']}/{s['step']}, order {s['order']})"
+                    for s in stuck[:10]))
+
+
+# ---- 3. Verify database transaction health ------------------------------------------------
+def observe_transactions(ctx: CheckContext) -> dict[str, Any]:
+    from unibazzar_health.probes import postgresql
+
+    limits = ctx.env.spec.thresholds
+    rows = postgresql.fetch(
+        ctx.postgres("orders"),
+        "SELECT pid, state, round(extract(epoch FROM now() - xact_start)), "
+        "cardinality(pg_blocking_pids(pid)), left(query, 80) "
+        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND xact_start IS NOT NULL")
+    deadlocks = postgresql.fetch(
+        ctx.postgres("orders"),
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+    sessions = [{"pid": r[0], "state": r[1], "age_s": int(r[2] or 0), "blocked_by": r[3],
+                 "query": r[4]} for r in rows]
+    return {
+        "idle_in_transaction": [s for s in sessions if s["state"] == "idle in transaction"
+                                and s["age_s"] >= limits.idle_in_transaction_seconds],
+        "long_transactions": [s for s in sessions if s["state"] == "active"
+                              and s["age_s"] >= limits.long_query_seconds],
+        "blocked": [s for s in sessions if s["blocked_by"] > 0
+                    and s["age_s"] >= limits.idle_in_transaction_seconds],
+        "deadlocks_total": int(deadlocks[0][0]) if deadlocks else None,
+    }
+
+
+@runbook_check("order.database-transaction-health", observe=observe_transactions)
+def test_step3_database_transaction_health(observed: dict[str, Any],
+                                           thresholds: Thresholds) -> None:
+    problems = []
+    for key, label in (("idle_in_transaction", "idle in transaction"),
+                       ("long_transactions", "long-running transaction"),
+                       ("blocked", "blocked by locks")):
+        if observed[key]:
+            pids = ", ".join(f"pid {s['pid']} ({s['age_s']} s)" for s in observed[key][:10])
+            problems.append(f"{len(observed[key])} {label}: {pids}")
+    assert not problems, "orders database: " + "; ".join(problems)

@@ -1,0 +1,3 @@
+"""The checks run: load the UniBazzar health plugin (options, markers, verdict)."""
+
+pytest_plugins = ["unibazzar_health.plugin"]

@@ -1,0 +1,113 @@
+"""The runbook's catalog (catalog.toml): severities, fixes, commands and checks."""
+
+from __future__ import annotations
+
+import string
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+SEVERITY_ORDER = ("SEV1", "SEV2", "SEV3", "SEV4")
+
+
+class CatalogError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Severity:
+    level: str
+    title: str
+    respond_within: str
+    respond_within_minutes: int
+    allure: str
+    impacts: tuple[str, ...]
+
+    @property
+    def number(self) -> int:
+        return int(self.level.removeprefix("SEV"))
+
+
+@dataclass(frozen=True)
+class CheckEntry:
+    id: str
+    service: str
+    step: str
+    title: str
+    impact: str
+    depends_on: tuple[str, ...]
+    fixes: tuple[str, ...]  # the runbook's words, already looked up
+    commands: tuple[str, ...]  # templates, see fill_commands
+
+
+@dataclass(frozen=True)
+class Catalog:
+    severities: dict[str, Severity]
+    checks: dict[str, CheckEntry]
+
+    def severity_of(self, impact: str) -> Severity:
+        for severity in self.severities.values():
+            if impact in severity.impacts:
+                return severity
+        raise CatalogError(f"impact class {impact!r} has no severity")
+
+    def check(self, check_id: str) -> CheckEntry:
+        try:
+            return self.checks[check_id]
+        except KeyError:
+            raise CatalogError(f"check id {check_id!r} is not in the catalog") from None
+
+    @property
+    def impacts(self) -> set[str]:
+        return {i for s in self.severities.values() for i in s.impacts}
+
+
+def worst(levels: list[str]) -> str | None:
+    return min(levels, key=SEVERITY_ORDER.index) if levels else None
+
+
+@cache
+def load_catalog() -> Catalog:
+    text = resources.files("unibazzar_health").joinpath("catalog.toml").read_text("utf-8")
+    return parse_catalog(tomllib.loads(text))
+
+
+def parse_catalog(raw: dict[str, Any]) -> Catalog:
+    severities = {
+        level: Severity(level=level, title=s["title"], respond_within=s["respond_within"],
+                        respond_within_minutes=int(s["respond_within_minutes"]),
+                        allure=s["allure"], impacts=tuple(s["impacts"]))
+        for level, s in raw["severities"].items()
+    }
+    if tuple(severities) != SEVERITY_ORDER:
+        raise CatalogError(f"severities must be {SEVERITY_ORDER}, got {tuple(severities)}")
+    fixes: dict[str, str] = raw.get("fixes", {})
+    impacts = {i for s in severities.values() for i in s.impacts}
+    checks: dict[str, CheckEntry] = {}
+    for check_id, c in raw["checks"].items():
+        if c["impact"] not in impacts:
+            raise CatalogError(f"check {check_id}: unknown impact {c['impact']!r}")
+        unknown = [f for f in c.get("fixes", []) if f not in fixes]
+        if unknown:
+            raise CatalogError(f"check {check_id}: unknown fixes {unknown}")
+        checks[check_id] = CheckEntry(
+            id=check_id, service=c["service"], step=c["step"], title=c["title"],
+            impact=c["impact"], depends_on=tuple(c.get("depends_on", [])),
+            fixes=tuple(fixes[f] for f in c.get("fixes", [])),
+            commands=tuple(c.get("commands", [])),
+        )
+    return Catalog(severities=severities, checks=checks)
+
+
+class _KeepUnknown(dict[str, str]):
+    """A placeholder the environment cannot fill stays visible, as the runbook writes it."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fill_commands(templates: tuple[str, ...], names: dict[str, str]) -> list[str]:
+    formatter = string.Formatter()
+    return [formatter.vformat(t, (), _KeepUnknown(names)) for t in templates]

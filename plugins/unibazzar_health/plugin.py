@@ -1,0 +1,291 @@
+"""pytest wiring of the health checks. Hooks only: the logic lives in plain modules
+(settings, catalog, observer, results, summary)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from unibazzar_health.catalog import Catalog, CatalogError, CheckEntry, load_catalog
+from unibazzar_health.observer import BudgetExhausted, Observation, Observer
+from unibazzar_health.redaction import Redactor
+from unibazzar_health.results import PROPERTY_KEY, CheckResult, build_result
+from unibazzar_health.settings import (
+    SERVICES,
+    Environment,
+    EnvironmentFileError,
+    Thresholds,
+    choose_environment_file,
+    load_environment,
+)
+
+WIRE_KEY = "unibazzar_env"
+DEFAULT_BUDGET_S = 120.0
+DEFAULT_CONCURRENCY = 16
+
+
+@dataclass
+class RunState:
+    catalog: Catalog
+    env: Environment | None
+    redactor: Redactor
+    observer: Observer
+    check_limit: float
+    budget_deadline: float | None
+    reports_dir: Path
+    started_at: Any
+    results: dict[str, CheckResult] = field(default_factory=dict)
+    summary: dict[str, Any] | None = None
+    summary_path: Path | None = None
+
+
+@dataclass
+class CheckItem:
+    entry: CheckEntry
+    observe: Any
+    observation: Observation | None = None
+    observed: Any = None
+
+
+RUN_KEY = pytest.StashKey[RunState]()
+ITEM_KEY = pytest.StashKey[CheckItem]()
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise pytest.UsageError(f"expected a number of seconds, got {value!r}") from None
+    if number <= 0:
+        raise pytest.UsageError(f"expected a positive number of seconds, got {value!r}")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"expected a positive whole number, got {value!r}")
+    return int(value)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("unibazzar", "UniBazzar health checks")
+    group.addoption("--env", dest="unibazzar_env", metavar="NAME",
+                    help="environment to check: environments/NAME.toml "
+                         "(else $UNIBAZZAR_ENV, else sandbox)")
+    group.addoption("--env-file", dest="unibazzar_env_file", metavar="PATH",
+                    help="environment file to check (else $UNIBAZZAR_ENV_FILE)")
+    group.addoption("--reports-dir", dest="unibazzar_reports_dir", metavar="DIR",
+                    help="where summary.json goes (default: reports/ under the rootdir)")
+    group.addoption("--budget", dest="unibazzar_budget", type=_positive_float, metavar="SECONDS",
+                    help=f"wall-clock budget of the run; checks not finished by then are "
+                         f"reported 'not run' (default {DEFAULT_BUDGET_S:g})")
+    group.addoption("--concurrency", dest="unibazzar_concurrency", type=_positive_int,
+                    metavar="N", help=f"observations in flight at once "
+                                      f"(default {DEFAULT_CONCURRENCY})")
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _wants_environment(config: pytest.Config) -> bool:
+    return not (config.option.help or config.option.version or config.option.markers
+                or config.option.showfixtures)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import time
+
+    from unibazzar_health.summary import now
+
+    for service in SERVICES:
+        config.addinivalue_line("markers", f"{service}: {service} runbook checks")
+    config.addinivalue_line("markers", "check(id, observe): a runbook check (catalog id)")
+    env: Environment | None = None
+    if _is_worker(config):
+        env = Environment.from_wire(config.workerinput[WIRE_KEY])  # type: ignore[attr-defined]
+    elif _wants_environment(config):
+        path = choose_environment_file(config.rootpath, config.option.unibazzar_env,
+                                       config.option.unibazzar_env_file, os.environ)
+        try:
+            env = load_environment(path)
+        except EnvironmentFileError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    budget = config.option.unibazzar_budget or DEFAULT_BUDGET_S
+    reports = config.option.unibazzar_reports_dir
+    config.stash[RUN_KEY] = RunState(
+        catalog=load_catalog(),
+        env=env,
+        redactor=env.redactor() if env else Redactor(),
+        observer=Observer(config.option.unibazzar_concurrency or DEFAULT_CONCURRENCY),
+        check_limit=(env.spec.deadlines.check if env else 10.0),
+        budget_deadline=time.monotonic() + budget,
+        reports_dir=Path(reports) if reports else config.rootpath / "reports",
+        started_at=now(),
+    )
+    if not _is_worker(config):
+        config.pluginmanager.register(ResultCollector(config.stash[RUN_KEY]), "unibazzar-results")
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(XdistHooks(), "unibazzar-xdist")
+
+
+class XdistHooks:
+    """Registered only where xdist is installed: hand workers the settings resolved once."""
+
+    def pytest_configure_node(self, node: Any) -> None:
+        env = node.config.stash[RUN_KEY].env
+        if env is not None:
+            node.workerinput[WIRE_KEY] = env.to_wire()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tryfirst: the service markers must exist before `-m` deselects.
+    catalog = config.stash[RUN_KEY].catalog
+    for item in items:
+        mark = item.get_closest_marker("check")
+        if mark is None:
+            continue
+        if not mark.args or "observe" not in mark.kwargs:
+            raise pytest.UsageError(f"{item.nodeid}: use runbook_check(id, observe=...)")
+        try:
+            entry = catalog.check(mark.args[0])
+        except CatalogError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
+        item.add_marker(entry.service)
+        item.stash[ITEM_KEY] = CheckItem(entry=entry, observe=mark.kwargs["observe"])
+
+
+def _start(state: RunState, item: pytest.Item, info: CheckItem) -> Observation:
+    from unibazzar_health.runbook import CheckContext
+
+    if state.env is None:
+        raise pytest.UsageError("no environment loaded")
+    context = CheckContext(state.env)
+    observe = info.observe
+    return state.observer.start(lambda: observe(context), state.check_limit, name=info.entry.id)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    # Start every selected check's I/O now, so the assertions below only wait for it.
+    # On xdist workers each check starts when it is scheduled (see pytest_pyfunc_call).
+    config = session.config
+    if config.option.collectonly or _is_worker(config) or session.testsfailed:
+        return
+    state = config.stash[RUN_KEY]
+    for item in session.items:
+        info = item.stash.get(ITEM_KEY, None)
+        if info is not None and "observed" in getattr(item, "fixturenames", ()):
+            info.observation = _start(state, item, info)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
+    from unibazzar_health.runbook import NotConfigured
+
+    info = pyfuncitem.stash.get(ITEM_KEY, None)
+    if info is None or "observed" not in pyfuncitem.funcargs:
+        return
+    state = pyfuncitem.config.stash[RUN_KEY]
+    if info.observation is None:
+        info.observation = _start(state, pyfuncitem, info)
+    try:
+        info.observed = info.observation.wait(state.budget_deadline)
+    except BudgetExhausted as exc:
+        pytest.skip(str(exc))
+    except NotConfigured as exc:
+        pytest.skip(str(exc))
+    pyfuncitem.funcargs["observed"] = info.observed
+
+
+@pytest.fixture
+def observed() -> Any:
+    """What the check's observe function measured (filled in by the plugin)."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def env(pytestconfig: pytest.Config) -> Environment:
+    environment = pytestconfig.stash[RUN_KEY].env
+    assert environment is not None
+    return environment
+
+
+@pytest.fixture(scope="session")
+def thresholds(env: Environment) -> Thresholds:
+    return env.spec.thresholds
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    info = item.stash.get(ITEM_KEY, None)
+    if info is None:
+        return
+    state = item.config.stash[RUN_KEY]
+    if report.failed and report.longrepr is not None:
+        report.longrepr = state.redactor.text(str(report.longrepr))
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        skip_reason = ""
+        if report.skipped and isinstance(report.longrepr, tuple):
+            skip_reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        exc = call.excinfo.value if call.excinfo is not None and not report.skipped else None
+        observation = info.observation
+        result = build_result(
+            entry=info.entry, nodeid=item.nodeid, catalog=state.catalog, env=state.env,
+            redactor=state.redactor, exc=exc, skipped=report.skipped, skip_reason=skip_reason,
+            observed=info.observed,
+            duration_s=call.duration + ((observation.elapsed or 0.0) if observation else 0.0),
+        )
+        report.user_properties = [*report.user_properties, (PROPERTY_KEY, result.to_dict())]
+
+
+class ResultCollector:
+    """Controller side: every check's result as it arrives, from this process or a worker."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for key, value in report.user_properties:
+            if key == PROPERTY_KEY:
+                self.state.results[report.nodeid] = CheckResult.from_dict(value)  # type: ignore[arg-type]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from unibazzar_health.summary import RunInfo, build_summary, now, write_json
+
+    config = session.config
+    if _is_worker(config) or RUN_KEY not in config.stash:
+        return
+    state = config.stash[RUN_KEY]
+    if not state.results or state.env is None:
+        return
+    run = RunInfo(environment=state.env.name, environment_file=str(state.env.path),
+                  started_at=state.started_at, finished_at=now(),
+                  arguments=[state.redactor.text(a) for a in sys.argv[1:]])
+    state.summary = build_summary(list(state.results.values()), state.catalog, run)
+    state.summary_path = write_json(state.reports_dir / "summary.json", state.summary)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from unibazzar_health.summary import render
+
+    state = config.stash.get(RUN_KEY, None)
+    if state is None or state.summary is None:
+        return
+    status = state.summary["verdict"]["status"]
+    colour = {"failing": {"red": True}, "incomplete": {"yellow": True}}.get(status, {"green": True})
+    terminalreporter.section("UniBazzar incident verdict", sep="=", bold=True, **colour)
+    lines = render(state.summary)
+    terminalreporter.write_line(lines[0], bold=True, **colour)
+    for line in lines[1:]:
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"summary: {state.summary_path}")

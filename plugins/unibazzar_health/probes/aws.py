@@ -1,0 +1,54 @@
+"""AWS clients (boto3) with the deadline as connect and read timeout and one attempt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from unibazzar_health.probes import DeadlineExceeded, ProbeError
+
+
+@dataclass(frozen=True)
+class AwsTarget:
+    region: str
+    endpoint_url: str | None
+    access_key_id: str | None  # None: boto3's own credential chain
+    secret_access_key: str | None
+    deadline: float
+
+
+def client(service: str, target: AwsTarget) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=target.deadline,
+        read_timeout=target.deadline,
+        # total_max_attempts=1 is one try; max_attempts=1 would be two.
+        retries={"mode": "standard", "total_max_attempts": 1},
+    )
+    session = boto3.session.Session(
+        aws_access_key_id=target.access_key_id,
+        aws_secret_access_key=target.secret_access_key,
+        region_name=target.region,
+    )
+    return session.client(service, endpoint_url=target.endpoint_url, config=config)
+
+
+def explain(exc: Exception, backend: str, where: str, target: AwsTarget) -> ProbeError:
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+        return DeadlineExceeded(backend, where, target.deadline)
+    if isinstance(exc, EndpointConnectionError):
+        return ProbeError(backend, where, "endpoint unreachable", target.deadline)
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return ProbeError(backend, where, f"{error.get('Code')}: {error.get('Message')}",
+                          target.deadline)
+    return ProbeError(backend, where, f"{type(exc).__name__}: {exc}", target.deadline)

@@ -1,0 +1,55 @@
+"""HTTP services through requests: connect and read timeouts from the deadline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from unibazzar_health.probes import DeadlineExceeded, ProbeError, timed
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    elapsed_ms: float
+    body: Any  # parsed JSON, or the text's first 500 characters
+
+
+def request(
+    backend: str,
+    method: str,
+    url: str,
+    deadline: float,
+    *,
+    json: Any = None,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    session: Any = None,
+) -> HttpAnswer:
+    import requests
+
+    sender = session or requests
+    try:
+        with timed() as t:
+            response = sender.request(method, url, json=json, data=data, headers=headers,
+                                      timeout=(deadline, deadline), allow_redirects=False)
+    except requests.Timeout:
+        raise DeadlineExceeded(backend, url, deadline) from None
+    except requests.RequestException as exc:
+        raise ProbeError(backend, url, _reason(exc), deadline) from None
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text[:500]
+    return HttpAnswer(status=response.status_code, elapsed_ms=t.ms, body=body)
+
+
+def _reason(exc: Exception) -> str:
+    # requests nests the socket error deep in its message; the innermost cause reads best.
+    inner: BaseException = exc
+    while inner.__context__ is not None and inner.__context__ is not inner:
+        inner = inner.__context__
+    text = str(inner) or type(inner).__name__
+    if "Connection refused" in text:
+        return "connection refused"
+    return f"{type(exc).__name__}: {text[:200]}"

@@ -1,0 +1,94 @@
+"""Kubernetes through the official client: every call carries _request_timeout and
+urllib3's retries are off (the client would otherwise try three more times)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from unibazzar_health.probes import DeadlineExceeded, ProbeError
+
+
+@dataclass(frozen=True)
+class KubeTarget:
+    namespace: str
+    mode: str  # kubeconfig | in-cluster | url
+    context: str | None
+    api_url: str | None
+    token: str | None
+    deadline: float
+
+    @property
+    def where(self) -> str:
+        return self.api_url or (f"context {self.context}" if self.context else self.mode)
+
+
+@dataclass(frozen=True)
+class DeploymentHealth:
+    name: str
+    exists: bool
+    desired: int = 0
+    ready: int = 0
+    available: int = 0
+    updated: int = 0
+    revision: str | None = None
+    conditions: dict[str, str] = field(default_factory=dict)  # type -> "status (reason)"
+
+
+def api_client(target: KubeTarget) -> Any:
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    if target.mode == "in-cluster":
+        config.load_incluster_config(client_configuration=configuration)
+    elif target.mode == "kubeconfig":
+        config.load_kube_config(context=target.context, client_configuration=configuration)
+    else:
+        configuration.host = target.api_url
+    if target.token:
+        configuration.api_key = {"authorization": f"Bearer {target.token}"}
+    configuration.retries = 0
+    return client.ApiClient(configuration)
+
+
+def _call(target: KubeTarget, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError, MaxRetryError, TimeoutError
+
+    try:
+        return fn(*args, _request_timeout=(target.deadline, target.deadline), **kwargs)
+    except ApiException:
+        raise
+    except (TimeoutError, MaxRetryError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+            raise DeadlineExceeded("kubernetes", target.where, target.deadline) from None
+        raise ProbeError("kubernetes", target.where, f"{what}: {reason}", target.deadline) from None
+    except HTTPError as exc:
+        raise ProbeError("kubernetes", target.where, f"{what}: {exc}", target.deadline) from None
+
+
+def deployment_health(target: KubeTarget, name: str) -> DeploymentHealth:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    apps = client.AppsV1Api(api_client(target))
+    try:
+        d = _call(target, f"read deployment {name}", apps.read_namespaced_deployment,
+                  name, target.namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return DeploymentHealth(name=name, exists=False)
+        raise ProbeError("kubernetes", target.where, f"HTTP {exc.status} {exc.reason}",
+                         target.deadline) from None
+    status = d.status
+    return DeploymentHealth(
+        name=name,
+        exists=True,
+        desired=d.spec.replicas or 0,
+        ready=status.ready_replicas or 0,
+        available=status.available_replicas or 0,
+        updated=status.updated_replicas or 0,
+        revision=(d.metadata.annotations or {}).get("deployment.kubernetes.io/revision"),
+        conditions={c.type: f"{c.status} ({c.reason})" for c in (status.conditions or [])},
+    )

@@ -1,0 +1,84 @@
+"""The payment provider (Stripe's HTTP API) and our own webhook receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from unibazzar_health.probes import http
+
+
+@dataclass(frozen=True)
+class ProviderTarget:
+    api_url: str
+    api_key: str
+    deadline: float
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    id: str
+    url: str
+    status: str
+    enabled_events: list[str]
+
+
+@dataclass(frozen=True)
+class ProviderState:
+    key_accepted: bool
+    events_status: int
+    endpoints: list[WebhookEndpoint]
+    elapsed_ms: float
+
+
+def provider_state(target: ProviderTarget) -> ProviderState:
+    headers = {"Authorization": f"Bearer {target.api_key}"}
+    base = target.api_url.rstrip("/")
+    events = http.request("payments", "GET", f"{base}/v1/events?limit=1", target.deadline,
+                          headers=headers)
+    endpoints: list[WebhookEndpoint] = []
+    if events.status == 200:
+        listed = http.request("payments", "GET", f"{base}/v1/webhook_endpoints?limit=100",
+                              target.deadline, headers=headers)
+        if listed.status == 200 and isinstance(listed.body, dict):
+            endpoints = [WebhookEndpoint(e.get("id", ""), e.get("url", ""), e.get("status", ""),
+                                         list(e.get("enabled_events", [])))
+                         for e in listed.body.get("data", [])]
+    return ProviderState(events.status == 200, events.status, endpoints, events.elapsed_ms)
+
+
+def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
+    """Stripe's scheme: t=<unix time>,v1=<hex HMAC-SHA256 of "t.payload">."""
+    t = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
+def canary_event() -> bytes:
+    """An event type no handler acts on: receivers verify and acknowledge it, nothing more."""
+    stamp = int(time.time())
+    return json.dumps({"id": f"evt_unibazzar_health_canary_{stamp}", "object": "event",
+                       "type": "unibazzar.health_check.canary", "created": stamp,
+                       "livemode": False, "data": {"object": {}}}).encode()
+
+
+def deliver(url: str, payload: bytes, signature: str, deadline: float) -> int:
+    answer = http.request("order-service", "POST", url, deadline, data=payload,
+                          headers={"Content-Type": "application/json",
+                                   "Stripe-Signature": signature})
+    return answer.status
+
+
+def receiver_verdicts(url: str, secret: str, deadline: float) -> dict[str, Any]:
+    """How our receiver answers a correctly signed canary, and the same with a bad signature."""
+    payload = canary_event()
+    return {
+        "correctly_signed": deliver(url, payload, sign(payload, secret), deadline),
+        "badly_signed": deliver(url, payload, sign(payload, "whsec_not_our_secret"), deadline),
+        "stale_timestamp": deliver(url, payload, sign(payload, secret, int(time.time()) - 3600),
+                                   deadline),
+    }

@@ -1,0 +1,125 @@
+"""RabbitMQ: a confirmed canary publish through pika, queue state from the management API."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from unibazzar_health.probes import DeadlineExceeded, ProbeError, timed
+
+CANARY_ROUTING_KEY = "health-check.canary"
+
+
+@dataclass(frozen=True)
+class BrokerTarget:
+    url: str  # amqp://user@host:port/vhost, no password
+    password: str | None
+    management_url: str
+    deadline: float
+
+    @property
+    def where(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.hostname}:{parts.port or 5672}"
+
+    @property
+    def user(self) -> str:
+        return unquote(urlsplit(self.url).username or "guest")
+
+    @property
+    def vhost(self) -> str:
+        path = urlsplit(self.url).path
+        return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    exchange: str
+    routing_key: str
+    confirmed: bool
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class QueueState:
+    queue: str
+    exists: bool
+    messages: int
+    messages_ready: int
+    messages_unacknowledged: int
+    consumers: int
+
+
+def publish_canary(target: BrokerTarget, exchange: str) -> PublishResult:
+    """Publish with publisher confirms to ``exchange`` under a routing key no consumer binds,
+    so the broker's path is exercised without feeding real consumers."""
+    import pika
+    from pika.exceptions import AMQPError
+
+    params = pika.ConnectionParameters(
+        host=urlsplit(target.url).hostname,
+        port=urlsplit(target.url).port or 5672,
+        virtual_host=target.vhost,
+        credentials=pika.PlainCredentials(target.user, target.password or ""),
+        socket_timeout=target.deadline,
+        stack_timeout=target.deadline,
+        blocked_connection_timeout=target.deadline,
+        connection_attempts=1,
+        heartbeat=0,
+    )
+    try:
+        with timed() as t:
+            connection = pika.BlockingConnection(params)
+            try:
+                channel = connection.channel()
+                channel.confirm_delivery()
+                channel.exchange_declare(exchange, passive=True)
+                channel.basic_publish(
+                    exchange, CANARY_ROUTING_KEY, b'{"type": "health-check.canary"}',
+                    pika.BasicProperties(content_type="application/json", delivery_mode=1),
+                )
+            finally:
+                if connection.is_open:
+                    connection.close()
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        raise ProbeError("rabbitmq", target.where, f"broker refused: {exc.reply_text}",
+                         target.deadline) from None
+    except pika.exceptions.AMQPConnectionError as exc:
+        text = repr(exc)
+        if "timeout" in text.lower():
+            raise DeadlineExceeded("rabbitmq", target.where, target.deadline) from None
+        raise ProbeError("rabbitmq", target.where, f"cannot connect: {text[:200]}",
+                         target.deadline) from None
+    except AMQPError as exc:
+        raise ProbeError("rabbitmq", target.where, repr(exc)[:200], target.deadline) from None
+    return PublishResult(exchange, CANARY_ROUTING_KEY, True, t.ms)
+
+
+def queue_state(target: BrokerTarget, queue: str) -> QueueState:
+    import requests
+
+    url = (f"{target.management_url.rstrip('/')}/api/queues/"
+           f"{quote(target.vhost, safe='')}/{quote(queue, safe='')}")
+    try:
+        response = requests.get(url, auth=(target.user, target.password or ""),
+                                timeout=(target.deadline, target.deadline))
+    except requests.Timeout:
+        raise DeadlineExceeded("rabbitmq-management", url, target.deadline) from None
+    except requests.RequestException as exc:
+        raise ProbeError("rabbitmq-management", url, type(exc).__name__, target.deadline) from None
+    if response.status_code == 404:
+        return QueueState(queue, False, 0, 0, 0, 0)
+    if response.status_code != 200:
+        raise ProbeError("rabbitmq-management", url, f"HTTP {response.status_code}",
+                         target.deadline)
+    data: dict[str, Any] = json.loads(response.text)
+    return QueueState(
+        queue=queue,
+        exists=True,
+        messages=int(data.get("messages", 0)),
+        messages_ready=int(data.get("messages_ready", 0)),
+        messages_unacknowledged=int(data.get("messages_unacknowledged", 0)),
+        consumers=int(data.get("consumers", 0)),
+    )

@@ -1,0 +1,98 @@
+"""Redis through redis-py: socket timeouts from the deadline, retries off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from unibazzar_health.probes import DeadlineExceeded, ProbeError, percentile, timed
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    url: str  # carries no password
+    password: str | None
+    deadline: float
+
+    @property
+    def where(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+@dataclass(frozen=True)
+class CachePerformance:
+    samples: int
+    ping_p50_ms: float
+    ping_p95_ms: float
+    ping_max_ms: float
+    get_p95_ms: float
+    keyspace_hits: int
+    keyspace_misses: int
+    hit_ratio: float | None
+    evicted_keys: int
+    used_memory: int
+    maxmemory: int
+    memory_usage: float | None
+
+
+def client(target: RedisTarget) -> Any:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        target.url,
+        password=target.password,
+        socket_connect_timeout=target.deadline,
+        socket_timeout=target.deadline,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+    )
+
+
+def _explain(exc: Exception, target: RedisTarget) -> ProbeError:
+    import redis
+
+    if isinstance(exc, redis.TimeoutError):
+        return DeadlineExceeded("redis", target.where, target.deadline)
+    return ProbeError("redis", target.where, f"{type(exc).__name__}: {exc}", target.deadline)
+
+
+def cache_performance(target: RedisTarget, samples: int = 20) -> CachePerformance:
+    import redis
+
+    conn = client(target)
+    try:
+        pings, gets = [], []
+        for _ in range(samples):
+            with timed() as t:
+                conn.ping()
+            pings.append(t.ms)
+            with timed() as t:
+                # A key nobody writes: measures the read path without touching data.
+                conn.get("unibazzar-health:canary:latency-probe")
+            gets.append(t.ms)
+        stats = conn.info("stats")
+        memory = conn.info("memory")
+    except redis.RedisError as exc:
+        raise _explain(exc, target) from None
+    finally:
+        conn.close()
+    hits, misses = int(stats.get("keyspace_hits", 0)), int(stats.get("keyspace_misses", 0))
+    used, maxmemory = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+    return CachePerformance(
+        samples=samples,
+        ping_p50_ms=percentile(pings, 50),
+        ping_p95_ms=percentile(pings, 95),
+        ping_max_ms=max(pings),
+        get_p95_ms=percentile(gets, 95),
+        keyspace_hits=hits,
+        keyspace_misses=misses,
+        hit_ratio=round(hits / (hits + misses), 4) if hits + misses else None,
+        evicted_keys=int(stats.get("evicted_keys", 0)),
+        used_memory=used,
+        maxmemory=maxmemory,
+        memory_usage=round(used / maxmemory, 4) if maxmemory else None,
+    )

@@ -1,0 +1,78 @@
+"""The vector database (Chroma's HTTP API v2) through requests, every call bounded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from unibazzar_health.probes import DeadlineExceeded, ProbeError, timed
+
+
+@dataclass(frozen=True)
+class VectorTarget:
+    url: str
+    tenant: str
+    database: str
+    token: str | None
+    deadline: float
+
+
+@dataclass(frozen=True)
+class CollectionHealth:
+    collection: str
+    exists: bool
+    count: int = 0
+    heartbeat_ms: float = 0.0
+    query_ms: float | None = None
+    canary_id: str | None = None
+    nearest_id: str | None = None  # a stored vector's own nearest neighbour: itself
+
+
+def _call(target: VectorTarget, method: str, path: str, json: Any = None) -> tuple[int, Any]:
+    import requests
+
+    url = target.url.rstrip("/") + path
+    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    try:
+        response = requests.request(method, url, json=json, headers=headers,
+                                    timeout=(target.deadline, target.deadline))
+    except requests.Timeout:
+        raise DeadlineExceeded("vector-db", target.url, target.deadline) from None
+    except requests.RequestException as exc:
+        reason = "connection refused" if "refused" in str(exc) else type(exc).__name__
+        raise ProbeError("vector-db", target.url, reason, target.deadline) from None
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, response.text[:200]
+
+
+def _ok(target: VectorTarget, status: int, body: Any, doing: str) -> Any:
+    if status >= 400:
+        message = body.get("message") if isinstance(body, dict) else body
+        raise ProbeError("vector-db", target.url, f"{doing}: HTTP {status} {message}",
+                         target.deadline)
+    return body
+
+
+def collection_health(target: VectorTarget, collection: str) -> CollectionHealth:
+    base = f"/api/v2/tenants/{target.tenant}/databases/{target.database}/collections"
+    with timed() as t:
+        _ok(target, *_call(target, "GET", "/api/v2/heartbeat"), "heartbeat")
+    heartbeat_ms = t.ms
+    status, body = _call(target, "GET", f"{base}/{collection}")
+    if status == 404:
+        return CollectionHealth(collection, False, heartbeat_ms=heartbeat_ms)
+    collection_id = _ok(target, status, body, "get collection")["id"]
+    count = int(_ok(target, *_call(target, "GET", f"{base}/{collection_id}/count"), "count"))
+    if count == 0:
+        return CollectionHealth(collection, True, 0, heartbeat_ms)
+    sample = _ok(target, *_call(target, "POST", f"{base}/{collection_id}/get",
+                                {"limit": 1, "include": ["embeddings"]}), "get one item")
+    canary_id, vector = sample["ids"][0], sample["embeddings"][0]
+    with timed() as t:
+        answer = _ok(target, *_call(target, "POST", f"{base}/{collection_id}/query",
+                                    {"query_embeddings": [vector], "n_results": 1,
+                                     "include": ["distances"]}), "query")
+    nearest = answer["ids"][0][0] if answer.get("ids") and answer["ids"][0] else None
+    return CollectionHealth(collection, True, count, heartbeat_ms, t.ms, canary_id, nearest)

@@ -1,0 +1,170 @@
+"""One check's result, as plain data that crosses xdist workers and lands in the summary.
+
+Outcomes are kept apart as an on-call engineer needs them:
+- failed: the platform is unhealthy (an assertion, a Finding, or a backend that gave
+  no answer within its deadline);
+- broken: the check itself could not run (a bug, a crash): the verdict is incomplete;
+- skipped: not configured for this environment;
+- not-run: the run's budget ran out first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from unibazzar_health.catalog import Catalog, CheckEntry, fill_commands
+from unibazzar_health.redaction import Redactor
+from unibazzar_health.settings import Environment
+
+PROPERTY_KEY = "unibazzar"
+NOT_RUN_PREFIX = "not run:"
+
+
+class Outcome(enum.StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    BROKEN = "broken"
+    SKIPPED = "skipped"
+    NOT_RUN = "not-run"
+
+
+@dataclass
+class CheckResult:
+    id: str
+    service: str
+    step: str
+    title: str
+    nodeid: str
+    outcome: Outcome
+    impact: str | None = None
+    severity: str | None = None
+    message: str | None = None
+    fixes: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
+    evidence: Any = None
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["outcome"] = str(self.outcome)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
+        return cls(**{**data, "outcome": Outcome(data["outcome"])})
+
+
+def classify(exc: BaseException | None, skipped: bool, skip_reason: str = "") -> Outcome:
+    """Turn what happened in a check into its outcome (see module docstring)."""
+    from unibazzar_health.observer import ObservationTimeout
+    from unibazzar_health.probes import ProbeError
+
+    if skipped:
+        return Outcome.NOT_RUN if skip_reason.startswith(NOT_RUN_PREFIX) else Outcome.SKIPPED
+    if exc is None:
+        return Outcome.PASSED
+    if isinstance(exc, AssertionError | ProbeError | ObservationTimeout):
+        return Outcome.FAILED
+    return Outcome.BROKEN
+
+
+def impact_of(exc: BaseException | None, entry: CheckEntry) -> str:
+    from unibazzar_health.runbook import Finding
+
+    if isinstance(exc, Finding) and exc.impact:
+        return exc.impact
+    return entry.impact
+
+
+def first_line(exc: BaseException) -> str:
+    from unibazzar_health.probes import ProbeError
+
+    if isinstance(exc, ProbeError | AssertionError) and str(exc).strip():
+        text = str(exc).strip()
+        # pytest appends its assertion rewrite ("assert 0 == 2 ...") after the message.
+        return text.split("\nassert ")[0].strip()
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+def as_evidence(observed: Any) -> Any:
+    """Plain JSON-able data of an observation (dataclasses, dicts, lists, scalars)."""
+    if dataclasses.is_dataclass(observed) and not isinstance(observed, type):
+        return as_evidence(dataclasses.asdict(observed))
+    if isinstance(observed, dict):
+        return {str(k): as_evidence(v) for k, v in observed.items()}
+    if isinstance(observed, list | tuple | set):
+        return [as_evidence(v) for v in observed]
+    if observed is None or isinstance(observed, str | int | float | bool):
+        return observed
+    return repr(observed)
+
+
+def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
+    """The names the runbook's commands need, filled in from the environment."""
+    from urllib.parse import urlsplit
+
+    spec = env.spec
+    service = spec.service(entry.service)
+    names = {
+        "namespace": spec.kubernetes.namespace,
+        "service": entry.service,
+        "deployment": (service.deployment if service and service.deployment else entry.service),
+    }
+    if spec.aws:
+        names |= {"listings_table": spec.aws.listings_table,
+                  "images_bucket": spec.aws.images_bucket, "aws_region": spec.aws.region}
+    database = next(iter(spec.postgresql.values()), None)
+    if database:
+        parts = urlsplit(database.dsn)
+        names |= {"postgres_host": parts.hostname or "", "postgres_port": str(parts.port or 5432),
+                  "postgres_db": parts.path.lstrip("/")}
+    cache = next(iter(spec.redis.values()), None)
+    if cache:
+        parts = urlsplit(cache.url)
+        names |= {"redis_host": parts.hostname or "", "redis_port": str(parts.port or 6379)}
+    if spec.rabbitmq:
+        names |= {"rabbitmq_management_url": spec.rabbitmq.management_url.rstrip("/"),
+                  "events_queue": spec.rabbitmq.events_queue}
+    if spec.vector_db:
+        names |= {"vector_db_url": spec.vector_db.url.rstrip("/"),
+                  "vector_collection": spec.vector_db.collection}
+    if spec.payments:
+        names |= {"payments_api_url": spec.payments.api_url.rstrip("/")}
+    return names
+
+
+def build_result(
+    *,
+    entry: CheckEntry,
+    nodeid: str,
+    catalog: Catalog,
+    env: Environment | None,
+    redactor: Redactor,
+    exc: BaseException | None,
+    skipped: bool,
+    skip_reason: str,
+    observed: Any,
+    duration_s: float,
+) -> CheckResult:
+    outcome = classify(exc, skipped, skip_reason)
+    result = CheckResult(
+        id=entry.id, service=entry.service, step=entry.step, title=entry.title, nodeid=nodeid,
+        outcome=outcome, depends_on=list(entry.depends_on), duration_s=round(duration_s, 3),
+        evidence=redactor.data(as_evidence(observed)) if observed is not None else None,
+    )
+    if outcome is Outcome.FAILED:
+        assert exc is not None
+        result.impact = impact_of(exc, entry)
+        result.severity = catalog.severity_of(result.impact).level
+        result.fixes = list(entry.fixes)
+        names = command_names(env, entry) if env is not None else {}
+        result.commands = [redactor.text(c) for c in fill_commands(entry.commands, names)]
+    if exc is not None:
+        result.message = redactor.text(first_line(exc))
+    elif skipped:
+        result.message = skip_reason
+    return result

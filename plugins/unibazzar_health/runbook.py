@@ -1,0 +1,113 @@
+"""What a check module uses: the marker that ties it to the runbook, the context its
+observe function receives, and the Finding it raises to name another impact class.
+
+A check is two functions: ``observe(ctx)`` does all the I/O through probes and
+returns plain data; the test function judges that data against thresholds. The
+plugin runs observe functions concurrently, ahead of the assertions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+from unibazzar_health.settings import Environment
+
+if TYPE_CHECKING:
+    from unibazzar_health.probes.aws import AwsTarget
+    from unibazzar_health.probes.kubernetes import KubeTarget
+    from unibazzar_health.probes.postgresql import PostgresTarget
+    from unibazzar_health.probes.rabbitmq import BrokerTarget
+    from unibazzar_health.probes.redis import RedisTarget
+    from unibazzar_health.probes.vectordb import VectorTarget
+
+T = TypeVar("T")
+
+
+class Finding(AssertionError):
+    """A failed check whose impact differs from its catalog default (e.g. security)."""
+
+    def __init__(self, message: str, *, impact: str | None = None) -> None:
+        super().__init__(message)
+        self.impact = impact
+
+
+class NotConfigured(Exception):
+    """The environment file does not describe what this check probes: it is skipped."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"not configured: the environment has no '{key}'")
+        self.key = key
+
+
+def runbook_check(check_id: str, observe: Callable[[CheckContext], Any]) -> pytest.MarkDecorator:
+    """Mark a test as the check ``check_id`` of catalog.toml, observed by ``observe``."""
+    return pytest.mark.check(check_id, observe=observe)
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """Targets built from the environment, each with its backend's deadline."""
+
+    env: Environment
+
+    def require(self, key: str, value: T | None) -> T:
+        """``value``, or skip the check: the environment has no ``key``."""
+        if value is None:
+            raise NotConfigured(key)
+        return value
+
+    def service_url(self, service: str, path: str = "") -> str:
+        target = self.require(f"services.{service}", self.env.spec.service(service))
+        return target.url.rstrip("/") + path
+
+    def canary_login(self) -> tuple[str, str]:
+        spec = self.require("canary", self.env.spec.canary)
+        return spec.email, self.env.secret(spec.password_env) or ""
+
+    def vector_db(self) -> VectorTarget:
+        from unibazzar_health.probes.vectordb import VectorTarget
+
+        spec = self.require("vector_db", self.env.spec.vector_db)
+        return VectorTarget(spec.url, spec.tenant, spec.database,
+                            self.env.secret(spec.token_env), self.env.deadline("vector_db"))
+
+    def postgres(self, name: str) -> PostgresTarget:
+        from unibazzar_health.probes.postgresql import PostgresTarget
+
+        spec = self.require(f"postgresql.{name}", self.env.spec.postgresql.get(name))
+        return PostgresTarget(spec.dsn, self.env.secret(spec.password_env),
+                              self.env.deadline("postgresql"))
+
+    def redis(self, name: str) -> RedisTarget:
+        from unibazzar_health.probes.redis import RedisTarget
+
+        spec = self.require(f"redis.{name}", self.env.spec.redis.get(name))
+        return RedisTarget(spec.url, self.env.secret(spec.password_env),
+                           self.env.deadline("redis"))
+
+    def broker(self) -> BrokerTarget:
+        from unibazzar_health.probes.rabbitmq import BrokerTarget
+
+        spec = self.require("rabbitmq", self.env.spec.rabbitmq)
+        return BrokerTarget(spec.url, self.env.secret(spec.password_env), spec.management_url,
+                            self.env.deadline("rabbitmq"))
+
+    def aws(self, backend: str) -> AwsTarget:
+        from unibazzar_health.probes.aws import AwsTarget
+
+        spec = self.require("aws", self.env.spec.aws)
+        return AwsTarget(spec.region, spec.endpoint_url,
+                         self.env.secret(spec.access_key_id_env),
+                         self.env.secret(spec.secret_access_key_env),
+                         self.env.deadline(backend))
+
+    def kube(self) -> KubeTarget:
+        from unibazzar_health.probes.kubernetes import KubeTarget
+
+        spec = self.env.spec.kubernetes
+        return KubeTarget(spec.namespace, spec.mode, spec.context, spec.api_url,
+                          self.env.secret(spec.token_env), self.env.deadline("kubernetes"))

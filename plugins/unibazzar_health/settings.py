@@ -1,0 +1,336 @@
+"""The environment a run targets: one TOML file, validated before any probe runs.
+
+Secrets are never written in the file: a key ending in ``_env`` names the
+environment variable that holds the value. Every error names the file, the key
+and the value (with any password masked).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+)
+
+from unibazzar_health.redaction import Redactor, url_without_password
+
+ServiceName = Literal["auth-service", "listing-service", "order-service", "ai-service"]
+SERVICES: tuple[str, ...] = get_args(ServiceName)
+ENV_VAR_SELECT_NAME = "UNIBAZZAR_ENV"
+ENV_VAR_SELECT_FILE = "UNIBAZZAR_ENV_FILE"
+DEFAULT_ENVIRONMENT = "sandbox"
+
+
+class EnvironmentFileError(Exception):
+    """A bad environment file: names the file, the key and the value."""
+
+    def __init__(self, path: Path | str, key: str, value: object, reason: str) -> None:
+        self.path, self.key, self.value, self.reason = str(path), key, value, reason
+        shown = url_without_password(value) if isinstance(value, str) else value
+        where = f"key '{key}'" if key else "file"
+        value_part = "" if value is _NO_VALUE else f": value {shown!r}"
+        super().__init__(f"{path}: {where}{value_part}: {reason}")
+
+
+_NO_VALUE: Any = object()
+
+
+def _url(*schemes: str) -> AfterValidator:
+    def check(value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes:
+            raise ValueError(f"expected a URL with scheme {' or '.join(schemes)}")
+        if not parts.hostname:
+            raise ValueError("the URL has no host")
+        try:
+            parts.port  # noqa: B018 - parsing the port is the validation
+        except ValueError as exc:
+            raise ValueError(f"bad port ({exc})") from None
+        if parts.password is not None:
+            raise ValueError("the URL carries a password: write it in an environment "
+                             "variable and name it in the matching *_env key")
+        return value
+
+    return AfterValidator(check)
+
+
+def _env_var_name(value: str) -> str:
+    if not value.replace("_", "A").isalnum() or value[0].isdigit():
+        raise ValueError("not an environment variable name")
+    return value
+
+
+HttpUrl = Annotated[str, _url("http", "https")]
+EnvVar = Annotated[str, AfterValidator(_env_var_name)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvironmentInfo(_Section):
+    name: str
+    description: str = ""
+    # A dotenv file for local sandboxes only; real variables always win.
+    secrets_file: str | None = None
+
+
+class Deadlines(_Section):
+    """Seconds. Every probe is bounded by its backend's deadline, else the default."""
+
+    default: PositiveFloat = 3.0
+    # Wall clock of one check's observation, several probes included: past it the
+    # observation is abandoned even if a client ignored its timeout.
+    check: PositiveFloat = 10.0
+    postgresql: PositiveFloat | None = None
+    redis: PositiveFloat | None = None
+    rabbitmq: PositiveFloat | None = None
+    dynamodb: PositiveFloat | None = None
+    s3: PositiveFloat | None = None
+    kubernetes: PositiveFloat | None = None
+    http: PositiveFloat | None = None
+    payments: PositiveFloat | None = None
+    vector_db: PositiveFloat | None = None
+
+
+class Thresholds(_Section):
+    db_connection_usage: Annotated[float, Field(gt=0, le=1)] = 0.9
+    long_query_seconds: PositiveFloat = 60.0
+    idle_in_transaction_seconds: PositiveFloat = 60.0
+    saga_timeout_minutes: PositiveFloat = 15.0
+    queue_depth_max: PositiveInt = 1000
+    redis_latency_p95_ms: PositiveFloat = 50.0
+    redis_memory_usage: Annotated[float, Field(gt=0, le=1)] = 0.9
+    vector_query_ms: PositiveFloat = 500.0
+    embedding_ms: PositiveFloat = 1000.0
+    http_latency_ms: PositiveFloat = 1000.0
+
+
+class ServiceTarget(_Section):
+    url: HttpUrl
+    deployment: str | None = None  # defaults to the service name
+    health_path: str = "/health"
+
+
+class PostgresTarget(_Section):
+    dsn: Annotated[str, _url("postgresql", "postgres")]
+    password_env: EnvVar | None = None
+
+
+class RedisTarget(_Section):
+    url: Annotated[str, _url("redis", "rediss")]
+    password_env: EnvVar | None = None
+
+
+class RabbitMQTarget(_Section):
+    url: Annotated[str, _url("amqp", "amqps")]
+    password_env: EnvVar | None = None
+    management_url: HttpUrl
+    events_exchange: str
+    events_queue: str
+
+
+class AwsTarget(_Section):
+    region: str
+    # Only for emulators or VPC endpoints; real AWS needs none.
+    endpoint_url: HttpUrl | None = None
+    # Unset: boto3's own credential chain (instance role, SSO, profile).
+    access_key_id_env: EnvVar | None = None
+    secret_access_key_env: EnvVar | None = None
+    listings_table: str
+    images_bucket: str
+    canary_prefix: str = "health-checks/canary/"
+
+
+class KubernetesTarget(_Section):
+    namespace: str = "unibazzar"
+    mode: Literal["kubeconfig", "in-cluster", "url"] = "kubeconfig"
+    context: str | None = None
+    api_url: HttpUrl | None = None
+    token_env: EnvVar | None = None
+
+
+class VectorDbTarget(_Section):
+    url: HttpUrl
+    collection: str
+    tenant: str = "default_tenant"
+    database: str = "default_database"
+    token_env: EnvVar | None = None
+
+
+class PaymentsTarget(_Section):
+    provider: Literal["stripe"] = "stripe"
+    api_url: HttpUrl
+    api_key_env: EnvVar
+    webhook_url: HttpUrl
+    webhook_secret_env: EnvVar
+
+
+class CanaryUser(_Section):
+    email: str
+    password_env: EnvVar
+
+
+class OnCall(_Section):
+    primary: str = "on-call primary"
+    secondary: str = "on-call secondary"
+    manager: str = "engineering manager"
+
+
+class EnvironmentFile(_Section):
+    environment: EnvironmentInfo
+    deadlines: Deadlines = Deadlines()
+    thresholds: Thresholds = Thresholds()
+    services: dict[ServiceName, ServiceTarget] = {}
+    postgresql: dict[str, PostgresTarget] = {}
+    redis: dict[str, RedisTarget] = {}
+    rabbitmq: RabbitMQTarget | None = None
+    aws: AwsTarget | None = None
+    kubernetes: KubernetesTarget = KubernetesTarget()
+    vector_db: VectorDbTarget | None = None
+    payments: PaymentsTarget | None = None
+    canary: CanaryUser | None = None
+    oncall: OnCall = OnCall()
+
+    def service(self, name: str) -> ServiceTarget | None:
+        return self.services.get(name)  # type: ignore[call-overload, no-any-return]
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A validated environment file with its secrets resolved."""
+
+    path: Path
+    spec: EnvironmentFile
+    secrets: Mapping[str, str] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.environment.name
+
+    def secret(self, env_var: str | None) -> str | None:
+        return None if env_var is None else self.secrets[env_var]
+
+    def deadline(self, backend: str) -> float:
+        value: float | None = getattr(self.spec.deadlines, backend)
+        return value if value is not None else self.spec.deadlines.default
+
+    def redactor(self) -> Redactor:
+        return Redactor(self.secrets.values())
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain data, to hand the resolved settings to xdist workers."""
+        return {"path": str(self.path), "spec": self.spec.model_dump(mode="json"),
+                "secrets": dict(self.secrets)}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Environment:
+        return cls(Path(data["path"]), EnvironmentFile.model_validate(data["spec"]),
+                   dict(data["secrets"]))
+
+
+def choose_environment_file(
+    root: Path, env_name: str | None, env_file: str | None, environ: Mapping[str, str]
+) -> Path:
+    """Command line beats environment variables, which beat the sandbox default."""
+    if env_file:
+        return Path(env_file)
+    if env_name:
+        return root / "environments" / f"{env_name}.toml"
+    if environ.get(ENV_VAR_SELECT_FILE):
+        return Path(environ[ENV_VAR_SELECT_FILE])
+    return root / "environments" / f"{environ.get(ENV_VAR_SELECT_NAME) or DEFAULT_ENVIRONMENT}.toml"
+
+
+def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> Environment:
+    environ = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EnvironmentFileError(path, "", _NO_VALUE, "no such environment file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise EnvironmentFileError(path, "", _NO_VALUE, f"not valid TOML ({exc})") from None
+    try:
+        spec = EnvironmentFile.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None
+    _check_consistency(path, spec)
+    return Environment(path, spec, _resolve_secrets(path, spec, raw, environ))
+
+
+def _first_error(path: Path, exc: ValidationError) -> EnvironmentFileError:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return EnvironmentFileError(path, key, error["input"], "unknown key")
+    if error["type"] == "missing":
+        return EnvironmentFileError(path, key, _NO_VALUE, "required key is missing")
+    reason = error["msg"].removeprefix("Value error, ")
+    return EnvironmentFileError(path, key, error["input"], reason)
+
+
+def _check_consistency(path: Path, spec: EnvironmentFile) -> None:
+    kube = spec.kubernetes
+    if kube.mode == "url" and kube.api_url is None:
+        raise EnvironmentFileError(path, "kubernetes.api_url", _NO_VALUE,
+                                   "required when kubernetes.mode is 'url'")
+
+
+def _secret_keys(raw: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, variable name) for every ``*_env`` key in the file."""
+    found: list[tuple[str, str]] = []
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            dotted = f"{prefix}{key}"
+            if key.endswith("_env") and isinstance(value, str):
+                found.append((dotted, value))
+            else:
+                found.extend(_secret_keys(value, dotted + "."))
+    return found
+
+
+def _resolve_secrets(
+    path: Path, spec: EnvironmentFile, raw: Mapping[str, Any], environ: Mapping[str, str]
+) -> dict[str, str]:
+    fallback: dict[str, str] = {}
+    if spec.environment.secrets_file:
+        secrets_path = (path.parent / spec.environment.secrets_file).resolve()
+        fallback = _read_dotenv(path, secrets_path)
+    resolved: dict[str, str] = {}
+    for key, var in _secret_keys(raw):
+        value = environ.get(var) or fallback.get(var)
+        if not value:
+            source = f" (nor in {spec.environment.secrets_file})" if fallback else ""
+            raise EnvironmentFileError(
+                path, key, var, f"environment variable {var} is not set{source}")
+        resolved[var] = value
+    return resolved
+
+
+def _read_dotenv(env_path: Path, path: Path) -> dict[str, str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise EnvironmentFileError(
+            env_path, "environment.secrets_file", str(path),
+            "no such file (for the sandbox: run scripts/sandbox up)") from None
+    values: dict[str, str] = {}
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            name, _, value = line.removeprefix("export ").partition("=")
+            values[name.strip()] = value.strip().strip("'\"")
+    return values

@@ -1,0 +1,3 @@
+from unibazzar_sandbox.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Four small stand-ins for UniBazzar's services, each really using its backends."""

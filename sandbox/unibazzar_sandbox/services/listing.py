@@ -1,0 +1,119 @@
+"""listing-service: listings in DynamoDB, images in S3, events to RabbitMQ, a Redis cache,
+and the search indexer consuming those events."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import boto3
+import pika
+import redis
+from botocore.config import Config
+from flask import request
+
+from unibazzar_sandbox.layout import HOST, PORTS
+from unibazzar_sandbox.seed import EVENTS_EXCHANGE, EVENTS_QUEUE, IMAGES_BUCKET, LISTINGS_TABLE
+from unibazzar_sandbox.services.common import app_for, make_logger, run, secret
+
+SERVICE = "listing-service"
+CACHE_TTL_S = 60
+log = make_logger(SERVICE)
+app = app_for(SERVICE)
+_aws_config = Config(connect_timeout=2, read_timeout=2,
+                     retries={"mode": "standard", "total_max_attempts": 1})
+
+
+def _aws(name: str) -> Any:
+    return boto3.client(name, endpoint_url=f"http://{HOST}:{PORTS['moto']}",
+                        region_name="eu-west-1", config=_aws_config)
+
+
+dynamodb, s3 = _aws("dynamodb"), _aws("s3")
+cache = redis.Redis(host=HOST, port=PORTS["redis"], db=0,
+                    password=secret("UNIBAZZAR_REDIS_PASSWORD"),
+                    socket_connect_timeout=2, socket_timeout=2)
+
+
+def _rabbit_params() -> pika.ConnectionParameters:
+    return pika.ConnectionParameters(
+        host=HOST, port=PORTS["rabbitmq"], socket_timeout=2, stack_timeout=3,
+        connection_attempts=1,
+        credentials=pika.PlainCredentials("unibazzar", secret("UNIBAZZAR_RABBITMQ_PASSWORD")))
+
+
+def _item(listing: dict[str, Any]) -> dict[str, Any]:
+    return {k: ({"N": str(v)} if isinstance(v, int) else {"S": str(v)}) for k, v in listing.items()}
+
+
+@app.get("/listings/<listing_id>")
+def get_listing(listing_id: str) -> Any:
+    key = f"listing:{listing_id}"
+    try:
+        cached = cache.get(key)
+        if cached:
+            return {"listing": json.loads(cached), "source": "cache"}
+    except redis.RedisError as exc:
+        log.error("cache read failed: %s", type(exc).__name__)
+    try:
+        item = dynamodb.get_item(TableName=LISTINGS_TABLE, Key={"listing_id": {"S": listing_id}})
+    except Exception as exc:
+        log.error("listing read failed: %s", type(exc).__name__)
+        return {"error": "listing store unavailable"}, 503
+    if "Item" not in item:
+        return {"error": "not found"}, 404
+    listing = {k: next(iter(v.values())) for k, v in item["Item"].items()}
+    try:
+        cache.setex(key, CACHE_TTL_S, json.dumps(listing))
+    except redis.RedisError as exc:
+        log.error("cache write failed: %s", type(exc).__name__)
+    return {"listing": listing, "source": "dynamodb"}
+
+
+@app.post("/listings")
+def create_listing() -> Any:
+    body = request.get_json(silent=True) or {}
+    listing = {"listing_id": f"listing-{uuid.uuid4().hex[:12]}",
+               "category": str(body.get("category", "misc")),
+               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "title": str(body.get("title", "untitled")),
+               "price_cents": int(body.get("price_cents", 0))}
+    try:
+        dynamodb.put_item(TableName=LISTINGS_TABLE, Item=_item(listing))
+        s3.put_object(Bucket=IMAGES_BUCKET, Key=f"listings/{listing['listing_id']}/cover.txt",
+                      Body=b"image")
+        connection = pika.BlockingConnection(_rabbit_params())
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            channel.basic_publish(EVENTS_EXCHANGE, "listing.created", json.dumps(listing).encode())
+        finally:
+            connection.close()
+    except Exception as exc:
+        log.error("listing creation failed: %s", type(exc).__name__)
+        return {"error": "listing creation failed"}, 503
+    log.info("listing created %s", listing["listing_id"])
+    return {"listing": listing}, 201
+
+
+def search_indexer() -> None:
+    """Consumes listing events, so the events queue has a consumer as in production."""
+    while True:
+        try:
+            connection = pika.BlockingConnection(_rabbit_params())
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=10)
+            for method, _, _ in channel.consume(EVENTS_QUEUE, inactivity_timeout=None):
+                channel.basic_ack(method.delivery_tag)
+                log.info("indexed event %s", method.routing_key)
+        except Exception as exc:
+            log.error("search indexer lost RabbitMQ: %s", type(exc).__name__)
+            time.sleep(1)
+
+
+if __name__ == "__main__":
+    threading.Thread(target=search_indexer, name="search-indexer", daemon=True).start()
+    run(app, SERVICE)

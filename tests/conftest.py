@@ -1,0 +1,81 @@
+"""Self-test fixtures: the real sandbox (started once), a listener that never answers,
+and helpers to run the check suite as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SANDBOX_PYTHON = ROOT / ".venv-sandbox" / "bin" / "python"
+SANDBOX_TOML = ROOT / "environments" / "sandbox.toml"
+
+
+def sandbox(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SANDBOX_PYTHON), "-m", "unibazzar_sandbox", *args],
+                          capture_output=True, text=True, check=check, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def running_sandbox() -> Iterator[None]:
+    """The sandbox, brought up once for the session; taken down if this session started it."""
+    was_running = sandbox("status", check=False).returncode == 0
+    started = sandbox("up", check=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield
+    if not was_running:
+        sandbox("down")
+
+
+@pytest.fixture
+def hang_listener() -> Iterator[tuple[str, int]]:
+    """Accepts TCP connections and never answers: the worst kind of dead backend."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                held.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield ("127.0.0.1", server.getsockname()[1])
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def run_checks(tmp_path: Path, *args: str, env_file: Path = SANDBOX_TOML,
+               extra_env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str],
+                                                                 dict[str, Any]]:
+    """Run the check suite as a user does (pytest in the repo), return its summary."""
+    reports = tmp_path / "reports"
+    env = {**os.environ, **(extra_env or {})}
+    env.pop("PYTEST_ADDOPTS", None)
+    result = subprocess.run(
+        # --opt=value: a bare path argument would be taken for a test path by pytest.
+        [sys.executable, "-m", "pytest", f"--env-file={env_file}", f"--reports-dir={reports}",
+         *args],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    summary_path = reports / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return result, summary
