@@ -1,0 +1,309 @@
+"""The plugin end to end with pytester: selection by service, outcomes kept apart,
+severities and fixes from the catalog, the summary on disk, secrets kept out — with
+xdist (-n 2) and without it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SECRET = "pl4in-secret-never-shown"
+
+ENV = """
+[environment]
+name = "pytester"
+
+[deadlines]
+default = 1.0
+check = 2.0
+
+[postgresql.auth]
+dsn = "postgresql://health@127.0.0.1:5432/auth"
+password_env = "PYTESTER_DB_PASSWORD"
+
+[kubernetes]
+namespace = "unibazzar-test"
+mode = "url"
+api_url = "http://127.0.0.1:9"
+"""
+
+CHECKS = '''
+import time
+from dataclasses import dataclass
+
+from unibazzar_health.probes import ProbeError
+from unibazzar_health.runbook import Finding, runbook_check
+
+
+@dataclass
+class Seen:
+    value: int
+    started: float
+    finished: float
+
+
+def observe_value(value):
+    def observe(ctx):
+        started = time.monotonic()
+        time.sleep(0.3)
+        return Seen(value, started, time.monotonic())
+    return observe
+
+
+def observe_unreachable(ctx):
+    raise ProbeError("postgresql", "127.0.0.1:5432/auth", "connection refused", 1.0)
+
+
+def observe_crash(ctx):
+    return {}["missing"]
+
+
+def observe_not_configured(ctx):
+    return ctx.vector_db()
+
+
+def observe_leaky(ctx):
+    return {"password": ctx.env.secret("PYTESTER_DB_PASSWORD")}
+
+
+@runbook_check("auth.postgresql-connectivity", observe=observe_value(1))
+def test_auth_passes(observed):
+    assert observed.value == 1
+
+
+@runbook_check("auth.jwt-secret-configuration", observe=observe_value(2))
+def test_auth_forged_token_accepted(observed):
+    raise Finding("auth-service accepts forged tokens: alg-none", impact="security")
+
+
+@runbook_check("listing.dynamodb-table-status", observe=observe_unreachable)
+def test_listing_unreachable(observed):
+    pass
+
+
+@runbook_check("listing.s3-image-uploads", observe=observe_value(3))
+def test_listing_assertion_fails(observed):
+    assert observed.value == 4, "canary object read back from the bucket differs"
+
+
+@runbook_check("order.saga-orchestration", observe=observe_crash)
+def test_order_broken(observed):
+    pass
+
+
+@runbook_check("ai.vector-database-connectivity", observe=observe_not_configured)
+def test_ai_not_configured(observed):
+    pass
+
+
+@runbook_check("ai.redis-cache-performance", observe=observe_leaky)
+def test_ai_leaks_nothing(observed):
+    assert observed["password"] == "wrong", f"password was {observed['password']}"
+'''
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    monkeypatch.setenv("PYTESTER_DB_PASSWORD", SECRET)
+    pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
+    pytester.makefile(".toml", env=ENV)
+    pytester.makepyfile(test_checks=CHECKS)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+    result = pytester.runpytest_subprocess(
+        "--env-file=env.toml", f"--reports-dir={pytester.path / 'reports'}", *args)
+    summary_file = pytester.path / "reports" / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    return result, summary
+
+
+def by_id(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["id"]: c for c in summary["checks"]}
+
+
+@pytest.mark.parametrize("mode", [["-p", "no:xdist"], ["-n", "2"]], ids=["serial", "xdist"])
+def test_outcomes_severities_and_fixes_reach_the_summary(suite: pytest.Pytester,
+                                                         mode: list[str]) -> None:
+    result, summary = run(suite, *mode)
+    assert result.ret == 1
+    checks = by_id(summary)
+    assert {k: v["outcome"] for k, v in checks.items()} == {
+        "auth.postgresql-connectivity": "passed",
+        "auth.jwt-secret-configuration": "failed",
+        "listing.dynamodb-table-status": "failed",
+        "listing.s3-image-uploads": "failed",
+        "order.saga-orchestration": "broken",
+        "ai.vector-database-connectivity": "skipped",
+        "ai.redis-cache-performance": "failed",
+    }
+    forged = checks["auth.jwt-secret-configuration"]
+    assert (forged["impact"], forged["severity"]) == ("security", "SEV1")
+    assert forged["fixes"] == ["Rotate JWT secrets if compromised"]
+    assert forged["message"] == "auth-service accepts forged tokens: alg-none"
+    unreachable = checks["listing.dynamodb-table-status"]
+    assert (unreachable["impact"], unreachable["severity"]) == ("outage", "SEV1")
+    assert unreachable["message"] == \
+        "postgresql at 127.0.0.1:5432/auth: connection refused (deadline 1 s)"
+    assert unreachable["commands"] == [
+        "aws dynamodb describe-table --table-name {listings_table} --region {aws_region}"]
+    s3 = checks["listing.s3-image-uploads"]
+    assert (s3["severity"], s3["message"]) == \
+        ("SEV2", "canary object read back from the bucket differs")
+    assert s3["evidence"]["value"] == 3
+    broken = checks["order.saga-orchestration"]
+    assert broken["severity"] is None and broken["message"] == "KeyError: 'missing'"
+    assert checks["ai.vector-database-connectivity"]["message"] == \
+        "not configured: the environment has no 'vector_db'"
+    assert summary["verdict"] == {
+        "status": "failing", "severity": "SEV1", "title": "Critical",
+        "respond_within": "15 minutes",
+        "failing_checks": ["auth.jwt-secret-configuration", "listing.dynamodb-table-status",
+                           "listing.s3-image-uploads", "ai.redis-cache-performance"],
+        "broken_checks": ["order.saga-orchestration"]}
+    assert summary["counts"] == {"passed": 1, "failed": 4, "broken": 1, "skipped": 1,
+                                 "not-run": 0}
+    result.stdout.fnmatch_lines([
+        "*UniBazzar incident verdict*",
+        "VERDICT SEV1 Critical: respond within 15 minutes — 4 of 7 checks failing*",
+        "  FAIL SEV1 auth-service · 2. Verify JWT secret configuration*",
+        "       fix:  Rotate JWT secrets if compromised",
+        "*BROKEN order-service*",
+        "summary: *summary.json",
+    ])
+
+
+@pytest.mark.parametrize("mode", [["-p", "no:xdist"], ["-n", "2"]], ids=["serial", "xdist"])
+def test_no_secret_reaches_terminal_or_summary(suite: pytest.Pytester, mode: list[str]) -> None:
+    result, summary = run(suite, *mode, "-m", "ai-service")
+    leaky = by_id(summary)["ai.redis-cache-performance"]
+    assert leaky["outcome"] == "failed"
+    assert leaky["message"] == "password was ***"
+    assert leaky["evidence"] == {"password": "***"}
+    output = result.stdout.str() + result.stderr.str()
+    assert "password was ***" in output
+    assert SECRET not in output
+    assert SECRET not in (suite.path / "reports" / "summary.json").read_text()
+
+
+@pytest.mark.parametrize("service", ["auth-service", "listing-service", "order-service",
+                                     "ai-service"])
+def test_a_service_marker_selects_exactly_its_checks(suite: pytest.Pytester,
+                                                     service: str) -> None:
+    _, summary = run(suite, "-p", "no:xdist", "-m", service)
+    assert summary["checks"]
+    assert {c["service"] for c in summary["checks"]} == {service}
+
+
+def test_observations_run_concurrently(pytester: pytest.Pytester) -> None:
+    """Every observation is in flight at once: each starts before any finishes."""
+    pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
+    pytester.makefile(".toml", env='[environment]\nname = "c"\n')
+    pytester.makepyfile(test_overlap='''
+import time
+from unibazzar_health.runbook import runbook_check
+
+def observe(ctx):
+    started = time.monotonic()
+    time.sleep(0.5)
+    return {"started": started, "finished": time.monotonic()}
+
+''' + "\n".join(f'''
+@runbook_check("{cid}", observe=observe)
+def test_{n}(observed):
+    pass
+''' for n, cid in enumerate(["auth.postgresql-connectivity", "auth.jwt-secret-configuration",
+                             "listing.s3-image-uploads", "ai.redis-cache-performance"])))
+    result, summary = run(pytester, "-p", "no:xdist")
+    assert result.ret == 0
+    spans = [c["evidence"] for c in summary["checks"]]
+    assert len(spans) == 4
+    assert max(s["started"] for s in spans) < min(s["finished"] for s in spans)
+
+
+def test_budget_exhausted_reports_not_run_and_keeps_the_others(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
+    pytester.makefile(".toml", env='[environment]\nname = "b"\n[deadlines]\ncheck = 60\n')
+    pytester.makepyfile(test_budget='''
+import time
+from unibazzar_health.runbook import runbook_check
+
+def quick(ctx):
+    return {"ok": True}
+
+def hung(ctx):
+    time.sleep(30)
+
+@runbook_check("auth.postgresql-connectivity", observe=quick)
+def test_quick(observed):
+    assert observed["ok"]
+
+@runbook_check("ai.redis-cache-performance", observe=hung)
+def test_hung(observed):
+    pass
+''')
+    result, summary = run(pytester, "-p", "no:xdist", "--budget", "1")
+    checks = by_id(summary)
+    assert checks["auth.postgresql-connectivity"]["outcome"] == "passed"
+    assert checks["ai.redis-cache-performance"]["outcome"] == "not-run"
+    assert checks["ai.redis-cache-performance"]["message"].startswith("not run: budget exhausted")
+    assert summary["verdict"]["status"] == "incomplete"
+    result.stdout.fnmatch_lines(["VERDICT INCOMPLETE*", "  NOT RUN ai-service*"])
+
+
+def test_an_observation_past_its_limit_fails_and_is_abandoned(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
+    pytester.makefile(".toml", env='[environment]\nname = "l"\n[deadlines]\ncheck = 0.5\n')
+    pytester.makepyfile(test_limit='''
+import time
+from unibazzar_health.runbook import runbook_check
+
+def ignores_its_deadline(ctx):
+    time.sleep(60)
+
+@runbook_check("ai.redis-cache-performance", observe=ignores_its_deadline)
+def test_hung(observed):
+    pass
+''')
+    result, summary = run(pytester, "-p", "no:xdist")
+    check = by_id(summary)["ai.redis-cache-performance"]
+    assert check["outcome"] == "failed"
+    assert check["message"] == "ObservationTimeout: observation exceeded its 0.5 s limit: " \
+                               "a probe ignored its deadline"
+    assert result.ret == 1
+
+
+def test_an_unknown_check_id_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
+    pytester.makefile(".toml", env='[environment]\nname = "u"\n')
+    pytester.makepyfile(test_unknown='''
+from unibazzar_health.runbook import runbook_check
+
+@runbook_check("auth.no-such-step", observe=lambda ctx: None)
+def test_x(observed):
+    pass
+''')
+    result, _ = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_x: check id 'auth.no-such-step' is not in the catalog*"])
+
+
+def test_the_catalog_covers_every_check_in_the_suite() -> None:
+    """Each check module in checks/ names catalog ids that exist, and every catalog id is
+    used by some check: no orphan on either side."""
+    import re
+
+    from unibazzar_health.catalog import load_catalog
+
+    root = Path(__file__).resolve().parent.parent / "checks"
+    used = set()
+    for module in root.rglob("test_*.py"):
+        used |= set(re.findall(r'runbook_check\(\s*f?"([a-z]+\.[a-z0-9-]+|\{prefix\}[^"]*)"',
+                               module.read_text()))
+    used = {u for u in used if "{" not in u} | {f"{p}.scope-and-impact"
+                                                for p in ("auth", "listing", "order", "ai")}
+    assert used == set(load_catalog().checks)

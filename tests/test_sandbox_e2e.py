@@ -1,0 +1,117 @@
+"""The suite against the real sandbox, run as a user runs it: healthy, then with faults
+injected (a backend stopped, a saga stuck), then healthy again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import run_checks, sandbox
+from unibazzar_health.catalog import load_catalog
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]
+
+CATALOG = load_catalog()
+# Which catalog dependencies each sandbox component stands for.
+STANDS_FOR = {"moto": {"dynamodb", "s3"}}
+
+
+def outcomes(summary: dict[str, Any]) -> dict[str, str]:
+    return {c["id"]: c["outcome"] for c in summary["checks"]}
+
+
+def dependents(component: str) -> set[str]:
+    names = STANDS_FOR.get(component, {component})
+    return {cid for cid, entry in CATALOG.checks.items() if names & set(entry.depends_on)}
+
+
+@pytest.fixture
+def stopped(request: pytest.FixtureRequest) -> Iterator[str]:
+    component = request.param
+    sandbox("stop", component)
+    try:
+        yield component
+    finally:
+        sandbox("start", component)
+
+
+def test_the_healthy_sandbox_passes_every_check(tmp_path: Path) -> None:
+    result, summary = run_checks(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert set(outcomes(summary).values()) == {"passed"}
+    assert set(outcomes(summary)) == set(CATALOG.checks)
+    assert summary["verdict"]["status"] == "healthy"
+    assert "VERDICT HEALTHY: all 15 checks passed in sandbox" in result.stdout
+
+
+def test_the_healthy_sandbox_passes_under_xdist(tmp_path: Path) -> None:
+    result, summary = run_checks(tmp_path, "-n", "2")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert set(outcomes(summary).values()) == {"passed"}
+    assert len(summary["checks"]) == len(CATALOG.checks)
+
+
+@pytest.mark.parametrize("service", ["auth-service", "listing-service", "order-service",
+                                     "ai-service"])
+def test_a_service_marker_selects_that_services_checks_only(tmp_path: Path,
+                                                            service: str) -> None:
+    result, summary = run_checks(tmp_path, "-m", service)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert set(outcomes(summary)) == {cid for cid, e in CATALOG.checks.items()
+                                      if e.service == service}
+
+
+@pytest.mark.parametrize("stopped", ["redis", "postgresql", "moto", "auth-service"],
+                         indirect=True)
+def test_a_stopped_backend_fails_exactly_its_dependents(tmp_path: Path, stopped: str) -> None:
+    result, summary = run_checks(tmp_path)
+    assert result.returncode == 1
+    failed = {cid for cid, outcome in outcomes(summary).items() if outcome == "failed"}
+    assert failed == dependents(stopped)
+    assert {o for cid, o in outcomes(summary).items() if cid not in failed} == {"passed"}
+    for check in summary["checks"]:
+        if check["outcome"] == "failed":
+            entry = CATALOG.checks[check["id"]]
+            assert check["severity"] == CATALOG.severity_of(check["impact"]).level
+            assert check["fixes"] == list(entry.fixes)
+            assert check["commands"], check["id"]
+            assert check["message"]
+            assert f"FAIL {check['severity']} {check['service']} · {check['step']}" \
+                in result.stdout
+    assert summary["verdict"]["severity"] == min(
+        c["severity"] for c in summary["checks"] if c["outcome"] == "failed")
+
+
+def test_the_sandbox_recovers_after_faults(tmp_path: Path) -> None:
+    """Runs after the fault tests: every stopped component came back healthy."""
+    result, summary = run_checks(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert set(outcomes(summary).values()) == {"passed"}
+
+
+def test_a_stuck_saga_is_named_in_the_verdict(tmp_path: Path) -> None:
+    import psycopg
+
+    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=55432 user=postgres dbname=orders"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders (id, user_email, listing_id, amount_cents, status) "
+                     "VALUES ('order-stuck-1', 'x@unibazzar.test', 'l-1', 100, 'pending')")
+        conn.execute("INSERT INTO sagas (id, order_id, state, step, updated_at) VALUES "
+                     "('saga-stuck-1', 'order-stuck-1', 'awaiting_payment', 'charge', "
+                     "now() - interval '2 hours')")
+    try:
+        result, summary = run_checks(tmp_path, "-m", "order-service")
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DELETE FROM sagas WHERE id = 'saga-stuck-1'")
+            conn.execute("DELETE FROM orders WHERE id = 'order-stuck-1'")
+    saga = next(c for c in summary["checks"] if c["id"] == "order.saga-orchestration")
+    assert saga["outcome"] == "failed"
+    assert saga["severity"] == "SEV2"
+    assert saga["message"] == ("1 saga(s) stuck past 15 min: saga-stuck-1 "
+                               "(awaiting_payment/charge, order order-stuck-1)")
+    assert saga["fixes"] == ["Retry failed saga steps manually"]
+    assert "saga-stuck-1" in result.stdout

@@ -1,0 +1,56 @@
+"""The sandbox's own promises: a second `up` says it already runs, `down` leaves no
+process and no port behind, and `up` brings it back."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import sandbox
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]
+
+STATE_DIR = Path(os.environ.get("UNIBAZZAR_SANDBOX_DIR", "/tmp/unibazzar-sandbox"))
+SERVER_NAMES = ("redis-server", "postgres", "beam.smp", "epmd", "moto_server", "chroma",
+                "unibazzar_sandbox")
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.3)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def sandbox_processes() -> list[str]:
+    """Every process that is one of the sandbox's servers or runs from its state dir."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(STATE_DIR) in cmdline or any(name in cmdline for name in SERVER_NAMES):
+            found.append(f"{pid}: {cmdline[:120]}")
+    return found
+
+
+def test_up_twice_says_so_down_leaves_nothing_up_again() -> None:
+    again = sandbox("up")
+    assert "sandbox already running" in again.stdout
+    state = json.loads((STATE_DIR / "state.json").read_text())
+    ports = [p for c in state["components"].values() for p in c["ports"].values()]
+    assert len(ports) == 14 and all(listening(p) for p in ports)
+    assert sandbox_processes()
+
+    down = sandbox("down")
+    assert down.stdout.strip() == "sandbox down"
+    assert [p for p in ports if listening(p)] == []
+    assert sandbox_processes() == []
+    assert sandbox("status", check=False).returncode == 3
+
+    up = sandbox("up")
+    assert "sandbox ready" in up.stdout
+    assert all(listening(p) for p in ports)
