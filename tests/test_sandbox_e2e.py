@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from conftest import run_checks, sandbox
 from unibazzar_health.catalog import load_catalog
+
+from conftest import run_checks, sandbox
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]
 

@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import pytest
+
 from conftest import sandbox
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]

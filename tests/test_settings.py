@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from unibazzar_health.settings import (
     EnvironmentFileError,
     choose_environment_file,

@@ -6,7 +6,7 @@ from typing import Any
 
 from unibazzar_health.probes.dynamodb import TableStatus
 from unibazzar_health.probes.s3 import RoundTrip
-from unibazzar_health.runbook import CheckContext, Finding, runbook_check
+from unibazzar_health.runbook import CheckContext, Finding, gather, runbook_check
 from unibazzar_health.settings import Thresholds
 
 
@@ -35,14 +35,16 @@ def observe_event_publishing(ctx: CheckContext) -> dict[str, Any]:
     spec = ctx.env.spec.rabbitmq
     broker = ctx.broker()
     assert spec is not None
-    return {"publish": rabbitmq.publish_canary(broker, spec.events_exchange),
-            "queue": rabbitmq.queue_state(broker, spec.events_queue)}
+    return gather(publish=lambda: rabbitmq.publish_canary(broker, spec.events_exchange),
+                  queue=lambda: rabbitmq.queue_state(broker, spec.events_queue))
 
 
 @runbook_check("listing.rabbitmq-event-publishing", observe=observe_event_publishing)
 def test_step3_event_publishing_to_rabbitmq(observed: dict[str, Any],
                                             thresholds: Thresholds) -> None:
     publish, queue = observed["publish"], observed["queue"]
+    errors = [v["error"] for v in (publish, queue) if isinstance(v, dict)]
+    assert not errors, "; ".join(errors)
     assert publish.confirmed, f"broker did not confirm the canary on {publish.exchange}"
     assert queue.exists, f"events queue {queue.queue} does not exist"
     assert queue.consumers > 0, f"events queue {queue.queue} has no consumers " \

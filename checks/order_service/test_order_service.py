@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
-from unibazzar_health.runbook import CheckContext, Finding, runbook_check
+from unibazzar_health.runbook import CheckContext, Finding, gather, runbook_check
 from unibazzar_health.settings import Thresholds
 
 TERMINAL_SAGA_STATES = ("completed", "compensated", "failed")
@@ -15,32 +17,46 @@ def observe_payment_webhooks(ctx: CheckContext) -> dict[str, Any]:
     from unibazzar_health.probes import payments
 
     spec = ctx.require("payments", ctx.env.spec.payments)
-    deadline = ctx.env.deadline("payments")
-    provider = payments.provider_state(payments.ProviderTarget(
-        spec.api_url, ctx.env.secret(spec.api_key_env) or "", deadline))
-    ours = [e for e in provider.endpoints if e.url == spec.webhook_url]
-    return {
-        "provider": {"key_accepted": provider.key_accepted, "status": provider.events_status,
-                     "elapsed_ms": provider.elapsed_ms},
-        "our_endpoint": ours[0] if ours else None,
-        "webhook_url": spec.webhook_url,
-        "receiver": payments.receiver_verdicts(
-            spec.webhook_url, ctx.env.secret(spec.webhook_secret_env) or "",
-            ctx.env.deadline("http")),
-    }
+    provider_target = payments.ProviderTarget(
+        spec.api_url, ctx.env.secret(spec.api_key_env) or "", ctx.env.deadline("payments"))
+    webhook_secret = ctx.env.secret(spec.webhook_secret_env) or ""
+    canary = payments.canary_event()
+    stale = int(time.time()) - 3600
+
+    def deliver(signature: str) -> Callable[[], int]:
+        return lambda: payments.deliver(spec.webhook_url, canary, signature,
+                                        ctx.env.deadline("http"))
+
+    # All at once: a dead provider or receiver costs one deadline, not five.
+    seen = gather(
+        provider=lambda: payments.provider_state(provider_target),
+        correctly_signed=deliver(payments.sign(canary, webhook_secret)),
+        badly_signed=deliver(payments.sign(canary, "whsec_not_our_secret")),
+        stale_timestamp=deliver(payments.sign(canary, webhook_secret, stale)),
+    )
+    provider = seen["provider"]
+    if isinstance(provider, dict):
+        seen["our_endpoint"] = None
+    else:
+        ours = [e for e in provider.endpoints if e.url == spec.webhook_url]
+        seen["our_endpoint"] = ours[0] if ours else None
+    seen["webhook_url"] = spec.webhook_url
+    return seen
 
 
 @runbook_check("order.payment-provider-webhooks", observe=observe_payment_webhooks)
 def test_step1_payment_provider_webhooks(observed: dict[str, Any]) -> None:
-    receiver = observed["receiver"]
+    provider = observed["provider"]
+    errors = [v["error"] for v in observed.values() if isinstance(v, dict) and "error" in v]
+    assert not errors, "; ".join(errors)
+    receiver = {k: observed[k] for k in ("correctly_signed", "badly_signed", "stale_timestamp")}
     accepted_forgeries = [k for k in ("badly_signed", "stale_timestamp")
                           if 200 <= receiver[k] < 300]
     if accepted_forgeries:
         raise Finding(f"our webhook receiver accepts {' and '.join(accepted_forgeries)} events "
                       f"at {observed['webhook_url']}", impact="security")
-    provider = observed["provider"]
-    assert provider["key_accepted"], (
-        f"payment provider rejects our API key: HTTP {provider['status']}")
+    assert provider.key_accepted, (
+        f"payment provider rejects our API key: HTTP {provider.events_status}")
     endpoint = observed["our_endpoint"]
     assert endpoint is not None, (
         f"no webhook endpoint registered at the provider for {observed['webhook_url']}")

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from unibazzar_health.runbook import CheckContext, runbook_check
+
+from unibazzar_health.runbook import CheckContext, gather, runbook_check
 
 SERVICES = {"auth-service": "auth", "listing-service": "listing", "order-service": "order",
             "ai-service": "ai"}
@@ -15,23 +16,15 @@ SERVICES = {"auth-service": "auth", "listing-service": "listing", "order-service
 
 def observe_scope(service: str) -> Callable[[CheckContext], dict[str, Any]]:
     def observe(ctx: CheckContext) -> dict[str, Any]:
-        from unibazzar_health.probes import ProbeError, http, kubernetes
+        from unibazzar_health.probes import http, kubernetes
 
-        seen: dict[str, Any] = {}
-        # Both probes run even if one fails: the engineer needs the whole picture.
-        try:
-            answer = http.request(service, "GET", ctx.service_url(service, "/health"),
-                                  ctx.env.deadline("http"))
-            seen["health"] = {"status": answer.status, "elapsed_ms": answer.elapsed_ms}
-        except ProbeError as exc:
-            seen["health"] = {"error": str(exc)}
         spec = ctx.env.spec.service(service)
-        deployment = (spec.deployment if spec and spec.deployment else service)
-        try:
-            seen["deployment"] = kubernetes.deployment_health(ctx.kube(), deployment)
-        except ProbeError as exc:
-            seen["deployment"] = {"error": str(exc)}
-        return seen
+        deployment = spec.deployment if spec and spec.deployment else service
+        url, kube = ctx.service_url(service, "/health"), ctx.kube()
+        return gather(
+            health=lambda: http.request(service, "GET", url, ctx.env.deadline("http")),
+            deployment=lambda: kubernetes.deployment_health(kube, deployment),
+        )
 
     return observe
 
@@ -44,10 +37,10 @@ def observe_scope(service: str) -> Callable[[CheckContext], dict[str, Any]]:
 def test_service_answers_health_and_has_ready_pods(service: str, observed: dict[str, Any]) -> None:
     health, deployment = observed["health"], observed["deployment"]
     problems = []
-    if "error" in health:
+    if isinstance(health, dict):
         problems.append(f"health endpoint: {health['error']}")
-    elif health["status"] != 200:
-        problems.append(f"health endpoint answered HTTP {health['status']}")
+    elif health.status != 200:
+        problems.append(f"health endpoint answered HTTP {health.status}")
     if isinstance(deployment, dict):
         problems.append(f"deployment: {deployment['error']}")
     elif not deployment.exists:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from unibazzar_health.settings import (
 )
 
 WIRE_KEY = "unibazzar_env"
-DEFAULT_BUDGET_S = 120.0
+# Seconds a whole run may take, by who runs it: an engineer at 3 a.m. wants a verdict in
+# a minute; a scheduled probe must finish before its next tick; CI can wait longer.
+DEFAULT_BUDGETS_S = {"oncall": 60.0, "scheduled": 50.0, "ci": 180.0}
 DEFAULT_CONCURRENCY = 16
 
 
@@ -81,12 +84,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="environment file to check (else $UNIBAZZAR_ENV_FILE)")
     group.addoption("--reports-dir", dest="unibazzar_reports_dir", metavar="DIR",
                     help="where summary.json goes (default: reports/ under the rootdir)")
+    group.addoption("--run-mode", dest="unibazzar_run_mode", choices=sorted(DEFAULT_BUDGETS_S),
+                    help="who runs this: oncall (a terminal), scheduled (cron, CronJob) or ci; "
+                         "sets the default budget (default: ci when $CI is set, oncall on a "
+                         "terminal, else scheduled)")
     group.addoption("--budget", dest="unibazzar_budget", type=_positive_float, metavar="SECONDS",
-                    help=f"wall-clock budget of the run; checks not finished by then are "
-                         f"reported 'not run' (default {DEFAULT_BUDGET_S:g})")
+                    help="wall-clock budget of the run; checks not finished by then are "
+                         "reported 'not run: budget exhausted' (default by run mode: "
+                         + ", ".join(f"{m} {s:g}" for m, s in DEFAULT_BUDGETS_S.items()) + ")")
     group.addoption("--concurrency", dest="unibazzar_concurrency", type=_positive_int,
                     metavar="N", help=f"observations in flight at once "
                                       f"(default {DEFAULT_CONCURRENCY})")
+
+
+def run_mode(config: pytest.Config, environ: Mapping[str, str]) -> str:
+    chosen: str | None = config.option.unibazzar_run_mode
+    if chosen:
+        return chosen
+    if environ.get("CI"):
+        return "ci"
+    return "oncall" if sys.stdout.isatty() else "scheduled"
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -116,7 +133,7 @@ def pytest_configure(config: pytest.Config) -> None:
             env = load_environment(path)
         except EnvironmentFileError as exc:
             raise pytest.UsageError(str(exc)) from None
-    budget = config.option.unibazzar_budget or DEFAULT_BUDGET_S
+    budget = config.option.unibazzar_budget or DEFAULT_BUDGETS_S[run_mode(config, os.environ)]
     reports = config.option.unibazzar_reports_dir
     config.stash[RUN_KEY] = RunState(
         catalog=load_catalog(),

@@ -43,6 +43,35 @@ class NotConfigured(Exception):
         self.key = key
 
 
+def gather(**calls: Callable[[], Any]) -> dict[str, Any]:
+    """Run a check's independent probes at once, so a dead platform costs one deadline,
+    not one per probe. A ProbeError becomes ``{"error": message}``: the engineer gets the
+    whole picture, and the check judges it."""
+    import threading
+
+    from unibazzar_health.probes import ProbeError
+
+    results: dict[str, Any] = {}
+
+    def run(name: str, call: Callable[[], Any]) -> None:
+        try:
+            results[name] = call()
+        except ProbeError as exc:
+            results[name] = {"error": str(exc)}
+        except BaseException as exc:  # re-raised below, in the check's own thread
+            results[name] = exc
+
+    threads = [threading.Thread(target=run, args=item, daemon=True) for item in calls.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for value in results.values():
+        if isinstance(value, BaseException):
+            raise value
+    return {name: results[name] for name in calls}
+
+
 def runbook_check(check_id: str, observe: Callable[[CheckContext], Any]) -> pytest.MarkDecorator:
     """Mark a test as the check ``check_id`` of catalog.toml, observed by ``observe``."""
     return pytest.mark.check(check_id, observe=observe)

@@ -7,6 +7,7 @@ process or port behind; stop/start take one component down and back (faults).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -128,10 +129,8 @@ def down(layout: Layout) -> int:
     # Whatever a dead supervisor left behind, by the pids it recorded.
     for component in state.get("components", {}).values():
         if component.get("pid") and _alive(component["pid"]):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(component["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     busy = [f"{name} port {port}" for name, port in PORTS.items() if port_in_use(port)]
     if busy:
         print(f"sandbox down, but still in use: {', '.join(busy)}", file=sys.stderr)

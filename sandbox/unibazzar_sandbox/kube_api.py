@@ -339,7 +339,7 @@ class UniBazzarKube(kmock.KubernetesEmulator):
     async def _probe(self, host: str, port: int) -> bool:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return False
         writer.close()
         with contextlib.suppress(OSError):
@@ -351,7 +351,7 @@ class UniBazzarKube(kmock.KubernetesEmulator):
         names = list(self.services)
         results = await asyncio.gather(*(self._probe(*self.services[n]) for n in names))
         async with self._lock:  # the emulator's own store lock
-            for service, ready in zip(names, results):
+            for service, ready in zip(names, results, strict=False):
                 if self._state[service][0] != ready:
                     self._state[service] = (ready, _now())
                     self._apply_state(service)

@@ -8,9 +8,13 @@ Modules are imported by the checks that need them, never here.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ProbeError(Exception):
@@ -27,6 +31,44 @@ class DeadlineExceeded(ProbeError):
 
     def __init__(self, backend: str, target: str, deadline: float, doing: str = "answer"):
         super().__init__(backend, target, f"did not {doing} within the deadline", deadline)
+
+
+def bounded(fn: Callable[[], T], deadline: float, backend: str, target: str, *,
+            discard: Callable[[T], None] | None = None) -> T:
+    """``fn()``, waited for at most ``deadline`` seconds, for a client whose own timeouts
+    cannot express the deadline (or do not cover every step).
+
+    ``fn`` runs on a daemon thread (the process never waits for it at exit); past the
+    deadline DeadlineExceeded is raised here and the thread is abandoned: a result it
+    produces later goes to ``discard`` (to close a connection), an exception is dropped.
+    """
+    lock = threading.Lock()
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result: Any = fn()
+            failed = False
+        except BaseException as exc:  # re-raised in the caller's thread
+            result, failed = exc, True
+        with lock:
+            if outcome.get("abandoned"):
+                if discard is not None and not failed:
+                    discard(result)
+                return
+            outcome["result"], outcome["failed"] = result, failed
+        done.set()
+
+    threading.Thread(target=run, name=f"{backend}-probe", daemon=True).start()
+    done.wait(deadline)
+    with lock:
+        if "result" not in outcome:
+            outcome["abandoned"] = True
+            raise DeadlineExceeded(backend, target, deadline)
+    if outcome["failed"]:
+        raise outcome["result"]
+    return outcome["result"]  # type: ignore[no-any-return]
 
 
 class Stopwatch:

@@ -46,7 +46,11 @@ def explain(exc: Exception, backend: str, where: str, target: AwsTarget) -> Prob
     if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
         return DeadlineExceeded(backend, where, target.deadline)
     if isinstance(exc, EndpointConnectionError):
-        return ProbeError(backend, where, "endpoint unreachable", target.deadline)
+        cause = str(exc.kwargs.get("error", ""))
+        why = "connection refused" if "refused" in cause.lower() else cause.split(": ")[-1]
+        endpoint = exc.kwargs.get("endpoint_url") or target.endpoint_url or "endpoint"
+        return ProbeError(backend, where, f"{endpoint} unreachable: {why or 'no answer'}",
+                          target.deadline)
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         return ProbeError(backend, where, f"{error.get('Code')}: {error.get('Message')}",

@@ -36,7 +36,7 @@ def request(
     except requests.Timeout:
         raise DeadlineExceeded(backend, url, deadline) from None
     except requests.RequestException as exc:
-        raise ProbeError(backend, url, _reason(exc), deadline) from None
+        raise ProbeError(backend, url, reason(exc), deadline) from None
     try:
         body: Any = response.json()
     except ValueError:
@@ -44,8 +44,9 @@ def request(
     return HttpAnswer(status=response.status_code, elapsed_ms=t.ms, body=body)
 
 
-def _reason(exc: Exception) -> str:
-    # requests nests the socket error deep in its message; the innermost cause reads best.
+def reason(exc: Exception) -> str:
+    """Why a request failed, readably: requests nests the socket error deep in its message;
+    the innermost cause reads best."""
     inner: BaseException = exc
     while inner.__context__ is not None and inner.__context__ is not inner:
         inner = inner.__context__

@@ -53,15 +53,23 @@ def api_client(target: KubeTarget) -> Any:
 
 def _call(target: KubeTarget, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError, MaxRetryError, TimeoutError
+    from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError, TimeoutError
 
     try:
         return fn(*args, _request_timeout=(target.deadline, target.deadline), **kwargs)
     except ApiException:
         raise
     except (TimeoutError, MaxRetryError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+        reason = getattr(exc, "reason", None) or exc
+        # urllib3 makes NewConnectionError (refused, unreachable, unresolvable) a subclass of
+        # ConnectTimeoutError: it is no timeout, and must not be reported as one.
+        if isinstance(reason, NewConnectionError):
+            text = str(reason)
+            problem = ("connection refused" if "refused" in text.lower()
+                       else f"cannot connect: {text.split(': ', 1)[-1]}")
+            raise ProbeError("kubernetes", target.where, f"{what}: {problem}",
+                             target.deadline) from None
+        if isinstance(reason, TimeoutError):
             raise DeadlineExceeded("kubernetes", target.where, target.deadline) from None
         raise ProbeError("kubernetes", target.where, f"{what}: {reason}", target.deadline) from None
     except HTTPError as exc:

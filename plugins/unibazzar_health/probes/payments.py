@@ -7,7 +7,6 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from unibazzar_health.probes import http
 
@@ -71,14 +70,3 @@ def deliver(url: str, payload: bytes, signature: str, deadline: float) -> int:
                           headers={"Content-Type": "application/json",
                                    "Stripe-Signature": signature})
     return answer.status
-
-
-def receiver_verdicts(url: str, secret: str, deadline: float) -> dict[str, Any]:
-    """How our receiver answers a correctly signed canary, and the same with a bad signature."""
-    payload = canary_event()
-    return {
-        "correctly_signed": deliver(url, payload, sign(payload, secret), deadline),
-        "badly_signed": deliver(url, payload, sign(payload, "whsec_not_our_secret"), deadline),
-        "stale_timestamp": deliver(url, payload, sign(payload, secret, int(time.time()) - 3600),
-                                   deadline),
-    }

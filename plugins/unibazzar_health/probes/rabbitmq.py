@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from unibazzar_health.probes import DeadlineExceeded, ProbeError, timed
+from unibazzar_health.probes import DeadlineExceeded, ProbeError, bounded, timed
 
 CANARY_ROUTING_KEY = "health-check.canary"
 
@@ -56,6 +56,10 @@ def publish_canary(target: BrokerTarget, exchange: str) -> PublishResult:
     """Publish with publisher confirms to ``exchange`` under a routing key no consumer binds,
     so the broker's path is exercised without feeding real consumers."""
     import pika
+    from pika.adapters.utils.connection_workflow import (
+        AMQPConnectorException,
+        AMQPConnectorStackTimeout,
+    )
     from pika.exceptions import AMQPError
 
     params = pika.ConnectionParameters(
@@ -69,29 +73,39 @@ def publish_canary(target: BrokerTarget, exchange: str) -> PublishResult:
         connection_attempts=1,
         heartbeat=0,
     )
+
+    def publish() -> None:
+        connection = pika.BlockingConnection(params)
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            channel.exchange_declare(exchange, passive=True)
+            channel.basic_publish(
+                exchange, CANARY_ROUTING_KEY, b'{"type": "health-check.canary"}',
+                pika.BasicProperties(content_type="application/json", delivery_mode=1),
+            )
+        finally:
+            if connection.is_open:
+                connection.close()
+
     try:
         with timed() as t:
-            connection = pika.BlockingConnection(params)
-            try:
-                channel = connection.channel()
-                channel.confirm_delivery()
-                channel.exchange_declare(exchange, passive=True)
-                channel.basic_publish(
-                    exchange, CANARY_ROUTING_KEY, b'{"type": "health-check.canary"}',
-                    pika.BasicProperties(content_type="application/json", delivery_mode=1),
-                )
-            finally:
-                if connection.is_open:
-                    connection.close()
+            # stack_timeout bounds only the bring-up: past the handshake, BlockingConnection
+            # waits for the broker without any limit (heartbeats are off, and would take
+            # heartbeat + 5 s anyway), so the whole exchange is bounded here.
+            bounded(publish, target.deadline, "rabbitmq", target.where)
     except pika.exceptions.ChannelClosedByBroker as exc:
         raise ProbeError("rabbitmq", target.where, f"broker refused: {exc.reply_text}",
                          target.deadline) from None
-    except pika.exceptions.AMQPConnectionError as exc:
+    except (pika.exceptions.AMQPConnectionError, AMQPConnectorException) as exc:
+        # stack_timeout bounds the whole bring-up (TCP connect and AMQP handshake); when it
+        # fires, BlockingConnection raises pika's connector exception itself, unwrapped.
         text = repr(exc)
-        if "timeout" in text.lower():
+        if isinstance(exc, AMQPConnectorStackTimeout) or "timeout" in text.lower():
             raise DeadlineExceeded("rabbitmq", target.where, target.deadline) from None
-        raise ProbeError("rabbitmq", target.where, f"cannot connect: {text[:200]}",
-                         target.deadline) from None
+        problem = ("connection refused" if "refused" in text.lower()
+                   else f"cannot connect: {text[:200]}")
+        raise ProbeError("rabbitmq", target.where, problem, target.deadline) from None
     except AMQPError as exc:
         raise ProbeError("rabbitmq", target.where, repr(exc)[:200], target.deadline) from None
     return PublishResult(exchange, CANARY_ROUTING_KEY, True, t.ms)
@@ -108,7 +122,9 @@ def queue_state(target: BrokerTarget, queue: str) -> QueueState:
     except requests.Timeout:
         raise DeadlineExceeded("rabbitmq-management", url, target.deadline) from None
     except requests.RequestException as exc:
-        raise ProbeError("rabbitmq-management", url, type(exc).__name__, target.deadline) from None
+        from unibazzar_health.probes.http import reason
+
+        raise ProbeError("rabbitmq-management", url, reason(exc), target.deadline) from None
     if response.status_code == 404:
         return QueueState(queue, False, 0, 0, 0, 0)
     if response.status_code != 200:

@@ -39,8 +39,9 @@ def _call(target: VectorTarget, method: str, path: str, json: Any = None) -> tup
     except requests.Timeout:
         raise DeadlineExceeded("vector-db", target.url, target.deadline) from None
     except requests.RequestException as exc:
-        reason = "connection refused" if "refused" in str(exc) else type(exc).__name__
-        raise ProbeError("vector-db", target.url, reason, target.deadline) from None
+        from unibazzar_health.probes.http import reason
+
+        raise ProbeError("vector-db", target.url, reason(exc), target.deadline) from None
     try:
         return response.status_code, response.json()
     except ValueError:

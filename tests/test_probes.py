@@ -1,0 +1,421 @@
+"""Probes against the real servers of the sandbox, against a listener that accepts and never
+answers, against a closed port, and against servers that stop answering after their handshake.
+
+Targets are built the way the checks build them (CheckContext over environments/sandbox.toml)
+and re-aimed with dataclasses.replace.
+"""
+
+from __future__ import annotations
+
+import importlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from unibazzar_health.probes import (
+    DeadlineExceeded,
+    ProbeError,
+    dynamodb,
+    http,
+    kubernetes,
+    payments,
+    postgresql,
+    rabbitmq,
+    redis,
+    s3,
+    vectordb,
+)
+from unibazzar_health.probes.aws import client as aws_client
+from unibazzar_health.runbook import CheckContext
+from unibazzar_health.settings import load_environment
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.sandbox
+
+DEADLINE = 1.0
+# Every probe is bounded by ONE deadline against these dead servers (k = 1):
+# - postgresql: connect (and statements) run under probes.bounded, since libpq's
+#   connect_timeout counts whole seconds with a 2 s floor;
+# - redis: socket_timeout on the first PING (the listener accepts at once, so
+#   socket_connect_timeout is not spent);
+# - rabbitmq publish: pika's stack_timeout covers TCP + AMQP handshake, and probes.bounded
+#   the exchange after it;
+# - requests (management API, http, payments, vector-db), boto3 and the kubernetes client:
+#   a (connect, read) timeout pair, so up to 2 deadlines against a host that drops SYNs; a
+#   listener that accepts costs only the read timeout, i.e. one deadline.
+# MARGIN covers what happens outside the clocks: boto3 building its client (~0.2 s),
+# thread start-up, scheduling.
+MARGIN = 0.5
+
+
+@pytest.fixture(scope="module")
+def ctx(running_sandbox: None) -> CheckContext:
+    return CheckContext(load_environment(ROOT / "environments" / "sandbox.toml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def clients_imported() -> None:
+    """Import the clients once, so a stopwatch measures I/O, not a first import."""
+    for name in ("psycopg", "redis", "pika", "requests", "boto3", "kubernetes.client"):
+        importlib.import_module(name)
+
+
+@pytest.fixture
+def closed_port() -> Iterator[tuple[str, int]]:
+    """A port bound but not listening: connections are refused, and nobody can take it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    yield ("127.0.0.1", sock.getsockname()[1])
+    sock.close()
+
+
+# ---- every probe, aimed at an address ----------------------------------------------------
+Aimed = Callable[[CheckContext, str, float], object]  # (context, "host:port", deadline)
+
+
+def _broker(ctx: CheckContext, at: str, deadline: float) -> rabbitmq.BrokerTarget:
+    return replace(ctx.broker(), url=f"amqp://unibazzar@{at}/%2F",
+                   management_url=f"http://{at}", deadline=deadline)
+
+
+def _postgres(ctx: CheckContext, at: str, deadline: float) -> postgresql.PostgresTarget:
+    return replace(ctx.postgres("auth"), dsn=f"postgresql://unibazzar_health@{at}/auth",
+                   deadline=deadline)
+
+
+def _provider(ctx: CheckContext, at: str, deadline: float) -> payments.ProviderTarget:
+    spec = ctx.require("payments", ctx.env.spec.payments)
+    return payments.ProviderTarget(f"http://{at}", ctx.env.secret(spec.api_key_env) or "",
+                                   deadline)
+
+
+# probe -> (the backend its errors must name, the probe aimed at an address)
+PROBES: dict[str, tuple[str, Aimed]] = {
+    "postgresql.connectivity": ("postgresql", lambda ctx, at, d: postgresql.connectivity(
+        _postgres(ctx, at, d))),
+    "postgresql.fetch": ("postgresql", lambda ctx, at, d: postgresql.fetch(
+        _postgres(ctx, at, d), "SELECT 1")),
+    "redis.cache_performance": ("redis", lambda ctx, at, d: redis.cache_performance(
+        replace(ctx.redis("ai-cache"), url=f"redis://{at}/1", deadline=d))),
+    "rabbitmq.publish_canary": ("rabbitmq", lambda ctx, at, d: rabbitmq.publish_canary(
+        _broker(ctx, at, d), "listing.events")),
+    "rabbitmq.queue_state": ("rabbitmq-management", lambda ctx, at, d: rabbitmq.queue_state(
+        _broker(ctx, at, d), "search-indexer")),
+    "dynamodb.describe_table": ("dynamodb", lambda ctx, at, d: dynamodb.describe_table(
+        replace(ctx.aws("dynamodb"), endpoint_url=f"http://{at}", deadline=d),
+        "unibazzar-listings")),
+    "s3.canary_round_trip": ("s3", lambda ctx, at, d: s3.canary_round_trip(
+        replace(ctx.aws("s3"), endpoint_url=f"http://{at}", deadline=d),
+        "unibazzar-listing-images", "health-checks/canary/")),
+    "kubernetes.deployment_health": ("kubernetes", lambda ctx, at, d: kubernetes.deployment_health(
+        replace(ctx.kube(), api_url=f"http://{at}", deadline=d), "auth-service")),
+    "http.request": ("auth-service", lambda ctx, at, d: http.request(
+        "auth-service", "GET", f"http://{at}/health", d)),
+    "payments.provider_state": ("payments", lambda ctx, at, d: payments.provider_state(
+        _provider(ctx, at, d))),
+    "vectordb.collection_health": ("vector-db", lambda ctx, at, d: vectordb.collection_health(
+        replace(ctx.vector_db(), url=f"http://{at}", deadline=d), "listings")),
+}
+
+
+def _fails(probe: Callable[[], object], give_up: float = 10.0) -> tuple[ProbeError, float]:
+    """The ProbeError ``probe()`` raises and how long it took. The probe runs on a daemon
+    thread, so a probe that ignores its deadline fails this test instead of hanging it."""
+    outcome: list[BaseException | object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(probe())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    start = time.perf_counter()
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(give_up)
+    elapsed = time.perf_counter() - start
+    if not outcome:
+        pytest.fail(f"the probe was still running after {give_up:g} s")
+    if not isinstance(outcome[0], ProbeError):
+        pytest.fail(f"expected a ProbeError after {elapsed:.2f} s, got {outcome[0]!r}")
+    return outcome[0], elapsed
+
+
+@pytest.mark.parametrize("name", list(PROBES))
+def test_a_backend_that_never_answers_costs_one_deadline(
+        name: str, ctx: CheckContext, hang_listener: tuple[str, int]) -> None:
+    backend, aimed = PROBES[name]
+    host, port = hang_listener
+    error, elapsed = _fails(lambda: aimed(ctx, f"{host}:{port}", DEADLINE))
+    print(f"{name}: {elapsed:.3f} s against the hang listener")
+    assert isinstance(error, DeadlineExceeded), error
+    # Not before the deadline (it really waited), not much after it.
+    assert DEADLINE * 0.9 <= elapsed < DEADLINE + MARGIN, f"{elapsed:.2f} s: {error}"
+    message = str(error)
+    assert message.startswith(f"{backend} at "), message
+    assert "did not answer within the deadline (deadline 1 s)" in message, message
+    assert error.deadline == DEADLINE
+
+
+@pytest.mark.parametrize("name", list(PROBES))
+def test_a_refused_connection_is_a_clear_error_at_once(
+        name: str, ctx: CheckContext, closed_port: tuple[str, int]) -> None:
+    backend, aimed = PROBES[name]
+    host, port = closed_port
+    error, elapsed = _fails(lambda: aimed(ctx, f"{host}:{port}", 5.0))
+    # Refused is an answer: nothing waits for the 5 s deadline, nothing calls it a timeout.
+    assert not isinstance(error, DeadlineExceeded), error
+    assert elapsed < 1.0, f"{elapsed:.2f} s: {error}"
+    message = str(error)
+    assert message.startswith(f"{backend} at "), message
+    assert "refused" in message.lower(), message
+    assert "(deadline 5 s)" in message, message
+
+
+# ---- servers that complete their handshake, then stop answering ---------------------------
+class StallingProxy:
+    """Relays to a real server until the server has sent ``marker`` (the end of its
+    handshake), then drops everything the server says: a server hung mid-session."""
+
+    def __init__(self, upstream: tuple[str, int], marker: bytes) -> None:
+        self.upstream, self.marker = upstream, marker
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.address = f"127.0.0.1:{self.server.getsockname()[1]}"
+        self.sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream, timeout=5)
+            upstream.settimeout(None)
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, self.marker),
+                             daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, marker: bytes | None) -> None:
+        seen, relaying = b"", True
+        try:
+            while chunk := source.recv(65536):
+                if relaying:
+                    sink.sendall(chunk)
+                    seen += chunk
+                    relaying = marker is None or marker not in seen
+        except OSError:
+            return
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.fixture
+def stalling_proxy() -> Iterator[Callable[[tuple[str, int], bytes], StallingProxy]]:
+    proxies: list[StallingProxy] = []
+
+    def start(upstream: tuple[str, int], marker: bytes) -> StallingProxy:
+        proxies.append(StallingProxy(upstream, marker))
+        return proxies[-1]
+
+    yield start
+    for proxy in proxies:
+        proxy.close()  # the abandoned probe threads see EOF and end
+
+
+# Connection.OpenOk (class 10, method 41) ends the AMQP handshake; ReadyForQuery ('Z',
+# length 5) ends PostgreSQL's start-up.
+@pytest.mark.parametrize(("name", "upstream", "marker"), [
+    pytest.param("rabbitmq.publish_canary", ("127.0.0.1", 55672), b"\x00\x0a\x00\x29",
+                 id="rabbitmq.publish_canary"),
+    pytest.param("postgresql.connectivity", ("127.0.0.1", 55432), b"Z\x00\x00\x00\x05",
+                 id="postgresql.connectivity"),
+])
+def test_a_backend_that_hangs_after_its_handshake_costs_one_deadline(
+        name: str, upstream: tuple[str, int], marker: bytes, ctx: CheckContext,
+        stalling_proxy: Callable[[tuple[str, int], bytes], StallingProxy]) -> None:
+    backend, aimed = PROBES[name]
+    proxy = stalling_proxy(upstream, marker)
+    error, elapsed = _fails(lambda: aimed(ctx, proxy.address, DEADLINE))
+    print(f"{name}: {elapsed:.3f} s against a server hung after its handshake")
+    assert isinstance(error, DeadlineExceeded), error
+    assert elapsed < DEADLINE + MARGIN, f"{elapsed:.2f} s: {error}"
+    assert str(error).startswith(f"{backend} at "), error
+
+
+# ---- the real servers of the sandbox ------------------------------------------------------
+def test_postgresql_connectivity(ctx: CheckContext) -> None:
+    seen = postgresql.connectivity(ctx.postgres("auth"))
+    assert seen.connections >= 1  # at least the probe's own
+    assert seen.max_connections > seen.connections
+    assert seen.connection_usage == round(seen.connections / seen.max_connections, 4)
+    assert 0 < seen.connection_usage < 1
+    assert 0 < seen.select_one_ms < 1000 * ctx.env.deadline("postgresql")
+    assert seen.server_version.split(".")[0].isdigit(), seen.server_version
+
+
+def test_postgresql_fetch_reads_as_the_health_role(ctx: CheckContext) -> None:
+    rows = postgresql.fetch(ctx.postgres("auth"),
+                            "SELECT current_user, current_database(), %s::int + 1", (41,))
+    assert rows == [("unibazzar_health", "auth", 42)]
+    tables = postgresql.fetch(ctx.postgres("auth"), "SELECT count(*) FROM users")
+    assert tables[0][0] > 0
+
+
+def test_postgresql_errors_name_the_problem(ctx: CheckContext) -> None:
+    with pytest.raises(ProbeError, match=r"^postgresql at .*no_such_table"):
+        postgresql.fetch(ctx.postgres("auth"), "SELECT * FROM no_such_table")
+    with pytest.raises(ProbeError, match="password authentication failed"):
+        postgresql.fetch(replace(ctx.postgres("auth"), password="wrong"), "SELECT 1")
+
+
+def test_postgresql_statement_timeout_is_the_deadline(ctx: CheckContext) -> None:
+    target = replace(ctx.postgres("auth"), deadline=DEADLINE)
+    start = time.perf_counter()
+    with pytest.raises(DeadlineExceeded, match=r"^postgresql at .*\(deadline 1 s\)"):
+        postgresql.fetch(target, "SELECT pg_sleep(5)")
+    assert time.perf_counter() - start < DEADLINE + MARGIN
+
+
+def test_redis_cache_performance(ctx: CheckContext) -> None:
+    seen = redis.cache_performance(ctx.redis("ai-cache"), samples=20)
+    assert seen.samples == 20
+    assert 0 < seen.ping_p50_ms <= seen.ping_p95_ms <= seen.ping_max_ms
+    assert 0 < seen.get_p95_ms < 1000 * ctx.env.deadline("redis")
+    # The probe itself reads a key nobody writes, 20 times: misses are at least that.
+    assert seen.keyspace_misses >= 20
+    assert seen.hit_ratio == round(seen.keyspace_hits
+                                   / (seen.keyspace_hits + seen.keyspace_misses), 4)
+    assert seen.maxmemory > seen.used_memory > 0
+    assert seen.memory_usage is not None and 0 < seen.memory_usage < 1
+
+
+def test_redis_wrong_password_is_a_probe_error(ctx: CheckContext) -> None:
+    with pytest.raises(ProbeError, match=r"^redis at 127\.0\.0\.1:56379/1: .*(?i:auth|pass)"):
+        redis.cache_performance(replace(ctx.redis("ai-cache"), password="wrong"), samples=1)
+
+
+def test_rabbitmq_publish_canary_is_confirmed(ctx: CheckContext) -> None:
+    seen = rabbitmq.publish_canary(ctx.broker(), "listing.events")
+    assert seen.confirmed is True
+    assert (seen.exchange, seen.routing_key) == ("listing.events", "health-check.canary")
+    assert 0 < seen.elapsed_ms < 1000 * ctx.env.deadline("rabbitmq")
+
+
+def test_rabbitmq_publish_to_a_missing_exchange_is_refused(ctx: CheckContext) -> None:
+    with pytest.raises(ProbeError, match=r"^rabbitmq at .*broker refused: NOT_FOUND"):
+        rabbitmq.publish_canary(ctx.broker(), "unibazzar-health.no-such-exchange")
+
+
+def test_rabbitmq_queue_state(ctx: CheckContext) -> None:
+    seen = rabbitmq.queue_state(ctx.broker(), "search-indexer")
+    assert seen.exists
+    assert seen.messages == seen.messages_ready + seen.messages_unacknowledged
+    assert min(seen.messages, seen.consumers) >= 0
+
+
+def test_rabbitmq_management_rejects_a_wrong_password(ctx: CheckContext) -> None:
+    with pytest.raises(ProbeError, match=r"^rabbitmq-management at .*: HTTP 401"):
+        rabbitmq.queue_state(replace(ctx.broker(), password="wrong"), "search-indexer")
+
+
+def test_dynamodb_describe_table(ctx: CheckContext) -> None:
+    seen = dynamodb.describe_table(ctx.aws("dynamodb"), "unibazzar-listings")
+    assert (seen.exists, seen.status) == (True, "ACTIVE")
+    assert seen.index_statuses and set(seen.index_statuses.values()) == {"ACTIVE"}
+    assert seen.item_count is not None and seen.item_count > 0
+    assert seen.billing_mode in ("PAY_PER_REQUEST", "PROVISIONED")
+
+
+def test_s3_canary_round_trip_leaves_nothing_behind(ctx: CheckContext) -> None:
+    target = ctx.aws("s3")
+    seen = s3.canary_round_trip(target, "unibazzar-listing-images", "health-checks/canary/")
+    assert seen.bucket_exists and seen.content_matches
+    assert seen.key is not None and seen.key.startswith("health-checks/canary/")
+    assert None not in (seen.put_ms, seen.get_ms, seen.delete_ms)
+    assert seen.left_behind is False
+    # ... and the object really is gone.
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as gone:
+        aws_client("s3", target).head_object(Bucket=seen.bucket, Key=seen.key)
+    assert gone.value.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound")
+
+
+def test_kubernetes_deployment_health(ctx: CheckContext) -> None:
+    seen = kubernetes.deployment_health(ctx.kube(), "auth-service")
+    assert seen.exists
+    assert (seen.ready, seen.desired) == (2, 2)
+    assert seen.available == seen.updated == 2
+    assert seen.conditions["Available"].startswith("True")
+    assert seen.revision == "1"
+
+
+def test_http_request(ctx: CheckContext) -> None:
+    answer = http.request("auth-service", "GET", ctx.service_url("auth-service", "/health"),
+                          ctx.env.deadline("http"))
+    assert answer.status == 200
+    assert answer.body == {"service": "auth-service", "status": "ok"}
+    assert 0 < answer.elapsed_ms < 1000 * ctx.env.deadline("http")
+
+
+def test_payments_provider_state(ctx: CheckContext) -> None:
+    spec = ctx.require("payments", ctx.env.spec.payments)
+    key = ctx.env.secret(spec.api_key_env) or ""
+    seen = payments.provider_state(payments.ProviderTarget(str(spec.api_url), key,
+                                                           ctx.env.deadline("payments")))
+    assert (seen.key_accepted, seen.events_status) == (True, 200)
+    ours = [e for e in seen.endpoints if e.url == str(spec.webhook_url)]
+    assert len(ours) == 1, seen.endpoints
+    assert ours[0].status == "enabled"
+    assert "payment_intent.payment_failed" in ours[0].enabled_events
+
+
+def test_payments_provider_refuses_a_bad_key(ctx: CheckContext) -> None:
+    spec = ctx.require("payments", ctx.env.spec.payments)
+    seen = payments.provider_state(payments.ProviderTarget(str(spec.api_url), "not-a-key",
+                                                           ctx.env.deadline("payments")))
+    assert (seen.key_accepted, seen.events_status, seen.endpoints) == (False, 401, [])
+
+
+def test_vectordb_collection_health(ctx: CheckContext) -> None:
+    seen = vectordb.collection_health(ctx.vector_db(), "listings")
+    assert seen.exists and seen.count > 0
+    assert seen.canary_id is not None
+    assert seen.nearest_id == seen.canary_id  # a stored vector's nearest neighbour: itself
+    assert seen.query_ms is not None and 0 < seen.query_ms < 1000 * ctx.env.deadline("vector_db")
+
+
+@pytest.mark.parametrize("probe", [
+    pytest.param(lambda ctx: dynamodb.describe_table(ctx.aws("dynamodb"), "no-such-table"),
+                 id="dynamodb-table"),
+    pytest.param(lambda ctx: s3.canary_round_trip(ctx.aws("s3"), "no-such-bucket", "x/"),
+                 id="s3-bucket"),
+    pytest.param(lambda ctx: kubernetes.deployment_health(ctx.kube(), "no-such-deployment"),
+                 id="kubernetes-deployment"),
+    pytest.param(lambda ctx: rabbitmq.queue_state(ctx.broker(), "no-such-queue"),
+                 id="rabbitmq-queue"),
+    pytest.param(lambda ctx: vectordb.collection_health(ctx.vector_db(), "no-such-collection"),
+                 id="vector-db-collection"),
+])
+def test_a_missing_resource_is_reported_not_raised(
+        probe: Callable[[CheckContext], object], ctx: CheckContext) -> None:
+    seen = probe(ctx)
+    if isinstance(seen, s3.RoundTrip):
+        assert (seen.bucket_exists, seen.key, seen.left_behind) == (False, None, False)
+    else:
+        assert isinstance(seen, dynamodb.TableStatus | kubernetes.DeploymentHealth
+                          | rabbitmq.QueueState | vectordb.CollectionHealth)
+        assert seen.exists is False, seen
