@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +31,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 SANDBOX_TOML = ROOT / "environments" / "sandbox.toml"
-DEAD_DEADLINE_S = 1.0
 CLIENTS = "import psycopg, redis, pika, boto3, kubernetes.client, requests"
 
 
@@ -82,13 +82,13 @@ def hang_listeners(count: int) -> Iterator[list[int]]:
             conn.close()
 
 
-def dead_environment(directory: Path, ports: list[int]) -> Path:
+def dead_environment(directory: Path, ports: list[int], deadline: float) -> Path:
     """The sandbox's environment with every backend address moved to a hang listener."""
     text = SANDBOX_TOML.read_text()
     originals = sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text)))
     mapping = dict(zip(originals, ports, strict=False))
     text = re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{mapping[m.group(1)]}", text)
-    text = re.sub(r"(?m)^default = .*$", f"default = {DEAD_DEADLINE_S}", text)
+    text = re.sub(r"(?m)^default = .*$", f"default = {deadline}", text)
     path = directory / "dead.toml"
     path.write_text(text)
     return path
@@ -102,7 +102,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="probe deadline of the dead runs (default: the sandbox "
+                             "environment's own, [deadlines] default)")
     args = parser.parse_args()
+    deadline = args.deadline or float(
+        tomllib.loads(SANDBOX_TOML.read_text())["deadlines"]["default"])
     up = subprocess.run([str(ROOT / ".venv-sandbox" / "bin" / "python"), "-m",
                          "unibazzar_sandbox", "up"], capture_output=True, text=True)
     if up.returncode != 0:
@@ -127,12 +132,15 @@ def main() -> int:
         healthy.append(seconds)
         rss.append(peak)
         summary = json.loads((reports / "summary.json").read_text())
-        probe.append(max(c["duration_s"] for c in summary["checks"]))
+        # The slowest probe on its own: one check at a time, so none waits for another.
+        timed(checks_run(SANDBOX_TOML, reports, "--concurrency", "1"))
+        alone = json.loads((reports / "summary.json").read_text())
+        probe.append(max(c["duration_s"] for c in alone["checks"]))
         auth.append(timed(checks_run(SANDBOX_TOML, reports, "-m", "auth-service"))[0])
     checks = len(summary["checks"])
 
     with hang_listeners(16) as ports:
-        dead_env = dead_environment(tmp, ports)
+        dead_env = dead_environment(tmp, ports, deadline)
         for _ in range(max(1, args.runs // 2)):
             seconds, peak, _ = timed(checks_run(dead_env, reports))
             dead.append(seconds)
@@ -150,13 +158,13 @@ def main() -> int:
     print(f"(b) whole catalog healthy {b:6.2f} s")
     print(f"(c) -m auth-service       {c:6.2f} s")
     print(f"(d) whole catalog dead    {d:6.2f} s  ({dead_failed} of {checks} failed, "
-          f"deadline {DEAD_DEADLINE_S:g} s)")
+          f"deadline {deadline:g} s)")
     print(f"(e) dead, one at a time   {e:6.2f} s")
     print(f"peak memory               {max(rss):6d} MB")
     print(f"(b)/(a) = {b / floor:.2f}  (target <= 1.5)")
     print(f"(c) < (b): {c < b}")
-    print(f"(d) - (b) = {d - b:.2f} s  (target <= one deadline, {DEAD_DEADLINE_S:g} s)")
-    print(f"(d)/deadline = {d / DEAD_DEADLINE_S:.2f}")
+    print(f"(d) - (b) = {d - b:.2f} s  (target <= one deadline, {deadline:g} s)")
+    print(f"(d)/deadline = {d / deadline:.2f}")
     print(f"(e)/(d) = {e / d:.2f}  (target >= {checks / 2:g}, half the checks)")
     print(f"peak memory {max(rss)} MB (target <= 200)")
     return 0

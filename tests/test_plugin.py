@@ -223,6 +223,8 @@ def test_{n}(observed):
     spans = [c["evidence"] for c in summary["checks"]]
     assert len(spans) == 4
     assert max(s["started"] for s in spans) < min(s["finished"] for s in spans)
+    # Each check is charged its own 0.5 s of probing, not also the time its test waited.
+    assert all(0.5 <= c["duration_s"] < 0.9 for c in summary["checks"]), summary["checks"]
 
 
 def test_budget_exhausted_reports_not_run_and_keeps_the_others(pytester: pytest.Pytester) -> None:

@@ -419,3 +419,13 @@ def test_a_missing_resource_is_reported_not_raised(
         assert isinstance(seen, dynamodb.TableStatus | kubernetes.DeploymentHealth
                           | rabbitmq.QueueState | vectordb.CollectionHealth)
         assert seen.exists is False, seen
+
+
+def test_percentile_is_nearest_rank_so_p95_of_forty_ignores_two_stalls() -> None:
+    from unibazzar_health.probes import percentile
+
+    samples = [1.0] * 38 + [60.0, 70.0]
+    assert percentile(samples, 95) == 1.0
+    assert percentile(samples + [80.0], 95) == 60.0
+    assert percentile([5.0, 1.0, 3.0], 50) == 3.0
+    assert percentile([2.0], 95) == 2.0

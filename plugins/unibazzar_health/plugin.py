@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,9 @@ class CheckItem:
     observe: Any
     observation: Observation | None = None
     observed: Any = None
+    # Time the test spent waiting for its observation: part of call.duration, but the
+    # observation's own elapsed time already counts it.
+    waited_s: float = 0.0
 
 
 RUN_KEY = pytest.StashKey[RunState]()
@@ -212,12 +216,15 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
     state = pyfuncitem.config.stash[RUN_KEY]
     if info.observation is None:
         info.observation = _start(state, pyfuncitem, info)
+    waiting = time.perf_counter()
     try:
         info.observed = info.observation.wait(state.budget_deadline)
     except BudgetExhausted as exc:
         pytest.skip(str(exc))
     except NotConfigured as exc:
         pytest.skip(str(exc))
+    finally:
+        info.waited_s = time.perf_counter() - waiting
     pyfuncitem.funcargs["observed"] = info.observed
 
 
@@ -259,9 +266,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             entry=info.entry, nodeid=item.nodeid, catalog=state.catalog, env=state.env,
             redactor=state.redactor, exc=exc, skipped=report.skipped, skip_reason=skip_reason,
             observed=info.observed,
-            duration_s=call.duration + ((observation.elapsed or 0.0) if observation else 0.0),
+            duration_s=_duration(call.duration, info.waited_s, observation),
         )
         report.user_properties = [*report.user_properties, (PROPERTY_KEY, result.to_dict())]
+
+
+def _duration(call_s: float, waited_s: float, observation: Observation | None) -> float:
+    """How long the check itself took: its probes (observed ahead of the test, possibly
+    while other checks ran) plus its assertions, not the time its test sat waiting."""
+    probes = (observation.elapsed or 0.0) if observation else 0.0
+    return max(0.0, call_s - waited_s) + probes
 
 
 class ResultCollector:

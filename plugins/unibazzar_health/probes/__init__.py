@@ -87,6 +87,8 @@ def timed() -> Iterator[Stopwatch]:
 
 def percentile(samples: list[float], q: float) -> float:
     """Nearest-rank percentile: no interpolation, so the value was really observed."""
+    import math
+
     ordered = sorted(samples)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]

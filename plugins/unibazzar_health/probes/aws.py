@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,13 @@ class AwsTarget:
     deadline: float
 
 
+# One boto3 session per set of credentials, so its loader parses endpoints and service models
+# once for all checks. Sessions are not thread-safe (clients are): clients are made under
+# the lock.
+_sessions: dict[tuple[str | None, str | None, str], Any] = {}
+_sessions_lock = threading.Lock()
+
+
 def client(service: str, target: AwsTarget) -> Any:
     import boto3
     from botocore.config import Config
@@ -27,12 +35,16 @@ def client(service: str, target: AwsTarget) -> Any:
         # total_max_attempts=1 is one try; max_attempts=1 would be two.
         retries={"mode": "standard", "total_max_attempts": 1},
     )
-    session = boto3.session.Session(
-        aws_access_key_id=target.access_key_id,
-        aws_secret_access_key=target.secret_access_key,
-        region_name=target.region,
-    )
-    return session.client(service, endpoint_url=target.endpoint_url, config=config)
+    key = (target.access_key_id, target.secret_access_key, target.region)
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None:
+            session = _sessions[key] = boto3.session.Session(
+                aws_access_key_id=target.access_key_id,
+                aws_secret_access_key=target.secret_access_key,
+                region_name=target.region,
+            )
+        return session.client(service, endpoint_url=target.endpoint_url, config=config)
 
 
 def explain(exc: Exception, backend: str, where: str, target: AwsTarget) -> ProbeError:
