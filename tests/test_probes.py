@@ -426,6 +426,6 @@ def test_percentile_is_nearest_rank_so_p95_of_forty_ignores_two_stalls() -> None
 
     samples = [1.0] * 38 + [60.0, 70.0]
     assert percentile(samples, 95) == 1.0
-    assert percentile(samples + [80.0], 95) == 60.0
+    assert percentile([*samples, 80.0], 95) == 60.0
     assert percentile([5.0, 1.0, 3.0], 50) == 3.0
     assert percentile([2.0], 95) == 2.0

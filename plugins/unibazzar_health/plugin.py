@@ -119,11 +119,31 @@ def _wants_environment(config: pytest.Config) -> bool:
                 or config.option.showfixtures)
 
 
+_exit_hook_registered = False
+
+
+def _freeze_heap_at_exit() -> None:
+    """At interpreter exit, move every object out of the collector's sight: the final
+    collection over the clients' objects otherwise costs ~0.1 s, after the verdict is out."""
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        import atexit
+        import gc
+
+        atexit.register(gc.freeze)
+        _exit_hook_registered = True
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    import time
+    import gc
 
     from unibazzar_health.summary import now
 
+    # A checks run is short and spends its CPU importing clients, which allocate many
+    # long-lived objects: fewer young-generation collections cut that time by ~15%
+    # (bench/). Garbage is still collected, only less often.
+    gc.set_threshold(50_000, 20, 20)
+    _freeze_heap_at_exit()
     for service in SERVICES:
         config.addinivalue_line("markers", f"{service}: {service} runbook checks")
     config.addinivalue_line("markers", "check(id, observe): a runbook check (catalog id)")
