@@ -103,8 +103,12 @@ PROBES: dict[str, tuple[str, Aimed]] = {
         _postgres(ctx, at, d), "SELECT 1")),
     "redis.cache_performance": ("redis", lambda ctx, at, d: redis.cache_performance(
         replace(ctx.redis("ai-cache"), url=f"redis://{at}/1", deadline=d))),
+    "redis.ping": ("redis", lambda ctx, at, d: redis.ping(
+        replace(ctx.redis("ai-cache"), url=f"redis://{at}/1", deadline=d))),
     "rabbitmq.publish_canary": ("rabbitmq", lambda ctx, at, d: rabbitmq.publish_canary(
         _broker(ctx, at, d), "listing.events")),
+    "rabbitmq.reachable": ("rabbitmq", lambda ctx, at, d: rabbitmq.reachable(
+        _broker(ctx, at, d))),
     "rabbitmq.queue_state": ("rabbitmq-management", lambda ctx, at, d: rabbitmq.queue_state(
         _broker(ctx, at, d), "search-indexer")),
     "dynamodb.describe_table": ("dynamodb", lambda ctx, at, d: dynamodb.describe_table(
@@ -113,12 +117,17 @@ PROBES: dict[str, tuple[str, Aimed]] = {
     "s3.canary_round_trip": ("s3", lambda ctx, at, d: s3.canary_round_trip(
         replace(ctx.aws("s3"), endpoint_url=f"http://{at}", deadline=d),
         "unibazzar-listing-images", "health-checks/canary/")),
+    "s3.head_bucket": ("s3", lambda ctx, at, d: s3.head_bucket(
+        replace(ctx.aws("s3"), endpoint_url=f"http://{at}", deadline=d),
+        "unibazzar-listing-images")),
     "kubernetes.deployment_health": ("kubernetes", lambda ctx, at, d: kubernetes.deployment_health(
         replace(ctx.kube(), api_url=f"http://{at}", deadline=d), "auth-service")),
     "http.request": ("auth-service", lambda ctx, at, d: http.request(
         "auth-service", "GET", f"http://{at}/health", d)),
     "payments.provider_state": ("payments", lambda ctx, at, d: payments.provider_state(
         _provider(ctx, at, d))),
+    "vectordb.heartbeat": ("vector-db", lambda ctx, at, d: vectordb.heartbeat(
+        replace(ctx.vector_db(), url=f"http://{at}", deadline=d))),
     "vectordb.collection_health": ("vector-db", lambda ctx, at, d: vectordb.collection_health(
         replace(ctx.vector_db(), url=f"http://{at}", deadline=d), "listings")),
 }
@@ -242,6 +251,8 @@ def stalling_proxy() -> Iterator[Callable[[tuple[str, int], bytes], StallingProx
                  id="rabbitmq.publish_canary"),
     pytest.param("postgresql.connectivity", ("127.0.0.1", 55432), b"Z\x00\x00\x00\x05",
                  id="postgresql.connectivity"),
+    pytest.param("rabbitmq.reachable", ("127.0.0.1", 55672), b"\x00\x0a\x00\x29",
+                 id="rabbitmq.reachable"),
 ])
 def test_a_backend_that_hangs_after_its_handshake_costs_one_deadline(
         name: str, upstream: tuple[str, int], marker: bytes, ctx: CheckContext,
@@ -419,6 +430,22 @@ def test_a_missing_resource_is_reported_not_raised(
         assert isinstance(seen, dynamodb.TableStatus | kubernetes.DeploymentHealth
                           | rabbitmq.QueueState | vectordb.CollectionHealth)
         assert seen.exists is False, seen
+
+
+def test_reachability_probes_answer_from_the_real_servers(ctx: CheckContext) -> None:
+    """The cheap round trips of "check related systems and dependencies"."""
+    assert 0 < redis.ping(ctx.redis("listing-cache")) < 1000 * ctx.env.deadline("redis")
+    assert 0 < rabbitmq.reachable(ctx.broker()) < 1000 * ctx.env.deadline("rabbitmq")
+    assert 0 < vectordb.heartbeat(ctx.vector_db()) < 1000 * ctx.env.deadline("vector_db")
+    assert s3.head_bucket(ctx.aws("s3"), "unibazzar-listing-images") is True
+    assert s3.head_bucket(ctx.aws("s3"), "unibazzar-health-no-such-bucket") is False
+
+
+def test_reachability_probes_reject_wrong_credentials(ctx: CheckContext) -> None:
+    with pytest.raises(ProbeError, match=r"^rabbitmq at .*ACCESS_REFUSED"):
+        rabbitmq.reachable(replace(ctx.broker(), password="wrong"))
+    with pytest.raises(ProbeError, match=r"^redis at .*(?i:auth|pass)"):
+        redis.ping(replace(ctx.redis("ai-cache"), password="wrong"))
 
 
 def test_percentile_is_nearest_rank_so_p95_of_forty_ignores_two_stalls() -> None:

@@ -17,8 +17,7 @@ def observe_payment_webhooks(ctx: CheckContext) -> dict[str, Any]:
     from unibazzar_health.probes import payments
 
     spec = ctx.require("payments", ctx.env.spec.payments)
-    provider_target = payments.ProviderTarget(
-        spec.api_url, ctx.env.secret(spec.api_key_env) or "", ctx.env.deadline("payments"))
+    provider_target = ctx.payment_provider()
     webhook_secret = ctx.env.secret(spec.webhook_secret_env) or ""
     canary = payments.canary_event()
     stale = int(time.time()) - 3600

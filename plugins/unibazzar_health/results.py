@@ -103,6 +103,12 @@ def as_evidence(observed: Any) -> Any:
     return repr(observed)
 
 
+# Which [postgresql.NAME] / [redis.NAME] of the environment file a service's commands name
+# (the keys environments/*.toml use); otherwise the file's first one.
+SERVICE_DATABASE = {"auth-service": "auth", "order-service": "orders"}
+SERVICE_CACHE = {"listing-service": "listing-cache", "ai-service": "ai-cache"}
+
+
 def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
     """The names the runbook's commands need, filled in from the environment."""
     from urllib.parse import urlsplit
@@ -117,12 +123,14 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
     if spec.aws:
         names |= {"listings_table": spec.aws.listings_table,
                   "images_bucket": spec.aws.images_bucket, "aws_region": spec.aws.region}
-    database = next(iter(spec.postgresql.values()), None)
+    database = (spec.postgresql.get(SERVICE_DATABASE.get(entry.service, ""))
+                or next(iter(spec.postgresql.values()), None))
     if database:
         parts = urlsplit(database.dsn)
         names |= {"postgres_host": parts.hostname or "", "postgres_port": str(parts.port or 5432),
                   "postgres_db": parts.path.lstrip("/")}
-    cache = next(iter(spec.redis.values()), None)
+    cache = (spec.redis.get(SERVICE_CACHE.get(entry.service, ""))
+             or next(iter(spec.redis.values()), None))
     if cache:
         parts = urlsplit(cache.url)
         names |= {"redis_host": parts.hostname or "", "redis_port": str(parts.port or 6379)}

@@ -19,6 +19,7 @@ from unibazzar_health.settings import Environment
 if TYPE_CHECKING:
     from unibazzar_health.probes.aws import AwsTarget
     from unibazzar_health.probes.kubernetes import KubeTarget
+    from unibazzar_health.probes.payments import ProviderTarget
     from unibazzar_health.probes.postgresql import PostgresTarget
     from unibazzar_health.probes.rabbitmq import BrokerTarget
     from unibazzar_health.probes.redis import RedisTarget
@@ -133,6 +134,13 @@ class CheckContext:
                          self.env.secret(spec.access_key_id_env),
                          self.env.secret(spec.secret_access_key_env),
                          self.env.deadline(backend))
+
+    def payment_provider(self) -> ProviderTarget:
+        from unibazzar_health.probes.payments import ProviderTarget
+
+        spec = self.require("payments", self.env.spec.payments)
+        return ProviderTarget(spec.api_url, self.env.secret(spec.api_key_env) or "",
+                              self.env.deadline("payments"))
 
     def kube(self) -> KubeTarget:
         from unibazzar_health.probes.kubernetes import KubeTarget

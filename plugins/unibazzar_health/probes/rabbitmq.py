@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -52,17 +54,10 @@ class QueueState:
     consumers: int
 
 
-def publish_canary(target: BrokerTarget, exchange: str) -> PublishResult:
-    """Publish with publisher confirms to ``exchange`` under a routing key no consumer binds,
-    so the broker's path is exercised without feeding real consumers."""
+def _parameters(target: BrokerTarget) -> Any:
     import pika
-    from pika.adapters.utils.connection_workflow import (
-        AMQPConnectorException,
-        AMQPConnectorStackTimeout,
-    )
-    from pika.exceptions import AMQPError
 
-    params = pika.ConnectionParameters(
+    return pika.ConnectionParameters(
         host=urlsplit(target.url).hostname,
         port=urlsplit(target.url).port or 5672,
         virtual_host=target.vhost,
@@ -74,16 +69,25 @@ def publish_canary(target: BrokerTarget, exchange: str) -> PublishResult:
         heartbeat=0,
     )
 
-    def publish() -> None:
+
+def _over_amqp(target: BrokerTarget, use: Callable[[Any], None]) -> float:
+    """Open a connection, ``use`` it, close it; milliseconds taken. Bounded by one deadline."""
+    import pika
+    from pika.adapters.utils.connection_workflow import (
+        AMQPConnectorException,
+        AMQPConnectorStackTimeout,
+    )
+    from pika.exceptions import AMQPError
+
+    # pika logs every failed attempt at ERROR with a traceback; the ProbeError below says it
+    # once, readably, and the engineer's screen stays clear.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    params = _parameters(target)
+
+    def run() -> None:
         connection = pika.BlockingConnection(params)
         try:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            channel.exchange_declare(exchange, passive=True)
-            channel.basic_publish(
-                exchange, CANARY_ROUTING_KEY, b'{"type": "health-check.canary"}',
-                pika.BasicProperties(content_type="application/json", delivery_mode=1),
-            )
+            use(connection)
         finally:
             if connection.is_open:
                 connection.close()
@@ -93,10 +97,14 @@ def publish_canary(target: BrokerTarget, exchange: str) -> PublishResult:
             # stack_timeout bounds only the bring-up: past the handshake, BlockingConnection
             # waits for the broker without any limit (heartbeats are off, and would take
             # heartbeat + 5 s anyway), so the whole exchange is bounded here.
-            bounded(publish, target.deadline, "rabbitmq", target.where)
+            bounded(run, target.deadline, "rabbitmq", target.where)
     except pika.exceptions.ChannelClosedByBroker as exc:
         raise ProbeError("rabbitmq", target.where, f"broker refused: {exc.reply_text}",
                          target.deadline) from None
+    except pika.exceptions.ProbableAuthenticationError:
+        raise ProbeError("rabbitmq", target.where,
+                         f"login refused for user {target.user!r} (ACCESS_REFUSED): wrong "
+                         "user or password", target.deadline) from None
     except (pika.exceptions.AMQPConnectionError, AMQPConnectorException) as exc:
         # stack_timeout bounds the whole bring-up (TCP connect and AMQP handshake); when it
         # fires, BlockingConnection raises pika's connector exception itself, unwrapped.
@@ -108,7 +116,29 @@ def publish_canary(target: BrokerTarget, exchange: str) -> PublishResult:
         raise ProbeError("rabbitmq", target.where, problem, target.deadline) from None
     except AMQPError as exc:
         raise ProbeError("rabbitmq", target.where, repr(exc)[:200], target.deadline) from None
-    return PublishResult(exchange, CANARY_ROUTING_KEY, True, t.ms)
+    return t.ms
+
+
+def reachable(target: BrokerTarget) -> float:
+    """Milliseconds to open (TCP, AMQP handshake, login) and close a connection."""
+    return _over_amqp(target, lambda connection: None)
+
+
+def publish_canary(target: BrokerTarget, exchange: str) -> PublishResult:
+    """Publish with publisher confirms to ``exchange`` under a routing key no consumer binds,
+    so the broker's path is exercised without feeding real consumers."""
+    import pika
+
+    def publish(connection: Any) -> None:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.exchange_declare(exchange, passive=True)
+        channel.basic_publish(
+            exchange, CANARY_ROUTING_KEY, b'{"type": "health-check.canary"}',
+            pika.BasicProperties(content_type="application/json", delivery_mode=1),
+        )
+
+    return PublishResult(exchange, CANARY_ROUTING_KEY, True, _over_amqp(target, publish))
 
 
 def queue_state(target: BrokerTarget, queue: str) -> QueueState:

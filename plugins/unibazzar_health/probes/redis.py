@@ -57,7 +57,24 @@ def _explain(exc: Exception, target: RedisTarget) -> ProbeError:
 
     if isinstance(exc, redis.TimeoutError):
         return DeadlineExceeded("redis", target.where, target.deadline)
+    if isinstance(exc, redis.ConnectionError) and "refused" in str(exc).lower():
+        return ProbeError("redis", target.where, "connection refused", target.deadline)
     return ProbeError("redis", target.where, f"{type(exc).__name__}: {exc}", target.deadline)
+
+
+def ping(target: RedisTarget) -> float:
+    """Milliseconds to connect and answer one PING."""
+    import redis
+
+    conn = client(target)
+    try:
+        with timed() as t:
+            conn.ping()
+    except redis.RedisError as exc:
+        raise _explain(exc, target) from None
+    finally:
+        conn.close()
+    return t.ms
 
 
 def cache_performance(target: RedisTarget, samples: int = 40) -> CachePerformance:

@@ -21,19 +21,28 @@ class RoundTrip:
     left_behind: bool
 
 
+def head_bucket(target: AwsTarget, bucket: str) -> bool:
+    """Whether ``bucket`` exists; raises when S3 does not answer."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client("s3", target).head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise explain(exc, "s3", f"bucket {bucket}", target) from None
+    except BotoCoreError as exc:
+        raise explain(exc, "s3", f"bucket {bucket}", target) from None
+    return True
+
+
 def canary_round_trip(target: AwsTarget, bucket: str, prefix: str) -> RoundTrip:
     from botocore.exceptions import BotoCoreError, ClientError
 
+    if not head_bucket(target, bucket):
+        return RoundTrip(bucket, False, None, None, None, None, False, False)
     s3 = client("s3", target)
     where = f"bucket {bucket}"
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
-            return RoundTrip(bucket, False, None, None, None, None, False, False)
-        raise explain(exc, "s3", where, target) from None
-    except BotoCoreError as exc:
-        raise explain(exc, "s3", where, target) from None
 
     key = f"{prefix}{uuid.uuid4().hex}.txt"
     body = f"unibazzar health canary {key}".encode()

@@ -56,6 +56,13 @@ def _ok(target: VectorTarget, status: int, body: Any, doing: str) -> Any:
     return body
 
 
+def heartbeat(target: VectorTarget) -> float:
+    """Milliseconds for the server's heartbeat."""
+    with timed() as t:
+        _ok(target, *_call(target, "GET", "/api/v2/heartbeat"), "heartbeat")
+    return t.ms
+
+
 def collection_health(target: VectorTarget, collection: str) -> CollectionHealth:
     base = f"/api/v2/tenants/{target.tenant}/databases/{target.database}/collections"
     with timed() as t:

@@ -1,0 +1,138 @@
+"""Initial Response — check related systems and dependencies: every backend a service depends
+on answers one cheap round trip within its deadline, all probed at once.
+
+A dependency that does not answer fails the check with the worst impact class of the service's
+own checks that depend on it (the runbook's "by the dependants' classes"): the auth database
+down is an auth outage, SEV1; a listing cache down is a degradation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from unibazzar_health.catalog import SEVERITY_ORDER, load_catalog
+from unibazzar_health.runbook import CheckContext, Finding, NotConfigured, gather, runbook_check
+
+Probe = Callable[[], Any]
+
+
+def postgresql(name: str) -> Callable[[CheckContext], Probe]:
+    def build(ctx: CheckContext) -> Probe:
+        from unibazzar_health.probes import postgresql
+
+        target = ctx.postgres(name)
+        return lambda: postgresql.fetch(target, "SELECT 1")
+
+    return build
+
+
+def redis(name: str) -> Callable[[CheckContext], Probe]:
+    def build(ctx: CheckContext) -> Probe:
+        from unibazzar_health.probes import redis
+
+        target = ctx.redis(name)
+        return lambda: redis.ping(target)
+
+    return build
+
+
+def rabbitmq(ctx: CheckContext) -> Probe:
+    from unibazzar_health.probes import rabbitmq
+
+    target = ctx.broker()
+    return lambda: rabbitmq.reachable(target)
+
+
+def dynamodb(ctx: CheckContext) -> Probe:
+    from unibazzar_health.probes import dynamodb
+
+    target, spec = ctx.aws("dynamodb"), ctx.require("aws", ctx.env.spec.aws)
+    return lambda: dynamodb.describe_table(target, spec.listings_table)
+
+
+def s3(ctx: CheckContext) -> Probe:
+    from unibazzar_health.probes import s3
+
+    target, spec = ctx.aws("s3"), ctx.require("aws", ctx.env.spec.aws)
+    return lambda: s3.head_bucket(target, spec.images_bucket)
+
+
+def vector_db(ctx: CheckContext) -> Probe:
+    from unibazzar_health.probes import vectordb
+
+    target = ctx.vector_db()
+    return lambda: vectordb.heartbeat(target)
+
+
+def payments(ctx: CheckContext) -> Probe:
+    from unibazzar_health.probes import payments
+
+    target = ctx.payment_provider()
+    return lambda: payments.provider_state(target)
+
+
+# service -> dependency (as catalog.toml's depends_on names it) -> its probe
+DEPENDENCIES: dict[str, dict[str, Callable[[CheckContext], Probe]]] = {
+    "auth-service": {"postgresql": postgresql("auth")},
+    "listing-service": {"dynamodb": dynamodb, "s3": s3, "rabbitmq": rabbitmq,
+                        "redis": redis("listing-cache")},
+    "order-service": {"postgresql": postgresql("orders"), "payments": payments},
+    "ai-service": {"vector-db": vector_db, "redis": redis("ai-cache")},
+}
+PREFIX = {"auth-service": "auth", "listing-service": "listing", "order-service": "order",
+          "ai-service": "ai"}
+
+
+def observe_related_systems(service: str) -> Callable[[CheckContext], dict[str, Any]]:
+    def observe(ctx: CheckContext) -> dict[str, Any]:
+        from unibazzar_health.probes import timed
+
+        calls: dict[str, Probe] = {}
+        not_configured: dict[str, Any] = {}
+        for name, build in DEPENDENCIES[service].items():
+            try:
+                probe = build(ctx)
+            except NotConfigured as exc:
+                not_configured[name] = {"not_configured": exc.key}
+                continue
+
+            def answered_ms(probe: Probe = probe) -> float:
+                with timed() as t:
+                    probe()
+                return round(t.ms, 1)
+
+            calls[name] = answered_ms
+        if not calls:
+            raise NotConfigured(", ".join(v["not_configured"] for v in not_configured.values()))
+        return gather(**calls) | not_configured
+
+    return observe
+
+
+def impact_of_losing(service: str, dependency: str) -> str:
+    """The worst impact class among the service's checks that depend on ``dependency``."""
+    catalog = load_catalog()
+    own = catalog.check(f"{PREFIX[service]}.related-systems")
+    impacts = [entry.impact for entry in catalog.checks.values()
+               if entry.service == service and dependency in entry.depends_on
+               and entry.id != own.id] or [own.impact]
+    return min(impacts, key=lambda i: SEVERITY_ORDER.index(catalog.severity_of(i).level))
+
+
+@pytest.mark.parametrize("service", [
+    pytest.param(service, id=service,
+                 marks=runbook_check(f"{prefix}.related-systems",
+                                     observe=observe_related_systems(service)))
+    for service, prefix in PREFIX.items()
+])
+def test_related_systems_and_dependencies_answer(service: str, observed: dict[str, Any]) -> None:
+    down = {name: answer["error"] for name, answer in observed.items()
+            if isinstance(answer, dict) and "error" in answer}
+    if down:
+        impacts = [impact_of_losing(service, name) for name in down]
+        catalog = load_catalog()
+        worst = min(impacts, key=lambda i: SEVERITY_ORDER.index(catalog.severity_of(i).level))
+        raise Finding(f"{service} cannot reach {', '.join(sorted(down))}: "
+                      + "; ".join(down[name] for name in sorted(down)), impact=worst)
