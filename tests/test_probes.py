@@ -99,6 +99,8 @@ def _provider(ctx: CheckContext, at: str, deadline: float) -> payments.ProviderT
 PROBES: dict[str, tuple[str, Aimed]] = {
     "postgresql.connectivity": ("postgresql", lambda ctx, at, d: postgresql.connectivity(
         _postgres(ctx, at, d))),
+    "postgresql.activity": ("postgresql", lambda ctx, at, d: postgresql.activity(
+        _postgres(ctx, at, d))),
     "postgresql.fetch": ("postgresql", lambda ctx, at, d: postgresql.fetch(
         _postgres(ctx, at, d), "SELECT 1")),
     "redis.cache_performance": ("redis", lambda ctx, at, d: redis.cache_performance(
@@ -275,6 +277,21 @@ def test_postgresql_connectivity(ctx: CheckContext) -> None:
     assert 0 < seen.connection_usage < 1
     assert 0 < seen.select_one_ms < 1000 * ctx.env.deadline("postgresql")
     assert seen.server_version.split(".")[0].isdigit(), seen.server_version
+
+
+def test_postgresql_activity_sees_other_sessions_but_not_itself(ctx: CheckContext) -> None:
+    import psycopg
+
+    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=55432 user=postgres dbname=auth"
+    with psycopg.connect(admin) as other:
+        other.execute("SELECT 1")  # now idle in a transaction
+        seen = postgresql.activity(ctx.postgres("auth"))
+        mine = [s for s in seen.sessions if s.pid == other.info.backend_pid]
+    assert len(mine) == 1, seen.sessions
+    assert mine[0].state == "idle in transaction"
+    assert mine[0].transaction_age_s is not None and not mine[0].waiting_on_lock
+    assert seen.max_connections > seen.connections >= 2
+    assert seen.deadlocks >= 0
 
 
 def test_postgresql_fetch_reads_as_the_health_role(ctx: CheckContext) -> None:
@@ -456,3 +473,13 @@ def test_percentile_is_nearest_rank_so_p95_of_forty_ignores_two_stalls() -> None
     assert percentile([*samples, 80.0], 95) == 60.0
     assert percentile([5.0, 1.0, 3.0], 50) == 3.0
     assert percentile([2.0], 95) == 2.0
+
+
+@pytest.mark.parametrize(("query", "shown"), [
+    ("ALTER ROLE app PASSWORD 's3cr3t'", "ALTER ROLE app PASSWORD '…'"),
+    ("SELECT 'it''s', 1 FROM t WHERE a = 'x'", "SELECT '…', 1 FROM t WHERE a = '…'"),
+    ("SELECT * FROM users WHERE email = 'someone@exa", "SELECT * FROM users WHERE email = '…'"),
+    ("SELECT 1", "SELECT 1"),
+])
+def test_query_text_is_shown_without_its_literals(query: str, shown: str) -> None:
+    assert postgresql.mask_literals(query) == shown

@@ -3,6 +3,8 @@ injected (a backend stopped, a saga stuck), then healthy again."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,3 +118,66 @@ def test_a_stuck_saga_is_named_in_the_verdict(tmp_path: Path) -> None:
                                "(awaiting_payment/charge, order order-stuck-1)")
     assert saga["fixes"] == ["Retry failed saga steps manually"]
     assert "saga-stuck-1" in result.stdout
+
+
+def test_lock_waits_long_queries_and_idle_transactions_are_named(tmp_path: Path) -> None:
+    """Real sessions on the sandbox's PostgreSQL: one holds a lock inside its transaction,
+    one waits for it (a query whose literal must not reach any output), one sits idle in a
+    transaction on the orders database. Thresholds lowered to 1 s in a copy of the sandbox
+    environment."""
+    import re
+    import threading
+
+    import psycopg
+
+    from conftest import SANDBOX_TOML
+
+    env_file = tmp_path / "impatient.toml"
+    text = SANDBOX_TOML.read_text()
+    for key in ("lock_wait_seconds", "long_query_seconds", "idle_in_transaction_seconds"):
+        text = re.sub(rf"(?m)^{key} = .*$", f"{key} = 1", text)
+    env_file.write_text(text)
+    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=55432 user=postgres dbname={}"
+    literal = "sekrit-literal-never-shown"
+    with psycopg.connect(admin.format("auth"), autocommit=True) as setup:
+        setup.execute("CREATE TABLE IF NOT EXISTS health_selftest_lock (x int)")
+    holder = psycopg.connect(admin.format("auth"))
+    waiter = psycopg.connect(admin.format("auth"), autocommit=True)
+    idler = psycopg.connect(admin.format("orders"))
+    holder_pid, waiter_pid, idler_pid = (c.info.backend_pid for c in (holder, waiter, idler))
+    try:
+        holder.execute("LOCK TABLE health_selftest_lock IN ACCESS EXCLUSIVE MODE")
+        idler.execute("SELECT 1")
+        waiting = threading.Thread(target=lambda: waiter.execute(
+            f"SELECT count(*) FROM health_selftest_lock WHERE '{literal}' <> ''"), daemon=True)
+        waiting.start()
+        time.sleep(1.5)
+        result, summary = run_checks(tmp_path, "-m", "auth-service or order-service",
+                                     env_file=env_file)
+    finally:
+        holder.rollback()
+        holder.close()
+        idler.rollback()
+        idler.close()
+        waiting.join(10)
+        waiter.close()
+        with psycopg.connect(admin.format("auth"), autocommit=True) as setup:
+            setup.execute("DROP TABLE IF EXISTS health_selftest_lock")
+    checks = {c["id"]: c for c in summary["checks"]}
+    auth = checks["auth.database-performance"]
+    assert auth["outcome"] == "failed", auth
+    assert auth["severity"] == "SEV2"
+    assert auth["message"].startswith("auth database: 1 session(s) waiting on a lock >= 1 s: "
+                                      f"pid {waiter_pid} ("), auth["message"]
+    assert f"blocked by pid {holder_pid}" in auth["message"]
+    assert "1 query(ies) running >= 1 s" in auth["message"]
+    assert auth["fixes"] == ["Restart service if connection pool exhausted",
+                             "Clear stuck transactions"]
+    transactions = checks["order.database-transaction-health"]
+    assert transactions["outcome"] == "failed", transactions
+    assert f"1 idle in transaction: pid {idler_pid}" in transactions["message"]
+    # Idle in a transaction is neither a long query nor a lock wait.
+    assert checks["order.database-performance"]["outcome"] == "passed"
+    everything = result.stdout + result.stderr + json.dumps(summary)
+    assert literal not in everything
+    assert "'…'" in json.dumps(auth["evidence"], ensure_ascii=False)

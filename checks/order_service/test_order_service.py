@@ -95,25 +95,18 @@ def observe_transactions(ctx: CheckContext) -> dict[str, Any]:
     from unibazzar_health.probes import postgresql
 
     limits = ctx.env.spec.thresholds
-    rows = postgresql.fetch(
-        ctx.postgres("orders"),
-        "SELECT pid, state, round(extract(epoch FROM now() - xact_start)), "
-        "cardinality(pg_blocking_pids(pid)), left(query, 80) "
-        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-        "AND xact_start IS NOT NULL")
-    deadlocks = postgresql.fetch(
-        ctx.postgres("orders"),
-        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-    sessions = [{"pid": r[0], "state": r[1], "age_s": int(r[2] or 0), "blocked_by": r[3],
-                 "query": r[4]} for r in rows]
+    seen = postgresql.activity(ctx.postgres("orders"))
+    in_transaction = [{"pid": s.pid, "state": s.state, "age_s": s.transaction_age_s,
+                       "blocked_by": list(s.blocked_by), "query": s.query}
+                      for s in seen.sessions if s.transaction_age_s is not None]
     return {
-        "idle_in_transaction": [s for s in sessions if s["state"] == "idle in transaction"
+        "idle_in_transaction": [s for s in in_transaction if s["state"] == "idle in transaction"
                                 and s["age_s"] >= limits.idle_in_transaction_seconds],
-        "long_transactions": [s for s in sessions if s["state"] == "active"
+        "long_transactions": [s for s in in_transaction if s["state"] == "active"
                               and s["age_s"] >= limits.long_query_seconds],
-        "blocked": [s for s in sessions if s["blocked_by"] > 0
+        "blocked": [s for s in in_transaction if s["blocked_by"]
                     and s["age_s"] >= limits.idle_in_transaction_seconds],
-        "deadlocks_total": int(deadlocks[0][0]) if deadlocks else None,
+        "deadlocks_total": seen.deadlocks,
     }
 
 

@@ -35,6 +35,36 @@ class Connectivity:
     server_version: str
 
 
+@dataclass(frozen=True)
+class Session:
+    """One other session of the database, as pg_stat_activity shows it."""
+
+    pid: int
+    state: str
+    query_age_s: int  # since its current (or last) query started
+    transaction_age_s: int | None  # None: not in a transaction
+    waiting_on_lock: bool
+    blocked_by: tuple[int, ...]
+    query: str  # first 120 characters, string literals masked
+
+
+@dataclass(frozen=True)
+class Activity:
+    connections: int
+    max_connections: int
+    connection_usage: float
+    deadlocks: int
+    sessions: tuple[Session, ...]
+
+
+def mask_literals(sql: str) -> str:
+    """A query's text without its string literals: they may hold passwords or personal data
+    that must not reach a report."""
+    import re
+
+    return re.sub(r"'(?:[^']|'')*'?", "'…'", sql)
+
+
 def _session(target: PostgresTarget, work: Callable[[Any], T]) -> T:
     """``work(connection)`` on a fresh connection, all of it within the deadline.
 
@@ -97,4 +127,40 @@ def connectivity(target: PostgresTarget) -> Connectivity:
         max_connections=max_connections,
         connection_usage=round(connections / max_connections, 4),
         server_version=version,
+    )
+
+
+def activity(target: PostgresTarget) -> Activity:
+    """The database's other sessions (transactions, lock waits, query ages), its connection
+    usage and its deadlock count, in one round trip's worth of statements."""
+
+    def read(conn: Any) -> tuple[Any, Any, Any]:
+        sessions = conn.execute(
+            "SELECT pid, coalesce(state, ''), "
+            "round(extract(epoch FROM now() - coalesce(query_start, backend_start))), "
+            "round(extract(epoch FROM now() - xact_start)), wait_event_type = 'Lock', "
+            "pg_blocking_pids(pid), left(query, 120) "
+            "FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchall()
+        usage = conn.execute(
+            "SELECT count(*), current_setting('max_connections')::int FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend'").fetchone()
+        deadlocks = conn.execute(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        return sessions, usage, deadlocks
+
+    rows, usage, deadlocks = _session(target, read)
+    connections, max_connections = int(usage[0]), int(usage[1])
+    return Activity(
+        connections=connections,
+        max_connections=max_connections,
+        connection_usage=round(connections / max_connections, 4),
+        deadlocks=int(deadlocks[0]) if deadlocks else 0,
+        sessions=tuple(
+            Session(pid=int(r[0]), state=str(r[1]), query_age_s=int(r[2] or 0),
+                    transaction_age_s=None if r[3] is None else int(r[3]),
+                    waiting_on_lock=bool(r[4]), blocked_by=tuple(r[5] or ()),
+                    query=mask_literals(str(r[6] or "")))
+            for r in rows),
     )

@@ -1,0 +1,62 @@
+"""Investigation — review database performance and connections: each service's PostgreSQL
+database has connections to spare, no query running past its threshold, no session waiting
+on a lock past its threshold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from unibazzar_health.probes.postgresql import Activity, Session
+from unibazzar_health.runbook import CheckContext, Finding, runbook_check
+from unibazzar_health.settings import Thresholds
+
+# service -> its database, as [postgresql.NAME] of the environment file
+DATABASES = {"auth-service": "auth", "order-service": "orders"}
+PREFIX = {"auth-service": "auth", "order-service": "order"}
+
+
+def observe_database(name: str) -> Callable[[CheckContext], Activity]:
+    def observe(ctx: CheckContext) -> Activity:
+        from unibazzar_health.probes import postgresql
+
+        return postgresql.activity(ctx.postgres(name))
+
+    return observe
+
+
+def describe(session: Session, age_s: int) -> str:
+    blocked = (f", blocked by pid {', '.join(map(str, session.blocked_by))}"
+               if session.blocked_by else "")
+    return f"pid {session.pid} ({age_s} s{blocked}: {session.query[:60]})"
+
+
+@pytest.mark.parametrize("service", [
+    pytest.param(service, id=service,
+                 marks=runbook_check(f"{PREFIX[service]}.database-performance",
+                                     observe=observe_database(database)))
+    for service, database in DATABASES.items()
+])
+def test_review_database_performance_and_connections(service: str, observed: Activity,
+                                                      thresholds: Thresholds) -> None:
+    database = DATABASES[service]
+    waiting = [s for s in observed.sessions
+               if s.waiting_on_lock and s.query_age_s >= thresholds.lock_wait_seconds]
+    long_running = [s for s in observed.sessions
+                    if s.state == "active" and s.query_age_s >= thresholds.long_query_seconds]
+    problems = []
+    if observed.connection_usage >= thresholds.db_connection_usage:
+        problems.append(f"connections {observed.connections}/{observed.max_connections} "
+                        f"({observed.connection_usage:.0%} >= "
+                        f"{thresholds.db_connection_usage:.0%})")
+    if waiting:
+        problems.append(f"{len(waiting)} session(s) waiting on a lock >= "
+                        f"{thresholds.lock_wait_seconds:g} s: "
+                        + ", ".join(describe(s, s.query_age_s) for s in waiting[:5]))
+    if long_running:
+        problems.append(f"{len(long_running)} query(ies) running >= "
+                        f"{thresholds.long_query_seconds:g} s: "
+                        + ", ".join(describe(s, s.query_age_s) for s in long_running[:5]))
+    if problems:
+        raise Finding(f"{database} database: " + "; ".join(problems), impact="degradation")

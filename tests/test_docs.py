@@ -1,0 +1,23 @@
+"""The documentation says what the code does."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from unibazzar_health.catalog import load_catalog
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_docs_checks_lists_every_catalog_check_with_its_step_and_class() -> None:
+    text = (ROOT / "docs" / "checks.md").read_text()
+    catalog = load_catalog()
+    listed = set(re.findall(r"\| `([a-z]+\.[a-z0-9-]+)` \|", text))
+    assert listed == set(catalog.checks)
+    for entry in catalog.checks.values():
+        row = next(line for line in text.splitlines() if f"| `{entry.id}` |" in line)
+        assert row.startswith(f"| {entry.step} | "), row
+        if not entry.id.endswith(".related-systems"):
+            severity = catalog.severity_of(entry.impact).level
+            assert f"| {entry.impact} ({severity}) |" in row, row
