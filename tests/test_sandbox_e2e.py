@@ -181,3 +181,75 @@ def test_lock_waits_long_queries_and_idle_transactions_are_named(tmp_path: Path)
     everything = result.stdout + result.stderr + json.dumps(summary)
     assert literal not in everything
     assert "'…'" in json.dumps(auth["evidence"], ensure_ascii=False)
+
+
+@pytest.fixture
+def kube_apps() -> Iterator[Any]:
+    """The sandbox's Kubernetes API, as an operator would change it; reset afterwards (the
+    emulator restarts with its seeded objects)."""
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = "http://127.0.0.1:55443"
+    try:
+        yield client.AppsV1Api(client.ApiClient(configuration))
+    finally:
+        sandbox("stop", "kubernetes")
+        sandbox("start", "kubernetes")
+
+
+def test_a_recent_rollout_is_named_and_a_stuck_one_fails(tmp_path: Path, kube_apps: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    rolled_out = (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    deployment = kube_apps.read_namespaced_deployment("auth-service", "unibazzar")
+    kube_apps.create_namespaced_replica_set("unibazzar", {
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {
+            "name": "auth-service-5c6d7", "namespace": "unibazzar",
+            "creationTimestamp": rolled_out,
+            "labels": {"app": "auth-service", "pod-template-hash": "5c6d7"},
+            "annotations": {"deployment.kubernetes.io/revision": "2"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                 "name": "auth-service", "uid": deployment.metadata.uid,
+                                 "controller": True}]},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "auth-service"}},
+                 "template": {"metadata": {"labels": {"app": "auth-service"}},
+                              "spec": {"containers": [{"name": "auth-service",
+                                                       "image": "unibazzar/auth-service:2"}]}}},
+    })
+    kube_apps.patch_namespaced_deployment("auth-service", "unibazzar", {
+        "metadata": {"annotations": {"deployment.kubernetes.io/revision": "2"}}})
+
+    # A rollout that landed and progressed: named, not a failure.
+    result, summary = run_checks(tmp_path, "-m", "auth-service")
+    assert result.returncode == 0, result.stdout[-3000:]
+    [change] = summary["recent_changes"]
+    assert (change["service"], change["revision"], change["replica_set"]) == (
+        "auth-service", 2, "auth-service-5c6d7")
+    assert 9.5 <= change["age_minutes"] <= 12
+    assert "CHANGE auth-service: deployment auth-service revision 2 rolled out 10 min ago" \
+        in result.stdout
+    assert "kubectl rollout undo" not in result.stdout
+
+    # The same rollout, stuck past its progress deadline: a failure, with the rollback.
+    kube_apps.patch_namespaced_deployment_status("auth-service", "unibazzar", {"status": {
+        "unavailableReplicas": 1, "updatedReplicas": 1,
+        "conditions": [
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+             "message": 'ReplicaSet "auth-service-5c6d7" has timed out progressing.'}]}})
+    result, summary = run_checks(tmp_path, "-m", "auth-service")
+    assert result.returncode == 1
+    checks = {c["id"]: c for c in summary["checks"]}
+    stuck = checks["auth.recent-deployments"]
+    assert stuck["outcome"] == "failed" and stuck["severity"] == "SEV2"
+    assert stuck["message"] == (
+        'rollout of auth-service revision 2 is stuck: ProgressDeadlineExceeded: ReplicaSet '
+        '"auth-service-5c6d7" has timed out progressing. (1/2 updated, 1 unavailable)')
+    assert stuck["fixes"] == ["Roll back the latest deployment if it preceded the failures"]
+    assert "kubectl rollout undo deployment/auth-service -n unibazzar" in stuck["commands"]
+    assert {c["id"] for c in summary["checks"] if c["outcome"] == "failed"} == {
+        "auth.recent-deployments"}
+    assert ("       if it preceded the failures: kubectl rollout undo "
+            "deployment/auth-service -n unibazzar") in result.stdout.splitlines()

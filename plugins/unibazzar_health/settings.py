@@ -112,6 +112,7 @@ class Thresholds(_Section):
     idle_in_transaction_seconds: PositiveFloat = 60.0
     lock_wait_seconds: PositiveFloat = 30.0
     saga_timeout_minutes: PositiveFloat = 15.0
+    recent_change_minutes: PositiveFloat = 60.0
     queue_depth_max: PositiveInt = 1000
     redis_latency_p95_ms: PositiveFloat = 50.0
     redis_memory_usage: Annotated[float, Field(gt=0, le=1)] = 0.9

@@ -71,8 +71,17 @@ def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo) ->
         },
         "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
         "services": services,
+        "recent_changes": recent_changes(ordered),
         "checks": [r.to_dict() for r in ordered],
     }
+
+
+def recent_changes(results: list[CheckResult]) -> list[dict[str, Any]]:
+    """Rollouts within the change window, as the recent-deployments checks saw them, newest
+    first: the first suspects when something fails."""
+    changes = [r.evidence["recent_change"] for r in results if isinstance(r.evidence, dict)
+               and isinstance(r.evidence.get("recent_change"), dict)]
+    return sorted(changes, key=lambda c: c.get("age_minutes") or 0.0)
 
 
 def _order(r: CheckResult) -> tuple[int, int, str]:
@@ -121,6 +130,13 @@ def render(summary: dict[str, Any]) -> list[str]:
             label = "BROKEN" if outcome == "broken" else "NOT RUN"
             lines.append(f"  {label} {check['service']} · {check['step']} [{check['id']}]")
             lines.append(f"       {check['message']}")
+    for change in summary.get("recent_changes", []):
+        lines.append(f"  CHANGE {change['service']}: deployment {change['deployment']} revision "
+                     f"{change['revision']} rolled out {change['age_minutes']:.0f} min ago "
+                     f"({change['rolled_out_at']})")
+        if verdict["status"] == "failing":
+            lines.append(f"       if it preceded the failures: kubectl rollout undo "
+                         f"deployment/{change['deployment']} -n {change['namespace']}")
     return lines
 
 

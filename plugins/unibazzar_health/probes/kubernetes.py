@@ -100,3 +100,93 @@ def deployment_health(target: KubeTarget, name: str) -> DeploymentHealth:
         revision=(d.metadata.annotations or {}).get("deployment.kubernetes.io/revision"),
         conditions={c.type: f"{c.status} ({c.reason})" for c in (status.conditions or [])},
     )
+
+
+@dataclass(frozen=True)
+class ReplicaSetRevision:
+    name: str
+    revision: int | None
+    created_at: str | None  # ISO 8601
+    age_minutes: float | None
+    replicas: int
+    ready: int
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A Deployment's rollout state and the ReplicaSets behind its revisions, newest first."""
+
+    name: str
+    exists: bool
+    revision: int | None = None
+    generation: int = 0
+    observed_generation: int = 0
+    desired: int = 0
+    updated: int = 0
+    available: int = 0
+    unavailable: int = 0
+    progressing_status: str | None = None
+    progressing_reason: str | None = None
+    progressing_message: str | None = None
+    replica_sets: tuple[ReplicaSetRevision, ...] = ()
+
+
+def _revision(meta: Any) -> int | None:
+    value = (meta.annotations or {}).get("deployment.kubernetes.io/revision")
+    return int(value) if value and value.isdigit() else None
+
+
+def rollout_history(target: KubeTarget, name: str) -> Rollout:
+    """The Deployment ``name`` and its ReplicaSets: what rolled out when, and whether the
+    current rollout progresses (two reads, each within the deadline)."""
+    from datetime import UTC, datetime
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    apps = client.AppsV1Api(api_client(target))
+    try:
+        d = _call(target, f"read deployment {name}", apps.read_namespaced_deployment,
+                  name, target.namespace)
+        selector = ",".join(f"{k}={v}" for k, v in
+                            sorted((d.spec.selector.match_labels or {}).items()))
+        sets = _call(target, f"list replicasets of {name}", apps.list_namespaced_replica_set,
+                     target.namespace, label_selector=selector).items
+    except ApiException as exc:
+        if exc.status == 404:
+            return Rollout(name=name, exists=False)
+        raise ProbeError("kubernetes", target.where, f"HTTP {exc.status} {exc.reason}",
+                         target.deadline) from None
+    now = datetime.now(UTC)
+    owned = [rs for rs in sets
+             if any(o.kind == "Deployment" and o.name == name
+                    for o in (rs.metadata.owner_references or []))]
+    revisions = sorted(
+        (ReplicaSetRevision(
+            name=rs.metadata.name,
+            revision=_revision(rs.metadata),
+            created_at=(rs.metadata.creation_timestamp.isoformat()
+                        if rs.metadata.creation_timestamp else None),
+            age_minutes=(round((now - rs.metadata.creation_timestamp).total_seconds() / 60, 1)
+                         if rs.metadata.creation_timestamp else None),
+            replicas=rs.status.replicas or 0 if rs.status else 0,
+            ready=rs.status.ready_replicas or 0 if rs.status else 0,
+        ) for rs in owned),
+        key=lambda r: r.revision or 0, reverse=True)
+    status = d.status
+    progressing = next((c for c in (status.conditions or []) if c.type == "Progressing"), None)
+    return Rollout(
+        name=name,
+        exists=True,
+        revision=_revision(d.metadata),
+        generation=d.metadata.generation or 0,
+        observed_generation=status.observed_generation or 0,
+        desired=d.spec.replicas or 0,
+        updated=status.updated_replicas or 0,
+        available=status.available_replicas or 0,
+        unavailable=status.unavailable_replicas or 0,
+        progressing_status=progressing.status if progressing else None,
+        progressing_reason=progressing.reason if progressing else None,
+        progressing_message=progressing.message if progressing else None,
+        replica_sets=tuple(revisions),
+    )
