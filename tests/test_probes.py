@@ -124,6 +124,10 @@ PROBES: dict[str, tuple[str, Aimed]] = {
         "unibazzar-listing-images")),
     "kubernetes.deployment_health": ("kubernetes", lambda ctx, at, d: kubernetes.deployment_health(
         replace(ctx.kube(), api_url=f"http://{at}", deadline=d), "auth-service")),
+    "kubernetes.rollout_history": ("kubernetes", lambda ctx, at, d: kubernetes.rollout_history(
+        replace(ctx.kube(), api_url=f"http://{at}", deadline=d), "auth-service")),
+    "kubernetes.pods_health": ("kubernetes", lambda ctx, at, d: kubernetes.pods_health(
+        replace(ctx.kube(), api_url=f"http://{at}", deadline=d), "ai-service")),
     "http.request": ("auth-service", lambda ctx, at, d: http.request(
         "auth-service", "GET", f"http://{at}/health", d)),
     "payments.provider_state": ("payments", lambda ctx, at, d: payments.provider_state(
@@ -389,6 +393,27 @@ def test_kubernetes_deployment_health(ctx: CheckContext) -> None:
     assert seen.available == seen.updated == 2
     assert seen.conditions["Available"].startswith("True")
     assert seen.revision == "1"
+
+
+def test_kubernetes_rollout_history_and_pods_health(ctx: CheckContext) -> None:
+    rollout = kubernetes.rollout_history(ctx.kube(), "auth-service")
+    assert rollout.exists and rollout.revision == 1
+    assert (rollout.progressing_status, rollout.progressing_reason) == (
+        "True", "NewReplicaSetAvailable")
+    [replica_set] = rollout.replica_sets
+    assert replica_set.name == "auth-service-7d9f8" and replica_set.revision == 1
+    assert replica_set.age_minutes is not None and replica_set.age_minutes >= 0
+    assert not kubernetes.rollout_history(ctx.kube(), "no-such-deployment").exists
+
+    pods = kubernetes.pods_health(ctx.kube(), "ai-service")
+    assert pods.exists and pods.metrics_available
+    assert {c.pod for c in pods.containers} == {"ai-service-7d9f8-abc12",
+                                                 "ai-service-7d9f8-def34"}
+    for container in pods.containers:
+        assert container.memory_limit_bytes == 512 * 2**20
+        assert container.memory_bytes == 200 * 2**20
+        assert container.memory_usage == round(200 / 512, 4)
+        assert container.restarts == 0 and container.last_termination_reason is None
 
 
 def test_http_request(ctx: CheckContext) -> None:

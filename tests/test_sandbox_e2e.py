@@ -253,3 +253,34 @@ def test_a_recent_rollout_is_named_and_a_stuck_one_fails(tmp_path: Path, kube_ap
         "auth.recent-deployments"}
     assert ("       if it preceded the failures: kubectl rollout undo "
             "deployment/auth-service -n unibazzar") in result.stdout.splitlines()
+
+
+def test_an_oom_killed_pod_and_memory_pressure_are_named(tmp_path: Path, kube_apps: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from kubernetes import client
+
+    api = kube_apps.api_client
+    pod = "ai-service-7d9f8-abc12"
+    killed_at = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = client.CoreV1Api(api).read_namespaced_pod_status(pod, "unibazzar").status
+    container = api.sanitize_for_serialization(status.container_statuses[0])
+    container.update(restartCount=3, lastState={"terminated": {
+        "reason": "OOMKilled", "exitCode": 137, "startedAt": killed_at, "finishedAt": killed_at}})
+    client.CoreV1Api(api).patch_namespaced_pod_status(
+        pod, "unibazzar", {"status": {"containerStatuses": [container]}})
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        "metrics.k8s.io", "v1beta1", "unibazzar", "pods", pod,
+        {"containers": [{"name": "ai-service", "usage": {"cpu": "50m", "memory": "500Mi"}}]})
+
+    result, summary = run_checks(tmp_path, "-m", "ai-service")
+    assert result.returncode == 1
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"ai.model-loading-and-memory"}
+    check = failed["ai.model-loading-and-memory"]
+    assert check["severity"] == "SEV2"
+    assert check["message"] == (f"{pod} was OOMKilled 5 min ago (3 restarts); "
+                                f"{pod} uses 98% of its memory limit (>= 90%)")
+    assert check["fixes"] == ["Restart service to reload models",
+                              "Scale up instances if CPU/memory bound"]
+    assert "kubectl top pods -l app=ai-service -n unibazzar" in check["commands"]

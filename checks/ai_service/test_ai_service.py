@@ -6,7 +6,7 @@ from typing import Any
 
 from unibazzar_health.probes.redis import CachePerformance
 from unibazzar_health.probes.vectordb import CollectionHealth
-from unibazzar_health.runbook import CheckContext, Finding, runbook_check
+from unibazzar_health.runbook import CheckContext, Finding, gather, runbook_check
 from unibazzar_health.settings import Thresholds
 
 
@@ -28,6 +28,50 @@ def test_step1_vector_database_connectivity(observed: CollectionHealth,
     if observed.query_ms is not None and observed.query_ms > thresholds.vector_query_ms:
         raise Finding(f"canary nearest-neighbour query took {observed.query_ms:.0f} ms "
                       f"> {thresholds.vector_query_ms:.0f} ms", impact="degradation")
+
+
+# ---- 2. Review model loading and memory usage -------------------------------------------
+def observe_model_and_memory(ctx: CheckContext) -> dict[str, Any]:
+    from unibazzar_health.probes import http, kubernetes
+
+    spec = ctx.env.spec.service("ai-service")
+    deployment = spec.deployment if spec and spec.deployment else "ai-service"
+    url, kube = ctx.service_url("ai-service", "/model"), ctx.kube()
+    return gather(
+        model=lambda: http.request("ai-service", "GET", url, ctx.env.deadline("http")),
+        pods=lambda: kubernetes.pods_health(kube, deployment),
+    )
+
+
+@runbook_check("ai.model-loading-and-memory", observe=observe_model_and_memory)
+def test_step2_model_loading_and_memory_usage(observed: dict[str, Any],
+                                              thresholds: Thresholds) -> None:
+    model, pods = observed["model"], observed["pods"]
+    problems = []
+    if isinstance(model, dict):
+        problems.append(f"model endpoint: {model['error']}")
+    elif model.status != 200 or not (isinstance(model.body, dict) and model.body.get("loaded")):
+        problems.append(f"ai-service reports no model loaded (HTTP {model.status}: "
+                        f"{str(model.body)[:100]})")
+    if isinstance(pods, dict):
+        problems.append(f"pods: {pods['error']}")
+    elif not pods.exists:
+        problems.append(f"deployment {pods.deployment} does not exist")
+    else:
+        window = thresholds.restart_window_minutes
+        for c in pods.containers:
+            if c.waiting_reason == "CrashLoopBackOff":
+                problems.append(f"{c.pod} is in CrashLoopBackOff ({c.restarts} restarts)")
+            if (c.last_termination_reason == "OOMKilled"
+                    and c.last_terminated_minutes_ago is not None
+                    and c.last_terminated_minutes_ago <= window):
+                problems.append(f"{c.pod} was OOMKilled {c.last_terminated_minutes_ago:.0f} min "
+                                f"ago ({c.restarts} restarts)")
+            if c.memory_usage is not None and c.memory_usage >= thresholds.pod_memory_usage:
+                problems.append(f"{c.pod} uses {c.memory_usage:.0%} of its memory limit "
+                                f"(>= {thresholds.pod_memory_usage:.0%})")
+    if problems:
+        raise Finding("; ".join(problems), impact="degradation")
 
 
 # ---- 3. Verify Redis cache performance ----------------------------------------------------

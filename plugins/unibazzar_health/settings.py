@@ -118,6 +118,8 @@ class Thresholds(_Section):
     redis_memory_usage: Annotated[float, Field(gt=0, le=1)] = 0.9
     vector_query_ms: PositiveFloat = 500.0
     embedding_ms: PositiveFloat = 1000.0
+    pod_memory_usage: Annotated[float, Field(gt=0, le=1)] = 0.9
+    restart_window_minutes: PositiveFloat = 60.0
     http_latency_ms: PositiveFloat = 1000.0
 
 

@@ -51,6 +51,10 @@ DEPLOYMENTS = kmock.resource('apps', 'v1', 'deployments')
 REPLICASETS = kmock.resource('apps', 'v1', 'replicasets')
 PODS = kmock.resource('', 'v1', 'pods')
 NAMESPACES = kmock.resource('', 'v1', 'namespaces')
+# metrics-server's PodMetrics: a fixed working set per container, patchable to inject pressure.
+POD_METRICS = kmock.resource('metrics.k8s.io', 'v1beta1', 'pods')
+POD_MEMORY = '200Mi'
+POD_CPU = '50m'
 DYNAMIC_PLURALS = {'deployments', 'replicasets', 'pods'}
 
 # The kind of list objects, so clients that look at `kind` see real-looking lists.
@@ -271,6 +275,9 @@ class UniBazzarKube(kmock.KubernetesEmulator):
         self.resources[PODS] = kmock.ResourceInfo(
             kind='Pod', singular='pod', namespaced=True, verbs=verbs,
             shortnames={'po'}, subresources={'status', 'log'})
+        self.resources[POD_METRICS] = kmock.ResourceInfo(
+            kind='PodMetrics', singular='', namespaced=True, verbs={'get', 'list', 'patch'},
+            shortnames=set(), subresources=set())
         self.resources[NAMESPACES] = kmock.ResourceInfo(
             kind='Namespace', singular='namespace', namespaced=False, verbs=verbs,
             shortnames={'ns'}, subresources={'status'})
@@ -332,6 +339,14 @@ class UniBazzarKube(kmock.KubernetesEmulator):
                     'spec': {'containers': [_container(service, port)], 'restartPolicy': 'Always',
                              'nodeName': 'sandbox-node', 'serviceAccountName': 'default'},
                     'status': _pod_status(service, False, t0, t0, index),
+                }
+                self.objects[POD_METRICS, ns, pod_name] = {
+                    'apiVersion': 'metrics.k8s.io/v1beta1', 'kind': 'PodMetrics',
+                    'metadata': {'name': pod_name, 'namespace': ns, 'labels': pod_labels,
+                                 'creationTimestamp': t0},
+                    'timestamp': t0, 'window': '30s',
+                    'containers': [{'name': service,
+                                    'usage': {'cpu': POD_CPU, 'memory': POD_MEMORY}}],
                 }
 
     # --- dynamic readiness ---

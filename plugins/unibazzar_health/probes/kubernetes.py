@@ -190,3 +190,92 @@ def rollout_history(target: KubeTarget, name: str) -> Rollout:
         progressing_message=progressing.message if progressing else None,
         replica_sets=tuple(revisions),
     )
+
+
+@dataclass(frozen=True)
+class ContainerHealth:
+    pod: str
+    container: str
+    ready: bool
+    restarts: int
+    waiting_reason: str | None  # e.g. CrashLoopBackOff
+    last_termination_reason: str | None  # e.g. OOMKilled
+    last_terminated_minutes_ago: float | None
+    memory_limit_bytes: int | None
+    memory_bytes: int | None  # working set from the metrics API, None without one
+
+    @property
+    def memory_usage(self) -> float | None:
+        if not self.memory_bytes or not self.memory_limit_bytes:
+            return None
+        return round(self.memory_bytes / self.memory_limit_bytes, 4)
+
+
+@dataclass(frozen=True)
+class PodsHealth:
+    deployment: str
+    exists: bool
+    metrics_available: bool = False
+    containers: tuple[ContainerHealth, ...] = ()
+
+
+def pods_health(target: KubeTarget, deployment: str) -> PodsHealth:
+    """The Deployment's pods: restarts, last terminations, crash loops, and memory working
+    set against the limit where metrics-server answers (three reads within the deadline)."""
+    from datetime import UTC, datetime
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.utils import parse_quantity
+
+    api = api_client(target)
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    try:
+        d = _call(target, f"read deployment {deployment}", apps.read_namespaced_deployment,
+                  deployment, target.namespace)
+        selector = ",".join(f"{k}={v}" for k, v in
+                            sorted((d.spec.selector.match_labels or {}).items()))
+        pods = _call(target, f"list pods of {deployment}", core.list_namespaced_pod,
+                     target.namespace, label_selector=selector).items
+    except ApiException as exc:
+        if exc.status == 404:
+            return PodsHealth(deployment=deployment, exists=False)
+        raise ProbeError("kubernetes", target.where, f"HTTP {exc.status} {exc.reason}",
+                         target.deadline) from None
+    usage: dict[tuple[str, str], int] = {}
+    metrics_available = True
+    try:
+        metrics = _call(target, "read pod metrics", client.CustomObjectsApi(api)
+                        .list_namespaced_custom_object, "metrics.k8s.io", "v1beta1",
+                        target.namespace, "pods", label_selector=selector)
+        for item in metrics.get("items", []):
+            for c in item.get("containers", []):
+                memory = (c.get("usage") or {}).get("memory")
+                if memory:
+                    usage[(item["metadata"]["name"], c["name"])] = int(parse_quantity(memory))
+    except ApiException:
+        metrics_available = False  # no metrics-server: memory is not judged
+    now = datetime.now(UTC)
+    containers = []
+    for pod in pods:
+        limits = {c.name: ((c.resources.limits or {}).get("memory") if c.resources else None)
+                  for c in pod.spec.containers}
+        for status in (pod.status.container_statuses or []) if pod.status else []:
+            terminated = status.last_state.terminated if status.last_state else None
+            finished = terminated.finished_at if terminated else None
+            limit = limits.get(status.name)
+            containers.append(ContainerHealth(
+                pod=pod.metadata.name,
+                container=status.name,
+                ready=bool(status.ready),
+                restarts=status.restart_count or 0,
+                waiting_reason=(status.state.waiting.reason
+                                if status.state and status.state.waiting else None),
+                last_termination_reason=terminated.reason if terminated else None,
+                last_terminated_minutes_ago=(round((now - finished).total_seconds() / 60, 1)
+                                             if finished else None),
+                memory_limit_bytes=int(parse_quantity(limit)) if limit else None,
+                memory_bytes=usage.get((pod.metadata.name, status.name)),
+            ))
+    return PodsHealth(deployment=deployment, exists=True, metrics_available=metrics_available,
+                      containers=tuple(containers))
