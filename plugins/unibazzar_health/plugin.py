@@ -30,7 +30,10 @@ WIRE_KEY = "unibazzar_env"
 # Seconds a whole run may take, by who runs it: an engineer at 3 a.m. wants a verdict in
 # a minute; a scheduled probe must finish before its next tick; CI can wait longer.
 DEFAULT_BUDGETS_S = {"oncall": 60.0, "scheduled": 50.0, "ci": 180.0}
-DEFAULT_CONCURRENCY = 16
+# Observations in flight at once: above the catalog's size, so a dead platform costs one
+# deadline rather than one per wave; bounded, so a large selection cannot open hundreds of
+# connections to a struggling platform at once. Each is a thread waiting on a socket.
+DEFAULT_CONCURRENCY = 64
 
 
 @dataclass
