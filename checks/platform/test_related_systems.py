@@ -135,4 +135,5 @@ def test_related_systems_and_dependencies_answer(service: str, observed: dict[st
         catalog = load_catalog()
         worst = min(impacts, key=lambda i: SEVERITY_ORDER.index(catalog.severity_of(i).level))
         raise Finding(f"{service} cannot reach {', '.join(sorted(down))}: "
-                      + "; ".join(down[name] for name in sorted(down)), impact=worst)
+                      + "; ".join(down[name] for name in sorted(down)), impact=worst,
+                      dependencies=tuple(sorted(down)))

@@ -16,7 +16,7 @@ import pytest
 from unibazzar_health.catalog import Catalog, CatalogError, CheckEntry, load_catalog
 from unibazzar_health.observer import BudgetExhausted, Observation, Observer
 from unibazzar_health.redaction import Redactor
-from unibazzar_health.results import PROPERTY_KEY, CheckResult, build_result
+from unibazzar_health.results import PROPERTY_KEY, CheckResult, Outcome, build_result
 from unibazzar_health.settings import (
     SERVICES,
     Environment,
@@ -292,6 +292,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             duration_s=_duration(call.duration, info.waited_s, observation),
         )
         report.user_properties = [*report.user_properties, (PROPERTY_KEY, result.to_dict())]
+        if result.outcome is Outcome.FAILED and result.message:
+            # The platform failed, not the check's code: its finding is the whole story (the
+            # verdict adds severity and fixes). A broken check keeps its traceback.
+            report.longrepr = result.message
 
 
 def _duration(call_s: float, waited_s: float, observation: Observation | None) -> float:

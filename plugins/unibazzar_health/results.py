@@ -72,6 +72,28 @@ def classify(exc: BaseException | None, skipped: bool, skip_reason: str = "") ->
     return Outcome.BROKEN
 
 
+# The placeholders by which a catalog command names a dependency (catalog.toml's depends_on).
+DEPENDENCY_PLACEHOLDERS = {
+    "postgresql": ("{postgres_host}", "{postgres_db}"),
+    "redis": ("{redis_host}",),
+    "rabbitmq": ("{rabbitmq_management_url}", "{events_queue}"),
+    "dynamodb": ("{listings_table}",),
+    "s3": ("{images_bucket}",),
+    "vector-db": ("{vector_db_url}",),
+    "payments": ("{payments_api_url}",),
+}
+
+
+def commands_for(exc: BaseException | None, templates: tuple[str, ...]) -> tuple[str, ...]:
+    """A finding that names its failed dependencies gets only the commands about them."""
+    from unibazzar_health.runbook import Finding
+
+    if not isinstance(exc, Finding) or not exc.dependencies:
+        return templates
+    marks = [m for d in exc.dependencies for m in DEPENDENCY_PLACEHOLDERS.get(d, ())]
+    return tuple(t for t in templates if any(m in t for m in marks)) or templates
+
+
 def impact_of(exc: BaseException | None, entry: CheckEntry) -> str:
     from unibazzar_health.runbook import Finding
 
@@ -170,7 +192,8 @@ def build_result(
         result.severity = catalog.severity_of(result.impact).level
         result.fixes = list(entry.fixes)
         names = command_names(env, entry) if env is not None else {}
-        result.commands = [redactor.text(c) for c in fill_commands(entry.commands, names)]
+        result.commands = [redactor.text(c) for c in
+                           fill_commands(commands_for(exc, entry.commands), names)]
     if exc is not None:
         result.message = redactor.text(first_line(exc))
     elif skipped:

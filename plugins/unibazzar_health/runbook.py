@@ -29,11 +29,14 @@ T = TypeVar("T")
 
 
 class Finding(AssertionError):
-    """A failed check whose impact differs from its catalog default (e.g. security)."""
+    """A failed check whose impact differs from its catalog default (e.g. security), or
+    that names which of its ``depends_on`` failed (only their next commands are shown)."""
 
-    def __init__(self, message: str, *, impact: str | None = None) -> None:
+    def __init__(self, message: str, *, impact: str | None = None,
+                 dependencies: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.impact = impact
+        self.dependencies = dependencies
 
 
 class NotConfigured(Exception):
