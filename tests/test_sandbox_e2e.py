@@ -284,3 +284,22 @@ def test_an_oom_killed_pod_and_memory_pressure_are_named(tmp_path: Path, kube_ap
     assert check["fixes"] == ["Restart service to reload models",
                               "Scale up instances if CPU/memory bound"]
     assert "kubectl top pods -l app=ai-service -n unibazzar" in check["commands"]
+
+
+def test_a_partition_between_order_service_and_a_dependency_is_told_apart(
+        tmp_path: Path) -> None:
+    """listing-service answers us, but order-service's own view says it cannot reach it."""
+    faults = Path("/tmp/unibazzar-sandbox/faults")
+    faults.mkdir(exist_ok=True)
+    partition = faults / "order-service.partitioned"
+    partition.write_text("listing-service\n")
+    try:
+        result, summary = run_checks(tmp_path, "-m", "order-service")
+    finally:
+        partition.unlink()
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"order.downstream-dependencies"}, result.stdout[-2000:]
+    assert failed["order.downstream-dependencies"]["message"] == (
+        "order-service cannot reach listing-service (ConnectionRefusedError), though it "
+        "answers from here: the path between them is broken")
+    assert failed["order.downstream-dependencies"]["severity"] == "SEV2"

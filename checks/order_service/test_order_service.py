@@ -121,3 +121,78 @@ def test_step3_database_transaction_health(observed: dict[str, Any],
             pids = ", ".join(f"pid {s['pid']} ({s['age_s']} s)" for s in observed[key][:10])
             problems.append(f"{len(observed[key])} {label}: {pids}")
     assert not problems, "orders database: " + "; ".join(problems)
+
+
+# ---- 4. Check downstream service dependencies ---------------------------------------------
+DOWNSTREAM = ("auth-service", "listing-service", "payments", "rabbitmq")
+
+
+def observe_downstream(ctx: CheckContext) -> dict[str, Any]:
+    """Each downstream dependency twice: as order-service sees it (its dependencies
+    endpoint, if the environment names one) and as we see it from here. The difference
+    tells a dead dependency from a broken path between order-service and it."""
+    from unibazzar_health.probes import http, payments, rabbitmq
+
+    deadline = ctx.env.deadline("http")
+    ours: dict[str, Callable[[], Any]] = {}
+    for service in ("auth-service", "listing-service"):
+        spec = ctx.env.spec.service(service)
+        if spec is not None:
+            url = ctx.service_url(service, spec.health_path)
+            ours[service] = lambda s=service, u=url: http.request(s, "GET", u, deadline).status
+    if ctx.env.spec.payments is not None:
+        provider = ctx.payment_provider()
+        ours["payments"] = lambda: payments.provider_state(provider).key_accepted
+    if ctx.env.spec.rabbitmq is not None:
+        broker = ctx.broker()
+        ours["rabbitmq"] = lambda: rabbitmq.reachable(broker)
+    order = ctx.env.spec.service("order-service")
+    if order is not None and order.dependencies_path:
+        url = ctx.service_url("order-service", order.dependencies_path)
+        ours["order-service's view"] = lambda: http.request(
+            "order-service", "GET", url, deadline)
+    seen = gather(**ours)
+    view = seen.pop("order-service's view", None)
+    return {"from_here": seen, "from_order_service": view}
+
+
+def _down_from_here(answer: Any) -> str | None:
+    if isinstance(answer, dict):
+        return str(answer["error"])
+    if answer is False:
+        return "the provider refused our API key"
+    if isinstance(answer, int) and not isinstance(answer, bool) and answer >= 400:
+        return f"health endpoint answered HTTP {answer}"
+    return None
+
+
+@runbook_check("order.downstream-dependencies", observe=observe_downstream)
+def test_step4_downstream_service_dependencies(observed: dict[str, Any]) -> None:
+    from unibazzar_health.probes.http import HttpAnswer
+
+    here = {name: _down_from_here(answer) for name, answer in observed["from_here"].items()}
+    view = observed["from_order_service"]
+    theirs: dict[str, str | None] = {}
+    problems = []
+    if isinstance(view, dict):
+        problems.append(f"order-service's dependencies endpoint: {view['error']}")
+    elif isinstance(view, HttpAnswer):
+        if view.status != 200 or not isinstance(view.body, dict):
+            problems.append(f"order-service's dependencies endpoint answered HTTP {view.status}")
+        else:
+            theirs = {name: None if (state or {}).get("ok") else
+                      str((state or {}).get("error") or "not ok")
+                      for name, state in view.body.items() if name in DOWNSTREAM}
+    for name in DOWNSTREAM:
+        from_here, from_order = here.get(name), theirs.get(name)
+        if from_here and (from_order or name not in theirs):
+            problems.append(f"{name} is down: {from_here}")
+        elif from_here:
+            problems.append(f"{name}: order-service reaches it, we do not: {from_here}")
+        elif from_order:
+            problems.append(f"order-service cannot reach {name} ({from_order}), though it "
+                            "answers from here: the path between them is broken")
+    if problems:
+        failed = tuple(n for n in DOWNSTREAM if here.get(n) or theirs.get(n))
+        impact = "payments" if "payments" in failed else None
+        raise Finding("; ".join(problems), impact=impact)

@@ -20,7 +20,8 @@ def observe_scope(service: str) -> Callable[[CheckContext], dict[str, Any]]:
 
         spec = ctx.env.spec.service(service)
         deployment = spec.deployment if spec and spec.deployment else service
-        url, kube = ctx.service_url(service, "/health"), ctx.kube()
+        health = spec.health_path if spec else "/health"
+        url, kube = ctx.service_url(service, health), ctx.kube()
         return gather(
             health=lambda: http.request(service, "GET", url, ctx.env.deadline("http")),
             deployment=lambda: kubernetes.deployment_health(kube, deployment),

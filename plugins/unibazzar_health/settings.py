@@ -127,6 +127,9 @@ class ServiceTarget(_Section):
     url: HttpUrl
     deployment: str | None = None  # defaults to the service name
     health_path: str = "/health"
+    # A "deep health" endpoint answering {dependency: {"ok": bool, ...}}: the service's own
+    # view of its downstream dependencies (order-service step 4).
+    dependencies_path: str | None = None
 
 
 class PostgresTarget(_Section):

@@ -61,6 +61,11 @@ class Layout:
         return self.path("logs")
 
     @property
+    def faults(self) -> Path:
+        """Faults a test injects into the stand-in services (see docs/sandbox.md)."""
+        return self.path("faults")
+
+    @property
     def pidfile(self) -> Path:
         return self.path("supervisor.pid")
 

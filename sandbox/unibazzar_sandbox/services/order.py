@@ -6,13 +6,16 @@ import hashlib
 import hmac
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pika
 import psycopg
+import requests
 from flask import request
 
 from unibazzar_sandbox.layout import HOST, PORTS
-from unibazzar_sandbox.services.common import app_for, make_logger, run, secret
+from unibazzar_sandbox.services.common import app_for, layout, make_logger, run, secret
 
 SERVICE = "order-service"
 TOLERANCE_S = 300
@@ -57,6 +60,54 @@ def stripe_webhook() -> Any:
             return {"error": "database unavailable"}, 503
     log.info("webhook accepted: %s", kind)
     return {"received": True}
+
+
+# ---- its own view of its downstream dependencies (a "deep health" endpoint) --------------
+def _http_ok(url: str, **kwargs: Any) -> None:
+    requests.get(url, timeout=(1, 1), **kwargs).raise_for_status()
+
+
+def _broker_ok() -> None:
+    connection = pika.BlockingConnection(pika.ConnectionParameters(
+        host=HOST, port=PORTS["rabbitmq"], socket_timeout=1, stack_timeout=1,
+        connection_attempts=1, credentials=pika.PlainCredentials(
+            "unibazzar", secret("UNIBAZZAR_RABBITMQ_PASSWORD"))))
+    connection.close()
+
+
+DOWNSTREAM = {
+    "auth-service": lambda: _http_ok(f"http://{HOST}:{PORTS['auth-service']}/health"),
+    "listing-service": lambda: _http_ok(f"http://{HOST}:{PORTS['listing-service']}/health"),
+    "payments": lambda: _http_ok(f"http://{HOST}:{PORTS['payments']}/v1/events?limit=1",
+                                 auth=(secret("UNIBAZZAR_STRIPE_API_KEY"), "")),
+    "rabbitmq": _broker_ok,
+}
+
+
+def _partitioned() -> set[str]:
+    """Downstream names listed in faults/order-service.partitioned: a network partition
+    between order-service and them (the dependency itself stays up for everyone else)."""
+    path = layout().faults / "order-service.partitioned"
+    return set(path.read_text().split()) if path.exists() else set()
+
+
+@app.get("/health/dependencies")
+def dependencies() -> Any:
+    partitioned = _partitioned()
+
+    def probe(name: str, call: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            if name in partitioned:
+                raise ConnectionRefusedError(name)
+            call()
+        except Exception as exc:
+            return {"ok": False, "error": type(exc).__name__}
+        return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+    with ThreadPoolExecutor(len(DOWNSTREAM)) as pool:
+        futures = {name: pool.submit(probe, name, call) for name, call in DOWNSTREAM.items()}
+    return {name: future.result() for name, future in futures.items()}
 
 
 if __name__ == "__main__":
