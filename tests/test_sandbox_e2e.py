@@ -303,3 +303,34 @@ def test_a_partition_between_order_service_and_a_dependency_is_told_apart(
         "order-service cannot reach listing-service (ConnectionRefusedError), though it "
         "answers from here: the path between them is broken")
     assert failed["order.downstream-dependencies"]["severity"] == "SEV2"
+
+
+def test_a_search_that_misses_its_canary_fails_end_to_end(tmp_path: Path) -> None:
+    from conftest import SANDBOX_TOML
+
+    env_file = tmp_path / "other-canary.toml"
+    env_file.write_text(SANDBOX_TOML.read_text().replace(
+        'search_expect_id = "listing-0007"', 'search_expect_id = "listing-9999"'))
+    result, summary = run_checks(tmp_path, "-m", "ai-service", env_file=env_file)
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"ai.end-to-end-search"}, result.stdout[-2000:]
+    assert failed["ai.end-to-end-search"]["message"] == (
+        "canary search 'canary health check listing' did not return listing-9999: "
+        "['listing-0007', 'listing-0003', 'listing-0001']")
+    assert failed["ai.end-to-end-search"]["severity"] == "SEV2"
+
+
+def test_a_slow_search_is_a_major_performance_finding(tmp_path: Path) -> None:
+    import re
+
+    from conftest import SANDBOX_TOML
+
+    env_file = tmp_path / "impatient-search.toml"
+    env_file.write_text(re.sub(r"(?m)^search_p95_ms = .*$", "search_p95_ms = 0.001",
+                               SANDBOX_TOML.read_text()))
+    _, summary = run_checks(tmp_path, "-m", "ai-service", env_file=env_file)
+    check = next(c for c in summary["checks"] if c["id"] == "ai.end-to-end-search")
+    assert check["outcome"] == "failed"
+    assert (check["impact"], check["severity"]) == ("performance-major", "SEV2")
+    assert re.fullmatch(r"canary search p95 \d+ ms > 0\.001 ms over 5 requests",
+                        check["message"]), check["message"]

@@ -127,3 +127,46 @@ def test_step4_embedding_service_health(observed: dict[str, Any],
     assert observed["deterministic"], "the same canary text embedded to different vectors"
     assert observed["embed_ms"] <= thresholds.embedding_ms, (
         f"embedding took {observed['embed_ms']:.0f} ms > {thresholds.embedding_ms:g} ms")
+
+
+# ---- Symptoms: search returning no results, high latency (end to end) ---------------------
+SEARCH_SAMPLES = 5
+
+
+def observe_search(ctx: CheckContext) -> dict[str, Any]:
+    from urllib.parse import urlencode
+
+    from unibazzar_health.probes import http, percentile
+
+    canary = ctx.require("canary", ctx.env.spec.canary)
+    query = ctx.require("canary.search_query", canary.search_query)
+    url = ctx.service_url("ai-service", "/search?" + urlencode({"q": query}))
+    answers = [http.request("ai-service", "GET", url, ctx.env.deadline("http"))
+               for _ in range(SEARCH_SAMPLES)]
+    last = answers[-1]
+    results = last.body.get("results", []) if isinstance(last.body, dict) else []
+    return {
+        "query": query,
+        "statuses": [a.status for a in answers],
+        "result_ids": [r.get("id") for r in results if isinstance(r, dict)],
+        "expect_id": canary.search_expect_id,
+        "p95_ms": percentile([a.elapsed_ms for a in answers], 95),
+        "samples": SEARCH_SAMPLES,
+    }
+
+
+@runbook_check("ai.end-to-end-search", observe=observe_search)
+def test_search_returns_results_within_budget(observed: dict[str, Any],
+                                             thresholds: Thresholds) -> None:
+    failing = [s for s in observed["statuses"] if s != 200]
+    assert not failing, (f"canary search answered HTTP {failing[0]} "
+                         f"({len(failing)} of {observed['samples']} requests)")
+    assert observed["result_ids"], f"canary search {observed['query']!r} returned no results"
+    expect = observed["expect_id"]
+    assert expect is None or expect in observed["result_ids"], (
+        f"canary search {observed['query']!r} did not return {expect}: "
+        f"{observed['result_ids']}")
+    if observed["p95_ms"] > thresholds.search_p95_ms:
+        raise Finding(f"canary search p95 {observed['p95_ms']:.0f} ms > "
+                      f"{thresholds.search_p95_ms:g} ms over {observed['samples']} requests",
+                      impact="performance-major")

@@ -121,6 +121,7 @@ class Thresholds(_Section):
     pod_memory_usage: Annotated[float, Field(gt=0, le=1)] = 0.9
     restart_window_minutes: PositiveFloat = 60.0
     http_latency_ms: PositiveFloat = 1000.0
+    search_p95_ms: PositiveFloat = 1000.0
 
 
 class ServiceTarget(_Section):
@@ -189,6 +190,9 @@ class PaymentsTarget(_Section):
 class CanaryUser(_Section):
     email: str
     password_env: EnvVar
+    # A search the catalog always answers, and the id it must return (ai-service end to end).
+    search_query: str | None = None
+    search_expect_id: str | None = None
 
 
 class OnCall(_Section):
