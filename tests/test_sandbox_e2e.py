@@ -334,3 +334,62 @@ def test_a_slow_search_is_a_major_performance_finding(tmp_path: Path) -> None:
     assert (check["impact"], check["severity"]) == ("performance-major", "SEV2")
     assert re.fullmatch(r"canary search p95 \d+ ms > 0\.001 ms over 5 requests",
                         check["message"]), check["message"]
+
+
+@pytest.fixture
+def payments_reset() -> Iterator[None]:
+    """Payments made at the provider by a test cannot be deleted: the emulator restarts
+    empty afterwards, and its seed pays the canary order again."""
+    try:
+        yield
+    finally:
+        sandbox("stop", "payments")
+        sandbox("start", "payments")
+
+
+def test_orders_and_payments_that_disagree_are_named(tmp_path: Path,
+                                                     payments_reset: None) -> None:
+    import re
+
+    import psycopg
+    import requests
+
+    from conftest import SANDBOX_TOML
+
+    secrets = dict(line.split("=", 1) for line in Path(
+        "/tmp/unibazzar-sandbox/secrets.env").read_text().split())
+    api, auth = "http://127.0.0.1:55420/v1", (secrets["UNIBAZZAR_STRIPE_API_KEY"], "")
+    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=55432 user=postgres dbname=orders"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        # Paid in the database, unknown to the provider.
+        conn.execute("INSERT INTO orders (id, user_email, listing_id, amount_cents, status, "
+                     "payment_intent_id) VALUES ('order-selftest-paid', 'x@unibazzar.test', "
+                     "'l-1', 500, 'paid', 'pi_selftest_missing')")
+        # Charged at the provider, its webhook lost: the order is still pending.
+        conn.execute("INSERT INTO orders (id, user_email, listing_id, amount_cents, status) "
+                     "VALUES ('order-selftest-lost', 'x@unibazzar.test', 'l-1', 700, 'pending')")
+    try:
+        method = requests.post(f"{api}/payment_methods", auth=auth, timeout=10, data={
+            "type": "card", "card[number]": "4242424242424242", "card[exp_month]": "12",
+            "card[exp_year]": "2030", "card[cvc]": "123"}).json()["id"]
+        intent = requests.post(f"{api}/payment_intents", auth=auth, timeout=10, data={
+            "amount": "700", "currency": "eur", "payment_method": method, "confirm": "true",
+            "metadata[order_id]": "order-selftest-lost"}).json()
+        assert intent["status"] == "succeeded"
+        env_file = tmp_path / "no-grace.toml"
+        env_file.write_text(re.sub(r"(?m)^reconcile_grace_minutes = .*$",
+                                   "reconcile_grace_minutes = 0", SANDBOX_TOML.read_text()))
+        result, summary = run_checks(tmp_path, "-m", "order-service", env_file=env_file)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DELETE FROM orders WHERE id LIKE 'order-selftest-%'")
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"order.payment-reconciliation"}, result.stdout[-2000:]
+    check = failed["order.payment-reconciliation"]
+    assert (check["impact"], check["severity"]) == ("data", "SEV1")
+    assert check["message"] == (
+        "2 order(s) disagree with the payment provider: order order-selftest-paid is paid in "
+        "the database, but the provider has no payment pi_selftest_missing; payment "
+        f"{intent['id']} succeeded 0 min ago for order order-selftest-lost, which is "
+        "'pending' in the orders database")
+    assert check["fixes"] == ["Reconcile payment provider state"]

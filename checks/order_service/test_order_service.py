@@ -196,3 +196,66 @@ def test_step4_downstream_service_dependencies(observed: dict[str, Any]) -> None
         failed = tuple(n for n in DOWNSTREAM if here.get(n) or theirs.get(n))
         impact = "payments" if "payments" in failed else None
         raise Finding("; ".join(problems), impact=impact)
+
+
+# ---- Reconciliation: orders paid in the database vs the provider's payments -----------------
+def observe_reconciliation(ctx: CheckContext) -> dict[str, Any]:
+    from unibazzar_health.probes import payments, postgresql
+
+    limits = ctx.env.spec.thresholds
+    database, provider = ctx.postgres("orders"), ctx.payment_provider()
+    seen = gather(
+        orders=lambda: postgresql.fetch(
+            database,
+            "SELECT id, status, payment_intent_id, amount_cents FROM orders "
+            "WHERE payment_intent_id IS NOT NULL "
+            "AND updated_at > now() - %s * interval '1 minute' "
+            "ORDER BY updated_at DESC LIMIT 100", (limits.reconcile_window_minutes,)),
+        intents=lambda: payments.recent_payment_intents(provider),
+    )
+    if any(isinstance(v, dict) for v in seen.values()):
+        return {"unreachable": {k: v["error"] for k, v in seen.items() if isinstance(v, dict)}}
+    now = time.time()
+    intents = {i.id: i for i in seen["intents"]}
+    mismatches: list[str] = []
+    # The database says paid: the provider must have taken that payment.
+    for order_id, status, intent_id, amount in seen["orders"]:
+        if status != "paid":
+            continue
+        intent = intents.get(intent_id) or payments.payment_intent(provider, intent_id)
+        if intent is None:
+            mismatches.append(f"order {order_id} is paid in the database, but the provider "
+                              f"has no payment {intent_id}")
+        elif intent.status != "succeeded":
+            mismatches.append(f"order {order_id} is paid in the database, but its payment "
+                              f"{intent_id} is {intent.status}")
+        elif intent.amount != amount:
+            mismatches.append(f"order {order_id} is {amount} cents, its payment {intent_id} "
+                              f"{intent.amount}")
+    # The provider took a payment: its order must say so (past the webhook's grace period).
+    window_start = now - limits.reconcile_window_minutes * 60
+    grace_start = now - limits.reconcile_grace_minutes * 60
+    taken = {i.order_id: i for i in seen["intents"] if i.status == "succeeded" and i.order_id
+             and window_start <= i.created <= grace_start}
+    if taken:
+        rows = postgresql.fetch(database, "SELECT id, status FROM orders WHERE id = ANY(%s)",
+                                (sorted(taken),))
+        statuses = {row[0]: row[1] for row in rows}
+        for order_id, intent in sorted(taken.items()):
+            if statuses.get(order_id) != "paid":
+                state = (f"is {statuses[order_id]!r}" if order_id in statuses
+                         else "does not exist")
+                mismatches.append(
+                    f"payment {intent.id} succeeded {(now - intent.created) / 60:.0f} min ago "
+                    f"for order {order_id}, which {state} in the orders database")
+    return {"orders_checked": len(seen["orders"]), "payments_checked": len(intents),
+            "mismatches": mismatches}
+
+
+@runbook_check("order.payment-reconciliation", observe=observe_reconciliation)
+def test_orders_and_payments_reconcile(observed: dict[str, Any]) -> None:
+    unreachable = observed.get("unreachable")
+    assert not unreachable, "cannot reconcile: " + "; ".join(unreachable.values())
+    mismatches = observed["mismatches"]
+    assert not mismatches, (f"{len(mismatches)} order(s) disagree with the payment provider: "
+                            + "; ".join(mismatches[:10]))

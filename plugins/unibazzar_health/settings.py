@@ -122,6 +122,8 @@ class Thresholds(_Section):
     restart_window_minutes: PositiveFloat = 60.0
     http_latency_ms: PositiveFloat = 1000.0
     search_p95_ms: PositiveFloat = 1000.0
+    reconcile_window_minutes: PositiveFloat = 1440.0
+    reconcile_grace_minutes: Annotated[float, Field(ge=0)] = 5.0
 
 
 class ServiceTarget(_Section):

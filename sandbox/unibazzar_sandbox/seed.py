@@ -18,6 +18,7 @@ EVENTS_QUEUE = "search-indexer"
 VECTOR_COLLECTION = "listings"
 CANARY_EMAIL = "canary@unibazzar.test"
 CANARY_LISTING_ID = "canary-listing-0001"
+CANARY_ORDER_ID = "order-canary-0001"
 WEBHOOK_ID = "order-service"
 
 
@@ -179,6 +180,36 @@ def payments(layout: Layout, secrets: Secrets) -> None:
         "secret": secrets["UNIBAZZAR_STRIPE_WEBHOOK_SECRET"],
         "events[]": ["payment_intent.succeeded", "payment_intent.payment_failed"],
     }).raise_for_status()
+    canary_payment(layout, secrets)
+
+
+def canary_payment(layout: Layout, secrets: Secrets) -> None:
+    """The canary order is paid: a succeeded payment intent at the provider, its id on the
+    order. The emulator starts empty, so after each (re)start a new intent is made."""
+    import psycopg
+    import requests
+
+    api = f"http://{HOST}:{PORTS['payments']}/v1"
+    auth = (secrets["UNIBAZZAR_STRIPE_API_KEY"], "")
+    admin = (f"host={layout.path('postgresql', 'run')} port={PORTS['postgresql']} "
+             "user=postgres dbname=orders")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        row = conn.execute("SELECT payment_intent_id FROM orders WHERE id = %s",
+                           (CANARY_ORDER_ID,)).fetchone()
+        if row and row[0]:
+            known = requests.get(f"{api}/payment_intents/{row[0]}", auth=auth, timeout=10)
+            if known.status_code == 200 and known.json().get("status") == "succeeded":
+                return
+        method = requests.post(f"{api}/payment_methods", auth=auth, timeout=10, data={
+            "type": "card", "card[number]": "4242424242424242", "card[exp_month]": "12",
+            "card[exp_year]": "2030", "card[cvc]": "123"})
+        method.raise_for_status()
+        intent = requests.post(f"{api}/payment_intents", auth=auth, timeout=10, data={
+            "amount": "1999", "currency": "eur", "payment_method": method.json()["id"],
+            "confirm": "true", "metadata[order_id]": CANARY_ORDER_ID})
+        intent.raise_for_status()
+        conn.execute("UPDATE orders SET payment_intent_id = %s WHERE id = %s",
+                     (intent.json()["id"], CANARY_ORDER_ID))
 
 
 def search_indexer_consuming(layout: Layout, secrets: Secrets) -> None:

@@ -27,6 +27,8 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "auth-service": ("postgresql",),
     "listing-service": ("moto", "rabbitmq", "redis"),
     "order-service": ("postgresql", "payments"),
+    # Its seed pays the canary order in the orders database.
+    "payments": ("postgresql",),
     "ai-service": ("vector-db", "redis"),
 }
 

@@ -7,8 +7,10 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
-from unibazzar_health.probes import http
+from unibazzar_health.probes import ProbeError, http
 
 
 @dataclass(frozen=True)
@@ -70,3 +72,52 @@ def deliver(url: str, payload: bytes, signature: str, deadline: float) -> int:
                           headers={"Content-Type": "application/json",
                                    "Stripe-Signature": signature})
     return answer.status
+
+
+@dataclass(frozen=True)
+class PaymentIntent:
+    id: str
+    status: str  # succeeded, processing, requires_payment_method, canceled, ...
+    amount: int
+    currency: str
+    created: int  # unix time
+    order_id: str | None  # metadata.order_id, as order-service sets it
+
+
+def _intent(data: dict[str, Any]) -> PaymentIntent:
+    return PaymentIntent(
+        id=str(data.get("id", "")), status=str(data.get("status", "")),
+        amount=int(data.get("amount") or 0), currency=str(data.get("currency", "")),
+        created=int(data.get("created") or 0),
+        order_id=(data.get("metadata") or {}).get("order_id"))
+
+
+def _provider_error(target: ProviderTarget, url: str, answer: http.HttpAnswer) -> ProbeError:
+    body = answer.body if isinstance(answer.body, dict) else {}
+    error = body.get("error")
+    message = error.get("message") if isinstance(error, dict) else error
+    return ProbeError("payments", url,
+                      f"HTTP {answer.status}" + (f": {message}" if message else ""),
+                      target.deadline)
+
+
+def recent_payment_intents(target: ProviderTarget, limit: int = 100) -> list[PaymentIntent]:
+    """The provider's newest payment intents (one page, newest first)."""
+    url = f"{target.api_url.rstrip('/')}/v1/payment_intents?limit={limit}"
+    answer = http.request("payments", "GET", url, target.deadline,
+                          headers={"Authorization": f"Bearer {target.api_key}"})
+    if answer.status != 200 or not isinstance(answer.body, dict):
+        raise _provider_error(target, url, answer)
+    return [_intent(d) for d in answer.body.get("data", []) if isinstance(d, dict)]
+
+
+def payment_intent(target: ProviderTarget, intent_id: str) -> PaymentIntent | None:
+    """One payment intent, or None when the provider does not know it."""
+    url = f"{target.api_url.rstrip('/')}/v1/payment_intents/{quote(intent_id, safe='')}"
+    answer = http.request("payments", "GET", url, target.deadline,
+                          headers={"Authorization": f"Bearer {target.api_key}"})
+    if answer.status == 404:
+        return None
+    if answer.status != 200 or not isinstance(answer.body, dict):
+        raise _provider_error(target, url, answer)
+    return _intent(answer.body)
