@@ -21,8 +21,12 @@ SANDBOX_TOML = ROOT / "environments" / "sandbox.toml"
 
 
 def sandbox(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SANDBOX_PYTHON), "-m", "unibazzar_sandbox", *args],
-                          capture_output=True, text=True, check=check, timeout=300, cwd=ROOT)
+    done = subprocess.run([str(SANDBOX_PYTHON), "-m", "unibazzar_sandbox", *args],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    if check and done.returncode != 0:
+        pytest.fail(f"sandbox {' '.join(args)}: exit {done.returncode}\n{done.stdout}\n"
+                    f"{done.stderr}", pytrace=False)
+    return done
 
 
 @pytest.fixture(scope="session")

@@ -132,6 +132,10 @@ PROBES: dict[str, tuple[str, Aimed]] = {
         "auth-service", "GET", f"http://{at}/health", d)),
     "payments.provider_state": ("payments", lambda ctx, at, d: payments.provider_state(
         _provider(ctx, at, d))),
+    "payments.recent_payment_intents": ("payments", lambda ctx, at, d:
+                                        payments.recent_payment_intents(_provider(ctx, at, d))),
+    "payments.payment_intent": ("payments", lambda ctx, at, d: payments.payment_intent(
+        _provider(ctx, at, d), "pi_unibazzar_health")),
     "vectordb.heartbeat": ("vector-db", lambda ctx, at, d: vectordb.heartbeat(
         replace(ctx.vector_db(), url=f"http://{at}", deadline=d))),
     "vectordb.collection_health": ("vector-db", lambda ctx, at, d: vectordb.collection_health(
@@ -253,11 +257,11 @@ def stalling_proxy() -> Iterator[Callable[[tuple[str, int], bytes], StallingProx
 # Connection.OpenOk (class 10, method 41) ends the AMQP handshake; ReadyForQuery ('Z',
 # length 5) ends PostgreSQL's start-up.
 @pytest.mark.parametrize(("name", "upstream", "marker"), [
-    pytest.param("rabbitmq.publish_canary", ("127.0.0.1", 55672), b"\x00\x0a\x00\x29",
+    pytest.param("rabbitmq.publish_canary", ("127.0.0.1", 25672), b"\x00\x0a\x00\x29",
                  id="rabbitmq.publish_canary"),
-    pytest.param("postgresql.connectivity", ("127.0.0.1", 55432), b"Z\x00\x00\x00\x05",
+    pytest.param("postgresql.connectivity", ("127.0.0.1", 25432), b"Z\x00\x00\x00\x05",
                  id="postgresql.connectivity"),
-    pytest.param("rabbitmq.reachable", ("127.0.0.1", 55672), b"\x00\x0a\x00\x29",
+    pytest.param("rabbitmq.reachable", ("127.0.0.1", 25672), b"\x00\x0a\x00\x29",
                  id="rabbitmq.reachable"),
 ])
 def test_a_backend_that_hangs_after_its_handshake_costs_one_deadline(
@@ -286,7 +290,7 @@ def test_postgresql_connectivity(ctx: CheckContext) -> None:
 def test_postgresql_activity_sees_other_sessions_but_not_itself(ctx: CheckContext) -> None:
     import psycopg
 
-    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=55432 user=postgres dbname=auth"
+    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=25432 user=postgres dbname=auth"
     with psycopg.connect(admin) as other:
         other.execute("SELECT 1")  # now idle in a transaction
         seen = postgresql.activity(ctx.postgres("auth"))
@@ -335,7 +339,7 @@ def test_redis_cache_performance(ctx: CheckContext) -> None:
 
 
 def test_redis_wrong_password_is_a_probe_error(ctx: CheckContext) -> None:
-    with pytest.raises(ProbeError, match=r"^redis at 127\.0\.0\.1:56379/1: .*(?i:auth|pass)"):
+    with pytest.raises(ProbeError, match=r"^redis at 127\.0\.0\.1:26379/1: .*(?i:auth|pass)"):
         redis.cache_performance(replace(ctx.redis("ai-cache"), password="wrong"), samples=1)
 
 
@@ -436,11 +440,21 @@ def test_payments_provider_state(ctx: CheckContext) -> None:
     assert "payment_intent.payment_failed" in ours[0].enabled_events
 
 
+def test_payments_intents_include_the_paid_canary_order(ctx: CheckContext) -> None:
+    intents = payments.recent_payment_intents(ctx.payment_provider())
+    canary = [i for i in intents if i.order_id == "order-canary-0001"]
+    assert canary and canary[0].status == "succeeded" and canary[0].amount == 1999
+    assert payments.payment_intent(ctx.payment_provider(), canary[0].id) == canary[0]
+    assert payments.payment_intent(ctx.payment_provider(), "pi_no_such_intent") is None
+
+
 def test_payments_provider_refuses_a_bad_key(ctx: CheckContext) -> None:
     spec = ctx.require("payments", ctx.env.spec.payments)
     seen = payments.provider_state(payments.ProviderTarget(str(spec.api_url), "not-a-key",
                                                            ctx.env.deadline("payments")))
     assert (seen.key_accepted, seen.events_status, seen.endpoints) == (False, 401, [])
+    with pytest.raises(ProbeError, match=r"^payments at .*/payment_intents\?limit=100: HTTP 401"):
+        payments.recent_payment_intents(replace(ctx.payment_provider(), api_key="not-a-key"))
 
 
 def test_vectordb_collection_health(ctx: CheckContext) -> None:

@@ -98,7 +98,7 @@ def test_the_sandbox_recovers_after_faults(tmp_path: Path) -> None:
 def test_a_stuck_saga_is_named_in_the_verdict(tmp_path: Path) -> None:
     import psycopg
 
-    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=55432 user=postgres dbname=orders"
+    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=25432 user=postgres dbname=orders"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("INSERT INTO orders (id, user_email, listing_id, amount_cents, status) "
                      "VALUES ('order-stuck-1', 'x@unibazzar.test', 'l-1', 100, 'pending')")
@@ -137,7 +137,7 @@ def test_lock_waits_long_queries_and_idle_transactions_are_named(tmp_path: Path)
     for key in ("lock_wait_seconds", "long_query_seconds", "idle_in_transaction_seconds"):
         text = re.sub(rf"(?m)^{key} = .*$", f"{key} = 1", text)
     env_file.write_text(text)
-    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=55432 user=postgres dbname={}"
+    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=25432 user=postgres dbname={}"
     literal = "sekrit-literal-never-shown"
     with psycopg.connect(admin.format("auth"), autocommit=True) as setup:
         setup.execute("CREATE TABLE IF NOT EXISTS health_selftest_lock (x int)")
@@ -190,7 +190,7 @@ def kube_apps() -> Iterator[Any]:
     from kubernetes import client
 
     configuration = client.Configuration()
-    configuration.host = "http://127.0.0.1:55443"
+    configuration.host = "http://127.0.0.1:25443"
     try:
         yield client.AppsV1Api(client.ApiClient(configuration))
     finally:
@@ -358,8 +358,8 @@ def test_orders_and_payments_that_disagree_are_named(tmp_path: Path,
 
     secrets = dict(line.split("=", 1) for line in Path(
         "/tmp/unibazzar-sandbox/secrets.env").read_text().split())
-    api, auth = "http://127.0.0.1:55420/v1", (secrets["UNIBAZZAR_STRIPE_API_KEY"], "")
-    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=55432 user=postgres dbname=orders"
+    api, auth = "http://127.0.0.1:25420/v1", (secrets["UNIBAZZAR_STRIPE_API_KEY"], "")
+    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=25432 user=postgres dbname=orders"
     with psycopg.connect(admin, autocommit=True) as conn:
         # Paid in the database, unknown to the provider.
         conn.execute("INSERT INTO orders (id, user_email, listing_id, amount_cents, status, "

@@ -44,6 +44,9 @@ def test_up_twice_says_so_down_leaves_nothing_up_again() -> None:
     state = json.loads((STATE_DIR / "state.json").read_text())
     ports = [p for c in state["components"].values() for p in c["ports"].values()]
     assert len(ports) == 14 and all(listening(p) for p in ports)
+    # Outside the kernel's ephemeral range, where an outgoing connection could hold a port.
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert max(ports) < ephemeral_low
     assert sandbox_processes()
 
     down = sandbox("down")

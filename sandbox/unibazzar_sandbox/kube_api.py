@@ -1,7 +1,7 @@
 """Loopback Kubernetes API emulator for the UniBazzar sandbox (built on kmock 0.8).
 
-Run:  python -m unibazzar_sandbox.kube_api --host 127.0.0.1 --port 55443 --log-dir DIR \
-          --service auth-service=127.0.0.1:58001 --service listing-service=127.0.0.1:58002 ...
+Run:  python -m unibazzar_sandbox.kube_api --host 127.0.0.1 --port 25443 --log-dir DIR \
+          --service auth-service=127.0.0.1:28001 --service listing-service=127.0.0.1:28002 ...
 
 Serves, for namespace ``unibazzar``: the Namespace, one Deployment + ReplicaSet + 2 Pods per
 ``--service``, and pod logs read from ``DIR/<service>.log``. Readiness is dynamic: before every
@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='unibazzar_sandbox.kube_api',
                                      description='Kubernetes API emulator for the UniBazzar sandbox.')
     parser.add_argument('--host', default='127.0.0.1')
-    parser.add_argument('--port', type=int, default=55443)
+    parser.add_argument('--port', type=int, default=25443)
     parser.add_argument('--log-dir', required=True, help='holds <service>.log files served as pod logs')
     parser.add_argument('--namespace', default=NAMESPACE)
     parser.add_argument('--service', action='append', type=_parse_service, default=[],

@@ -1,6 +1,7 @@
 """Where everything lives: ports on loopback, the state directory, the secrets.
 
-The ports are fixed so that environments/sandbox.toml can name them.
+The ports are fixed so that environments/sandbox.toml can name them, and lie outside the
+kernel's ephemeral port range.
 """
 
 from __future__ import annotations
@@ -13,21 +14,23 @@ from pathlib import Path
 HOST = "127.0.0.1"
 DEFAULT_STATE_DIR = Path("/tmp/unibazzar-sandbox")  # /tmp: the postgres user must reach it
 
+# Below Linux's ephemeral range (32768-60999): a port in it can be taken at any moment as the
+# local end of some outgoing connection, and a server binding it then fails to start.
 PORTS: dict[str, int] = {
-    "postgresql": 55432,
-    "redis": 56379,
-    "rabbitmq": 55672,
-    "rabbitmq-management": 55673,
-    "rabbitmq-dist": 55674,
-    "epmd": 55675,
-    "moto": 55000,
-    "kubernetes": 55443,
-    "payments": 55420,
-    "vector-db": 55800,
-    "auth-service": 58001,
-    "listing-service": 58002,
-    "order-service": 58003,
-    "ai-service": 58004,
+    "postgresql": 25432,
+    "redis": 26379,
+    "rabbitmq": 25672,
+    "rabbitmq-management": 25673,
+    "rabbitmq-dist": 25674,
+    "epmd": 25675,
+    "moto": 25000,
+    "kubernetes": 25443,
+    "payments": 25420,
+    "vector-db": 25800,
+    "auth-service": 28001,
+    "listing-service": 28002,
+    "order-service": 28003,
+    "ai-service": 28004,
 }
 
 SECRET_NAMES = (

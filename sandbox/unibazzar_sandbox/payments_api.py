@@ -1,6 +1,6 @@
 """Loopback Stripe emulator for the UniBazzar sandbox (built on localstripe 1.15).
 
-Run:  python -m unibazzar_sandbox.payments_api --host 127.0.0.1 --port 55420 --data-dir DIR
+Run:  python -m unibazzar_sandbox.payments_api --host 127.0.0.1 --port 25420 --data-dir DIR
 
 Serves localstripe's own aiohttp app (``localstripe.server.app``) with these differences from
 its CLI (``python -m localstripe``):
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='unibazzar_sandbox.payments_api',
                                      description='Stripe emulator (localstripe) for the UniBazzar sandbox.')
     parser.add_argument('--host', default='127.0.0.1')
-    parser.add_argument('--port', type=int, default=55420)
+    parser.add_argument('--port', type=int, default=25420)
     parser.add_argument('--data-dir', required=True, help=f'receives {SNAPSHOT_NAME} (never read back)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
