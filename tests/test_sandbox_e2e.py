@@ -86,6 +86,18 @@ def test_a_stopped_backend_fails_exactly_its_dependents(tmp_path: Path, stopped:
                 in result.stdout
     assert summary["verdict"]["severity"] == min(
         c["severity"] for c in summary["checks"] if c["outcome"] == "failed")
+    # Escalation: a stopped dependency behind several services' failures is one incident.
+    shared = {}
+    for name in STANDS_FOR.get(stopped, {stopped}):
+        services = {CATALOG.checks[c].service for c in failed
+                    if name in CATALOG.checks[c].depends_on}
+        if len(services) >= 2:
+            shared[name] = sorted(services)
+    assert {i["dependency"]: i["services"] for i in summary["incidents"]} == shared
+    for name, services in shared.items():
+        assert f"  INCIDENT {name} failing for {', '.join(services)}: one incident" \
+            in result.stdout
+    assert summary["outages"] == []
 
 
 def test_the_sandbox_recovers_after_faults(tmp_path: Path) -> None:

@@ -34,8 +34,7 @@ def test_step1_vector_database_connectivity(observed: CollectionHealth,
 def observe_model_and_memory(ctx: CheckContext) -> dict[str, Any]:
     from unibazzar_health.probes import http, kubernetes
 
-    spec = ctx.env.spec.service("ai-service")
-    deployment = spec.deployment if spec and spec.deployment else "ai-service"
+    deployment = ctx.deployment("ai-service")
     url, kube = ctx.service_url("ai-service", "/model"), ctx.kube()
     return gather(
         model=lambda: http.request("ai-service", "GET", url, ctx.env.deadline("http")),

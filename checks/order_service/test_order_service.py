@@ -194,8 +194,10 @@ def test_step4_downstream_service_dependencies(observed: dict[str, Any]) -> None
                             "answers from here: the path between them is broken")
     if problems:
         failed = tuple(n for n in DOWNSTREAM if here.get(n) or theirs.get(n))
+        if isinstance(view, dict):
+            failed += ("order-service",)
         impact = "payments" if "payments" in failed else None
-        raise Finding("; ".join(problems), impact=impact)
+        raise Finding("; ".join(problems), impact=impact, dependencies=failed)
 
 
 # ---- Reconciliation: orders paid in the database vs the provider's payments -----------------

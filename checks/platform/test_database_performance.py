@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
-
 from unibazzar_health.probes.postgresql import Activity, Session
-from unibazzar_health.runbook import CheckContext, Finding, runbook_check
+from unibazzar_health.runbook import CheckContext, Finding, per_service
 from unibazzar_health.settings import Thresholds
 
 # service -> its database, as [postgresql.NAME] of the environment file
 DATABASES = {"auth-service": "auth", "order-service": "orders"}
-PREFIX = {"auth-service": "auth", "order-service": "order"}
 
 
 def observe_database(name: str) -> Callable[[CheckContext], Activity]:
@@ -32,12 +29,8 @@ def describe(session: Session, age_s: int) -> str:
     return f"pid {session.pid} ({age_s} s{blocked}: {session.query[:60]})"
 
 
-@pytest.mark.parametrize("service", [
-    pytest.param(service, id=service,
-                 marks=runbook_check(f"{PREFIX[service]}.database-performance",
-                                     observe=observe_database(database)))
-    for service, database in DATABASES.items()
-])
+@per_service("database-performance", lambda service: observe_database(DATABASES[service]),
+             DATABASES)
 def test_review_database_performance_and_connections(service: str, observed: Activity,
                                                       thresholds: Thresholds) -> None:
     database = DATABASES[service]

@@ -11,12 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
-from unibazzar_health.runbook import CheckContext, Finding, runbook_check
-
-PREFIX = {"auth-service": "auth", "listing-service": "listing", "order-service": "order",
-          "ai-service": "ai"}
+from unibazzar_health.runbook import CheckContext, Finding, per_service
 
 
 def observe_rollout(service: str) -> Callable[[CheckContext], dict[str, Any]]:
@@ -24,8 +19,7 @@ def observe_rollout(service: str) -> Callable[[CheckContext], dict[str, Any]]:
         from unibazzar_health.probes import kubernetes
         from unibazzar_health.results import as_evidence
 
-        spec = ctx.env.spec.service(service)
-        deployment = spec.deployment if spec and spec.deployment else service
+        deployment = ctx.deployment(service)
         rollout = kubernetes.rollout_history(ctx.kube(), deployment)
         seen: dict[str, Any] = {"rollout": as_evidence(rollout)}
         window = ctx.env.spec.thresholds.recent_change_minutes
@@ -43,12 +37,7 @@ def observe_rollout(service: str) -> Callable[[CheckContext], dict[str, Any]]:
     return observe
 
 
-@pytest.mark.parametrize("service", [
-    pytest.param(service, id=service,
-                 marks=runbook_check(f"{prefix}.recent-deployments",
-                                     observe=observe_rollout(service)))
-    for service, prefix in PREFIX.items()
-])
+@per_service("recent-deployments", observe_rollout)
 def test_check_recent_deployments_and_changes(service: str, observed: dict[str, Any]) -> None:
     rollout = observed["rollout"]
     assert rollout["exists"], f"deployment {rollout['name']} does not exist"

@@ -10,10 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from unibazzar_health.catalog import SEVERITY_ORDER, load_catalog
-from unibazzar_health.runbook import CheckContext, Finding, NotConfigured, gather, runbook_check
+from unibazzar_health.runbook import (
+    SERVICE_PREFIX,
+    CheckContext,
+    Finding,
+    NotConfigured,
+    gather,
+    per_service,
+)
 
 Probe = Callable[[], Any]
 
@@ -81,8 +86,6 @@ DEPENDENCIES: dict[str, dict[str, Callable[[CheckContext], Probe]]] = {
     "order-service": {"postgresql": postgresql("orders"), "payments": payments},
     "ai-service": {"vector-db": vector_db, "redis": redis("ai-cache")},
 }
-PREFIX = {"auth-service": "auth", "listing-service": "listing", "order-service": "order",
-          "ai-service": "ai"}
 
 
 def observe_related_systems(service: str) -> Callable[[CheckContext], dict[str, Any]]:
@@ -114,19 +117,14 @@ def observe_related_systems(service: str) -> Callable[[CheckContext], dict[str, 
 def impact_of_losing(service: str, dependency: str) -> str:
     """The worst impact class among the service's checks that depend on ``dependency``."""
     catalog = load_catalog()
-    own = catalog.check(f"{PREFIX[service]}.related-systems")
+    own = catalog.check(f"{SERVICE_PREFIX[service]}.related-systems")
     impacts = [entry.impact for entry in catalog.checks.values()
                if entry.service == service and dependency in entry.depends_on
                and entry.id != own.id] or [own.impact]
     return min(impacts, key=lambda i: SEVERITY_ORDER.index(catalog.severity_of(i).level))
 
 
-@pytest.mark.parametrize("service", [
-    pytest.param(service, id=service,
-                 marks=runbook_check(f"{prefix}.related-systems",
-                                     observe=observe_related_systems(service)))
-    for service, prefix in PREFIX.items()
-])
+@per_service("related-systems", observe_related_systems, DEPENDENCIES)
 def test_related_systems_and_dependencies_answer(service: str, observed: dict[str, Any]) -> None:
     down = {name: answer["error"] for name, answer in observed.items()
             if isinstance(answer, dict) and "error" in answer}

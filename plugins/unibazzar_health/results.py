@@ -47,6 +47,9 @@ class CheckResult:
     depends_on: list[str] = field(default_factory=list)
     evidence: Any = None
     duration_s: float = 0.0
+    # Which of depends_on the failure is attributed to (the probe that failed, or what a
+    # Finding names): the summary groups failures sharing one into a single incident.
+    failed_dependencies: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -92,6 +95,24 @@ def commands_for(exc: BaseException | None, templates: tuple[str, ...]) -> tuple
         return templates
     marks = [m for d in exc.dependencies for m in DEPENDENCY_PLACEHOLDERS.get(d, ())]
     return tuple(t for t in templates if any(m in t for m in marks)) or templates
+
+
+# Probe backends named in errors that stand for a catalog dependency under another name.
+BACKEND_DEPENDENCY = {"rabbitmq-management": "rabbitmq"}
+
+
+def attribute(exc: BaseException | None, entry: CheckEntry) -> list[str]:
+    """The dependencies a failure can be pinned on: those a Finding names, or the backend
+    of the probe that failed; nothing for a plain assertion (the check judged data)."""
+    from unibazzar_health.probes import ProbeError
+    from unibazzar_health.runbook import Finding
+
+    if isinstance(exc, Finding):
+        return [d for d in exc.dependencies if d in entry.depends_on]
+    if isinstance(exc, ProbeError):
+        name = BACKEND_DEPENDENCY.get(exc.backend, exc.backend)
+        return [name] if name in entry.depends_on else []
+    return []
 
 
 def impact_of(exc: BaseException | None, entry: CheckEntry) -> str:
@@ -189,6 +210,7 @@ def build_result(
     if outcome is Outcome.FAILED:
         assert exc is not None
         result.impact = impact_of(exc, entry)
+        result.failed_dependencies = attribute(exc, entry)
         result.severity = catalog.severity_of(result.impact).level
         result.fixes = list(entry.fixes)
         names = command_names(env, entry) if env is not None else {}

@@ -8,7 +8,7 @@ plugin runs observe functions concurrently, ahead of the assertions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -81,6 +81,22 @@ def runbook_check(check_id: str, observe: Callable[[CheckContext], Any]) -> pyte
     return pytest.mark.check(check_id, observe=observe)
 
 
+# The catalog id prefix of each service's checks.
+SERVICE_PREFIX = {"auth-service": "auth", "listing-service": "listing",
+                  "order-service": "order", "ai-service": "ai"}
+
+
+def per_service(step: str, observe_for: Callable[[str], Callable[[CheckContext], Any]],
+                services: Iterable[str] = tuple(SERVICE_PREFIX)) -> pytest.MarkDecorator:
+    """A platform step run once per service: the test takes ``service`` and is the check
+    ``<prefix>.<step>`` for each, observed by ``observe_for(service)``."""
+    return pytest.mark.parametrize("service", [
+        pytest.param(service, id=service,
+                     marks=runbook_check(f"{SERVICE_PREFIX[service]}.{step}",
+                                         observe=observe_for(service)))
+        for service in services])
+
+
 @dataclass(frozen=True)
 class CheckContext:
     """Targets built from the environment, each with its backend's deadline."""
@@ -144,6 +160,11 @@ class CheckContext:
         spec = self.require("payments", self.env.spec.payments)
         return ProviderTarget(spec.api_url, self.env.secret(spec.api_key_env) or "",
                               self.env.deadline("payments"))
+
+    def deployment(self, service: str) -> str:
+        """The service's Deployment name: the environment's, else the service's own."""
+        spec = self.env.spec.service(service)
+        return spec.deployment if spec and spec.deployment else service
 
     def kube(self) -> KubeTarget:
         from unibazzar_health.probes.kubernetes import KubeTarget

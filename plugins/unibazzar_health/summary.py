@@ -34,7 +34,9 @@ def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo) ->
     ordered = sorted(results, key=_order)
     failed = [r for r in ordered if r.outcome is Outcome.FAILED]
     broken = [r for r in ordered if r.outcome is Outcome.BROKEN]
-    level = worst([r.severity for r in failed if r.severity])
+    incidents = shared_incidents(failed)
+    outages = service_outages(ordered)
+    level = worst([r.severity for r in failed if r.severity] + (["SEV1"] if outages else []))
     counts = Counter(str(r.outcome) for r in ordered)
     if failed:
         status = "failing"
@@ -53,6 +55,8 @@ def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo) ->
             entry["worst_severity"] = worst([s for s in (entry["worst_severity"], r.severity) if s])
         elif r.outcome is Outcome.BROKEN:
             entry["broken"].append(r.id)
+    for outage in outages:
+        services[outage["service"]]["worst_severity"] = outage["severity"]
     return {
         "schema": SCHEMA,
         "environment": run.environment,
@@ -71,9 +75,46 @@ def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo) ->
         },
         "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
         "services": services,
+        "incidents": incidents,
+        "outages": outages,
         "recent_changes": recent_changes(ordered),
         "checks": [r.to_dict() for r in ordered],
     }
+
+
+def shared_incidents(failed: list[CheckResult]) -> list[dict[str, Any]]:
+    """One dependency failing for several services is one incident, at the worst severity
+    of its failures (the runbook's escalation rule), worst first."""
+    by_dependency: dict[str, list[CheckResult]] = {}
+    for r in failed:
+        for dependency in r.failed_dependencies:
+            by_dependency.setdefault(dependency, []).append(r)
+    incidents = []
+    for dependency, results in by_dependency.items():
+        services = sorted({r.service for r in results})
+        if len(services) < 2:
+            continue
+        incidents.append({
+            "dependency": dependency,
+            "services": services,
+            "checks": [r.id for r in results],
+            "severity": worst([r.severity for r in results if r.severity]),
+        })
+    return sorted(incidents, key=lambda i: (SEVERITY_ORDER.index(i["severity"] or "SEV4"),
+                                            -len(i["services"]), i["dependency"]))
+
+
+def service_outages(results: list[CheckResult]) -> list[dict[str, Any]]:
+    """A service whose every check ran and failed is down: an outage (SEV1), whatever each
+    check's own class. Needs at least two checks, so one failing check is not an outage."""
+    by_service: dict[str, list[CheckResult]] = {}
+    for r in results:
+        by_service.setdefault(r.service, []).append(r)
+    outages = []
+    for service, checks in sorted(by_service.items()):
+        if len(checks) >= 2 and all(r.outcome is Outcome.FAILED for r in checks):
+            outages.append({"service": service, "checks": len(checks), "severity": "SEV1"})
+    return outages
 
 
 def recent_changes(results: list[CheckResult]) -> list[dict[str, Any]]:
@@ -118,6 +159,13 @@ def render(summary: dict[str, Any]) -> list[str]:
     else:
         lines.append(f"VERDICT HEALTHY: all {total} checks passed in {summary['environment']}"
                      + (f" ({tally})" if counts.get("skipped") else ""))
+    for outage in summary.get("outages", []):
+        lines.append(f"  OUTAGE {outage['service']}: every check failing ({outage['checks']} of "
+                     f"{outage['checks']}): treated as {outage['severity']}")
+    for incident in summary.get("incidents", []):
+        lines.append(f"  INCIDENT {incident['dependency']} failing for "
+                     f"{', '.join(incident['services'])}: one incident, {incident['severity']} "
+                     f"({len(incident['checks'])} checks)")
     for check in summary["checks"]:
         outcome = check["outcome"]
         if outcome == "failed":

@@ -76,19 +76,42 @@ def _call(target: KubeTarget, what: str, fn: Any, *args: Any, **kwargs: Any) -> 
         raise ProbeError("kubernetes", target.where, f"{what}: {exc}", target.deadline) from None
 
 
-def deployment_health(target: KubeTarget, name: str) -> DeploymentHealth:
-    from kubernetes import client
+def _api_error(target: KubeTarget, exc: Any) -> ProbeError:
+    return ProbeError("kubernetes", target.where, f"HTTP {exc.status} {exc.reason}",
+                      target.deadline)
+
+
+def _deployment(target: KubeTarget, apps: Any, name: str) -> tuple[Any, str] | None:
+    """The Deployment ``name`` and the label selector of its pods; None if it does not exist."""
     from kubernetes.client.exceptions import ApiException
 
-    apps = client.AppsV1Api(api_client(target))
     try:
         d = _call(target, f"read deployment {name}", apps.read_namespaced_deployment,
                   name, target.namespace)
     except ApiException as exc:
         if exc.status == 404:
-            return DeploymentHealth(name=name, exists=False)
-        raise ProbeError("kubernetes", target.where, f"HTTP {exc.status} {exc.reason}",
-                         target.deadline) from None
+            return None
+        raise _api_error(target, exc) from None
+    labels = sorted((d.spec.selector.match_labels or {}).items())
+    return d, ",".join(f"{k}={v}" for k, v in labels)
+
+
+def _items(target: KubeTarget, what: str, fn: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return list(_call(target, what, fn, *args, **kwargs).items)
+    except ApiException as exc:
+        raise _api_error(target, exc) from None
+
+
+def deployment_health(target: KubeTarget, name: str) -> DeploymentHealth:
+    from kubernetes import client
+
+    found = _deployment(target, client.AppsV1Api(api_client(target)), name)
+    if found is None:
+        return DeploymentHealth(name=name, exists=False)
+    d = found[0]
     status = d.status
     return DeploymentHealth(
         name=name,
@@ -142,21 +165,14 @@ def rollout_history(target: KubeTarget, name: str) -> Rollout:
     from datetime import UTC, datetime
 
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     apps = client.AppsV1Api(api_client(target))
-    try:
-        d = _call(target, f"read deployment {name}", apps.read_namespaced_deployment,
-                  name, target.namespace)
-        selector = ",".join(f"{k}={v}" for k, v in
-                            sorted((d.spec.selector.match_labels or {}).items()))
-        sets = _call(target, f"list replicasets of {name}", apps.list_namespaced_replica_set,
-                     target.namespace, label_selector=selector).items
-    except ApiException as exc:
-        if exc.status == 404:
-            return Rollout(name=name, exists=False)
-        raise ProbeError("kubernetes", target.where, f"HTTP {exc.status} {exc.reason}",
-                         target.deadline) from None
+    found = _deployment(target, apps, name)
+    if found is None:
+        return Rollout(name=name, exists=False)
+    d, selector = found
+    sets = _items(target, f"list replicasets of {name}", apps.list_namespaced_replica_set,
+                  target.namespace, label_selector=selector)
     now = datetime.now(UTC)
     owned = [rs for rs in sets
              if any(o.kind == "Deployment" and o.name == name
@@ -230,18 +246,12 @@ def pods_health(target: KubeTarget, deployment: str) -> PodsHealth:
 
     api = api_client(target)
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    try:
-        d = _call(target, f"read deployment {deployment}", apps.read_namespaced_deployment,
-                  deployment, target.namespace)
-        selector = ",".join(f"{k}={v}" for k, v in
-                            sorted((d.spec.selector.match_labels or {}).items()))
-        pods = _call(target, f"list pods of {deployment}", core.list_namespaced_pod,
-                     target.namespace, label_selector=selector).items
-    except ApiException as exc:
-        if exc.status == 404:
-            return PodsHealth(deployment=deployment, exists=False)
-        raise ProbeError("kubernetes", target.where, f"HTTP {exc.status} {exc.reason}",
-                         target.deadline) from None
+    found = _deployment(target, apps, deployment)
+    if found is None:
+        return PodsHealth(deployment=deployment, exists=False)
+    selector = found[1]
+    pods = _items(target, f"list pods of {deployment}", core.list_namespaced_pod,
+                  target.namespace, label_selector=selector)
     usage: dict[tuple[str, str], int] = {}
     metrics_available = True
     try:
