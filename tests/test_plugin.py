@@ -274,9 +274,39 @@ def test_hung(observed):
     result, summary = run(pytester, "-p", "no:xdist")
     check = by_id(summary)["ai.redis-cache-performance"]
     assert check["outcome"] == "failed"
-    assert check["message"] == "ObservationTimeout: observation exceeded its 0.5 s limit: " \
-                               "a probe ignored its deadline"
+    assert check["message"] == (
+        "ObservationTimeout: the check's probes took longer than its 0.5 s limit "
+        "(deadlines.check): slow answers added up, or a probe ignored its deadline")
     assert result.ret == 1
+
+
+def test_an_abandoned_observation_gives_its_slot_back(pytester: pytest.Pytester) -> None:
+    """With one slot, a stuck check must not hold back the checks queued behind it."""
+    pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
+    pytester.makefile(".toml", env='[environment]\nname = "l"\n[deadlines]\ncheck = 0.5\n')
+    pytester.makepyfile(test_slots='''
+import time
+from unibazzar_health.runbook import runbook_check
+
+def stuck(ctx):
+    time.sleep(60)
+
+def quick(ctx):
+    return {"ok": True}
+
+@runbook_check("ai.redis-cache-performance", observe=stuck)
+def test_a_stuck(observed):
+    pass
+
+@runbook_check("auth.postgresql-connectivity", observe=quick)
+def test_b_quick(observed):
+    assert observed["ok"]
+''')
+    _, summary = run(pytester, "-p", "no:xdist", "--concurrency", "1", "--budget", "20")
+    checks = by_id(summary)
+    assert checks["ai.redis-cache-performance"]["outcome"] == "failed"
+    assert checks["auth.postgresql-connectivity"]["outcome"] == "passed"
+    assert summary["duration_s"] < 5
 
 
 def test_an_unknown_check_id_is_a_usage_error(pytester: pytest.Pytester) -> None:

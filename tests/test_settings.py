@@ -63,8 +63,23 @@ def test_a_good_file_resolves_its_secret_from_the_environment(tmp_path: Path) ->
                  "key 'deadlines.default': value -1: Input should be greater than 0",
                  id="negative-deadline"),
     pytest.param(GOOD.replace('password_env = "TEST_DB_PASSWORD"', 'password_env = "1-bad"'),
-                 "key 'postgresql.auth.password_env': value '1-bad': "
-                 "not an environment variable name", id="bad-variable-name"),
+                 "key 'postgresql.auth.password_env': value '***': "
+                 "not an environment variable name (A-Z, 0-9, _): a *_env key names the "
+                 "variable that holds the secret, never the secret itself",
+                 id="bad-variable-name"),
+    # A secret written where its variable's name belongs, or under a key of its own, or in
+    # a URL's query: refused, and never shown.
+    pytest.param(GOOD.replace('password_env = "TEST_DB_PASSWORD"',
+                              f'password_env = "{SECRET}"'),
+                 "key 'postgresql.auth.password_env': value '***': not an environment "
+                 "variable name", id="secret-in-env-key"),
+    pytest.param(GOOD.replace('password_env = "TEST_DB_PASSWORD"', f'password = "{SECRET}"'),
+                 "key 'postgresql.auth.password': value '***': unknown key",
+                 id="secret-under-unknown-key"),
+    pytest.param(GOOD.replace("5432/auth", f"5432/auth?sslmode=require&password={SECRET}"),
+                 "key 'postgresql.auth.dsn': value 'postgresql://health@127.0.0.1:5432/auth?"
+                 "sslmode=require&password=***': the URL carries a secret in its query",
+                 id="secret-in-url-query"),
     pytest.param(GOOD.replace('password_env = "TEST_DB_PASSWORD"', 'password_env = "UNSET_VAR"'),
                  "key 'postgresql.auth.password_env': value 'UNSET_VAR': "
                  "environment variable UNSET_VAR is not set", id="missing-variable"),

@@ -133,6 +133,7 @@ SEARCH_SAMPLES = 5
 
 
 def observe_search(ctx: CheckContext) -> dict[str, Any]:
+    import time
     from urllib.parse import urlencode
 
     from unibazzar_health.probes import http, percentile
@@ -140,17 +141,25 @@ def observe_search(ctx: CheckContext) -> dict[str, Any]:
     canary = ctx.require("canary", ctx.env.spec.canary)
     query = ctx.require("canary.search_query", canary.search_query)
     url = ctx.service_url("ai-service", "/search?" + urlencode({"q": query}))
-    answers = [http.request("ai-service", "GET", url, ctx.env.deadline("http"))
-               for _ in range(SEARCH_SAMPLES)]
-    last = answers[-1]
-    results = last.body.get("results", []) if isinstance(last.body, dict) else []
+    deadline = ctx.env.deadline("http")
+    started, answers = time.monotonic(), []
+    # Up to SEARCH_SAMPLES searches, within about one deadline in all (the first may be the
+    # uncached one, so at least two).
+    while len(answers) < SEARCH_SAMPLES and (len(answers) < 2
+                                             or time.monotonic() - started < deadline):
+        answers.append(http.request("ai-service", "GET", url, deadline))
+
+    def ids(answer: Any) -> list[Any]:
+        results = answer.body.get("results", []) if isinstance(answer.body, dict) else []
+        return [r.get("id") for r in results if isinstance(r, dict)]
+
     return {
         "query": query,
         "statuses": [a.status for a in answers],
-        "result_ids": [r.get("id") for r in results if isinstance(r, dict)],
+        "result_ids": [ids(a) for a in answers],
         "expect_id": canary.search_expect_id,
         "p95_ms": percentile([a.elapsed_ms for a in answers], 95),
-        "samples": SEARCH_SAMPLES,
+        "samples": len(answers),
     }
 
 
@@ -160,11 +169,14 @@ def test_search_returns_results_within_budget(observed: dict[str, Any],
     failing = [s for s in observed["statuses"] if s != 200]
     assert not failing, (f"canary search answered HTTP {failing[0]} "
                          f"({len(failing)} of {observed['samples']} requests)")
-    assert observed["result_ids"], f"canary search {observed['query']!r} returned no results"
-    expect = observed["expect_id"]
-    assert expect is None or expect in observed["result_ids"], (
-        f"canary search {observed['query']!r} did not return {expect}: "
-        f"{observed['result_ids']}")
+    # Every answer judged: the first may be uncached, the next ones from the cache.
+    for n, ids in enumerate(observed["result_ids"], 1):
+        assert ids, (f"canary search {observed['query']!r} returned no results "
+                     f"(search {n} of {observed['samples']})")
+        expect = observed["expect_id"]
+        assert expect is None or expect in ids, (
+            f"canary search {observed['query']!r} did not return {expect}: {ids} "
+            f"(search {n} of {observed['samples']})")
     if observed["p95_ms"] > thresholds.search_p95_ms:
         raise Finding(f"canary search p95 {observed['p95_ms']:.0f} ms > "
                       f"{thresholds.search_p95_ms:g} ms over {observed['samples']} requests",

@@ -13,6 +13,9 @@ from typing import Any
 
 from unibazzar_health.runbook import CheckContext, Finding, per_service
 
+# Progressing reasons that mean a rollout reached its ReplicaSet.
+ROLLED_OUT = {"NewReplicaSetAvailable", "ReplicaSetUpdated", "FoundNewReplicaSet"}
+
 
 def observe_rollout(service: str) -> Callable[[CheckContext], dict[str, Any]]:
     def observe(ctx: CheckContext) -> dict[str, Any]:
@@ -24,13 +27,21 @@ def observe_rollout(service: str) -> Callable[[CheckContext], dict[str, Any]]:
         seen: dict[str, Any] = {"rollout": as_evidence(rollout)}
         window = ctx.env.spec.thresholds.recent_change_minutes
         latest = rollout.replica_sets[0] if rollout.replica_sets else None
-        if (latest is not None and (latest.revision or 0) > 1
-                and latest.age_minutes is not None and latest.age_minutes <= window):
+        # A rollout's time: its ReplicaSet's creation, or, for a rollback to an old
+        # ReplicaSet, when the Deployment last progressed to it.
+        ages = [a for a in (latest.age_minutes if latest else None,
+                            rollout.progressing_minutes_ago
+                            if rollout.progressing_reason in ROLLED_OUT else None)
+                if a is not None]
+        age = min(ages) if ages else None
+        if (latest is not None and (rollout.revision or 0) > 1
+                and age is not None and age <= window):
             seen["recent_change"] = {
                 "service": service, "deployment": deployment,
                 "namespace": ctx.env.spec.kubernetes.namespace,
-                "revision": latest.revision, "replica_set": latest.name,
-                "rolled_out_at": latest.created_at, "age_minutes": latest.age_minutes,
+                "revision": rollout.revision, "replica_set": latest.name,
+                "rolled_out_at": latest.created_at if age == latest.age_minutes else None,
+                "age_minutes": age,
             }
         return seen
 

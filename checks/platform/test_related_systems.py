@@ -114,14 +114,20 @@ def observe_related_systems(service: str) -> Callable[[CheckContext], dict[str, 
     return observe
 
 
+# Classes that describe what a check found in data it did read (a mismatch, an accepted
+# forgery), not what losing the dependency does: they do not rate an unreachable backend.
+NOT_FROM_UNAVAILABILITY = {"data", "security"}
+
+
 def impact_of_losing(service: str, dependency: str) -> str:
     """The worst impact class among the service's checks that depend on ``dependency``."""
     catalog = load_catalog()
     own = catalog.check(f"{SERVICE_PREFIX[service]}.related-systems")
     impacts = [entry.impact for entry in catalog.checks.values()
                if entry.service == service and dependency in entry.depends_on
-               and entry.id != own.id] or [own.impact]
-    return min(impacts, key=lambda i: SEVERITY_ORDER.index(catalog.severity_of(i).level))
+               and entry.id != own.id and entry.impact not in NOT_FROM_UNAVAILABILITY]
+    return min(impacts or [own.impact],
+               key=lambda i: SEVERITY_ORDER.index(catalog.severity_of(i).level))
 
 
 @per_service("related-systems", observe_related_systems, DEPENDENCIES)

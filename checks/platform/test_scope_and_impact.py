@@ -35,6 +35,12 @@ def test_service_answers_health_and_has_ready_pods(service: str, observed: dict[
     elif health.status != 200:
         problems.append(f"health endpoint answered HTTP {health.status}")
     if isinstance(deployment, dict):
+        if not problems:
+            # The service answers; only its pods could not be read. That is our view of the
+            # cluster failing (API down, VPN, expired credentials), not the service.
+            raise Finding(f"{service} answers its health endpoint, but its pods cannot be "
+                          f"read: {deployment['error']}", impact="non-critical",
+                          dependencies=("kubernetes",))
         problems.append(f"deployment: {deployment['error']}")
         unreachable.append("kubernetes")
     elif not deployment.exists:

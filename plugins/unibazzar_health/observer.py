@@ -15,7 +15,8 @@ from typing import Any
 
 
 class ObservationTimeout(Exception):
-    """The observation outlived its wall-clock limit (a probe ignored its deadline)."""
+    """The observation outlived its wall-clock limit: slow answers added up past it, or a
+    probe ignored its deadline."""
 
 
 class BudgetExhausted(Exception):
@@ -31,18 +32,30 @@ class Observation:
         self.finished_at: float | None = None
         self._result: Any = None
         self._error: BaseException | None = None
+        self._slots: threading.Semaphore | None = None
+        self._slot_lock = threading.Lock()
 
     def _run(self, slots: threading.Semaphore) -> None:
-        with slots:
-            self.started_at = time.monotonic()
-            self._started.set()
-            try:
-                self._result = self._fn()
-            except BaseException as exc:  # handed to the waiting test, whatever it is
-                self._error = exc
-            finally:
-                self.finished_at = time.monotonic()
-                self._done.set()
+        slots.acquire()
+        self._slots = slots
+        self.started_at = time.monotonic()
+        self._started.set()
+        try:
+            self._result = self._fn()
+        except BaseException as exc:  # handed to the waiting test, whatever it is
+            self._error = exc
+        finally:
+            self.finished_at = time.monotonic()
+            self._done.set()
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        """Once: when the observation ends, or when it is abandoned (a stuck probe must not
+        hold a slot the checks behind it wait for)."""
+        with self._slot_lock:
+            slots, self._slots = self._slots, None
+        if slots is not None:
+            slots.release()
 
     @property
     def elapsed(self) -> float | None:
@@ -66,8 +79,10 @@ class Observation:
         if not self._done.wait(timeout):
             if budget_left is not None and budget_left < until_limit:
                 raise BudgetExhausted("not run: budget exhausted while this check was running")
+            self._release_slot()
             raise ObservationTimeout(
-                f"observation exceeded its {self.limit:g} s limit: a probe ignored its deadline")
+                f"the check's probes took longer than its {self.limit:g} s limit "
+                "(deadlines.check): slow answers added up, or a probe ignored its deadline")
         if self._error is not None:
             raise self._error
         return self._result

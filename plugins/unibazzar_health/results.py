@@ -78,7 +78,7 @@ def classify(exc: BaseException | None, skipped: bool, skip_reason: str = "") ->
 # The placeholders by which a catalog command names a dependency (catalog.toml's depends_on).
 DEPENDENCY_PLACEHOLDERS = {
     "postgresql": ("{postgres_host}", "{postgres_db}"),
-    "redis": ("{redis_host}",),
+    "redis": ("{redis_url}",),
     "rabbitmq": ("{rabbitmq_management_url}", "{events_queue}"),
     "dynamodb": ("{listings_table}",),
     "s3": ("{images_bucket}",),
@@ -171,20 +171,31 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
     if database:
         parts = urlsplit(database.dsn)
         names |= {"postgres_host": parts.hostname or "", "postgres_port": str(parts.port or 5432),
-                  "postgres_db": parts.path.lstrip("/")}
+                  "postgres_db": parts.path.lstrip("/"), "postgres_user": parts.username or "",
+                  "postgres_password_var": database.password_env or "PGPASSWORD"}
     cache = (spec.redis.get(SERVICE_CACHE.get(entry.service, ""))
              or next(iter(spec.redis.values()), None))
     if cache:
         parts = urlsplit(cache.url)
-        names |= {"redis_host": parts.hostname or "", "redis_port": str(parts.port or 6379)}
+        names |= {"redis_host": parts.hostname or "", "redis_port": str(parts.port or 6379),
+                  "redis_url": cache.url, "redis_tls": " --tls" if parts.scheme == "rediss" else "",
+                  "redis_password_var": cache.password_env or "REDISCLI_AUTH"}
     if spec.rabbitmq:
+        from urllib.parse import quote, unquote
+
+        amqp = urlsplit(spec.rabbitmq.url)
+        vhost = unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
         names |= {"rabbitmq_management_url": spec.rabbitmq.management_url.rstrip("/"),
-                  "events_queue": spec.rabbitmq.events_queue}
+                  "events_queue": spec.rabbitmq.events_queue,
+                  "rabbitmq_user": unquote(amqp.username or "guest"),
+                  "rabbitmq_vhost": quote(vhost, safe=""),
+                  "rabbitmq_password_var": spec.rabbitmq.password_env or "RABBITMQ_PASSWORD"}
     if spec.vector_db:
         names |= {"vector_db_url": spec.vector_db.url.rstrip("/"),
                   "vector_collection": spec.vector_db.collection}
     if spec.payments:
-        names |= {"payments_api_url": spec.payments.api_url.rstrip("/")}
+        names |= {"payments_api_url": spec.payments.api_url.rstrip("/"),
+                  "payments_api_key_var": spec.payments.api_key_env}
     return names
 
 

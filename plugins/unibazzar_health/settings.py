@@ -8,12 +8,13 @@ and the value (with any password masked).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -34,12 +35,36 @@ ENV_VAR_SELECT_FILE = "UNIBAZZAR_ENV_FILE"
 DEFAULT_ENVIRONMENT = "sandbox"
 
 
+# A key whose value is likely a secret written where it must not be: shown masked.
+SECRET_LIKE_KEY = re.compile(r"pass|secret|token|key|credential|auth", re.IGNORECASE)
+ENV_VAR_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+# A query parameter whose name says it carries a secret (libpq and redis-py honour some).
+SECRET_QUERY = re.compile(r"(?i)(^|&)([^=&]*(?:pass|secret|token|key|auth)[^=&]*)=([^&]*)")
+
+
+def _mask_query(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    return urlunsplit(parts._replace(query=SECRET_QUERY.sub(r"\1\2=***", parts.query)))
+
+
+def _shown(key: str, value: str) -> str:
+    """What an error may show of ``value``: nothing that could be a secret."""
+    name = key.rsplit(".", 1)[-1]
+    if name.endswith("_env"):
+        return value if ENV_VAR_NAME.fullmatch(value) else "***"
+    if SECRET_LIKE_KEY.search(name):
+        return "***"
+    return _mask_query(url_without_password(value))
+
+
 class EnvironmentFileError(Exception):
-    """A bad environment file: names the file, the key and the value."""
+    """A bad environment file: names the file, the key and the value (never a secret)."""
 
     def __init__(self, path: Path | str, key: str, value: object, reason: str) -> None:
         self.path, self.key, self.value, self.reason = str(path), key, value, reason
-        shown = url_without_password(value) if isinstance(value, str) else value
+        shown = _shown(key, value) if isinstance(value, str) else value
         where = f"key '{key}'" if key else "file"
         value_part = "" if value is _NO_VALUE else f": value {shown!r}"
         super().__init__(f"{path}: {where}{value_part}: {reason}")
@@ -62,14 +87,18 @@ def _url(*schemes: str) -> AfterValidator:
         if parts.password is not None:
             raise ValueError("the URL carries a password: write it in an environment "
                              "variable and name it in the matching *_env key")
+        if SECRET_QUERY.search(parts.query):
+            raise ValueError("the URL carries a secret in its query: write it in an "
+                             "environment variable and name it in the matching *_env key")
         return value
 
     return AfterValidator(check)
 
 
 def _env_var_name(value: str) -> str:
-    if not value.replace("_", "A").isalnum() or value[0].isdigit():
-        raise ValueError("not an environment variable name")
+    if not ENV_VAR_NAME.fullmatch(value):
+        raise ValueError("not an environment variable name (A-Z, 0-9, _): a *_env key names "
+                         "the variable that holds the secret, never the secret itself")
     return value
 
 
@@ -120,7 +149,6 @@ class Thresholds(_Section):
     embedding_ms: PositiveFloat = 1000.0
     pod_memory_usage: Annotated[float, Field(gt=0, le=1)] = 0.9
     restart_window_minutes: PositiveFloat = 60.0
-    http_latency_ms: PositiveFloat = 1000.0
     search_p95_ms: PositiveFloat = 1000.0
     reconcile_window_minutes: PositiveFloat = 1440.0
     reconcile_grace_minutes: Annotated[float, Field(ge=0)] = 5.0

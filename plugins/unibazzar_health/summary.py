@@ -179,9 +179,9 @@ def render(summary: dict[str, Any]) -> list[str]:
             lines.append(f"  {label} {check['service']} · {check['step']} [{check['id']}]")
             lines.append(f"       {check['message']}")
     for change in summary.get("recent_changes", []):
+        at = f" ({change['rolled_out_at']})" if change.get("rolled_out_at") else ""
         lines.append(f"  CHANGE {change['service']}: deployment {change['deployment']} revision "
-                     f"{change['revision']} rolled out {change['age_minutes']:.0f} min ago "
-                     f"({change['rolled_out_at']})")
+                     f"{change['revision']} rolled out {change['age_minutes']:.0f} min ago{at}")
         if verdict["status"] == "failing":
             lines.append(f"       if it preceded the failures: kubectl rollout undo "
                          f"deployment/{change['deployment']} -n {change['namespace']}")

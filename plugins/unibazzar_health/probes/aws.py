@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from unibazzar_health.probes import DeadlineExceeded, ProbeError
+from unibazzar_health.probes import DeadlineExceeded, ProbeError, bounded
 
 
 @dataclass(frozen=True)
 class AwsTarget:
     region: str
     endpoint_url: str | None
-    access_key_id: str | None  # None: boto3's own credential chain
-    secret_access_key: str | None
+    access_key_id: str | None = field(repr=False)  # None: boto3's own credential chain
+    secret_access_key: str | None = field(repr=False)
     deadline: float
 
 
@@ -36,15 +36,21 @@ def client(service: str, target: AwsTarget) -> Any:
         retries={"mode": "standard", "total_max_attempts": 1},
     )
     key = (target.access_key_id, target.secret_access_key, target.region)
-    with _sessions_lock:
-        session = _sessions.get(key)
-        if session is None:
-            session = _sessions[key] = boto3.session.Session(
-                aws_access_key_id=target.access_key_id,
-                aws_secret_access_key=target.secret_access_key,
-                region_name=target.region,
-            )
-        return session.client(service, endpoint_url=target.endpoint_url, config=config)
+
+    def make() -> Any:
+        with _sessions_lock:
+            session = _sessions.get(key)
+            if session is None:
+                session = _sessions[key] = boto3.session.Session(
+                    aws_access_key_id=target.access_key_id,
+                    aws_secret_access_key=target.secret_access_key,
+                    region_name=target.region,
+                )
+            return session.client(service, endpoint_url=target.endpoint_url, config=config)
+
+    # Without keys, boto3's credential chain may call STS or run a credential_process, with
+    # its own (long) timeouts: building the client is bounded like any probe step.
+    return bounded(make, target.deadline, service, target.endpoint_url or target.region)
 
 
 def explain(exc: Exception, backend: str, where: str, target: AwsTarget) -> ProbeError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from unibazzar_health.probes import DeadlineExceeded, ProbeError
+from unibazzar_health.probes import DeadlineExceeded, ProbeError, bounded
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class KubeTarget:
     mode: str  # kubeconfig | in-cluster | url
     context: str | None
     api_url: str | None
-    token: str | None
+    token: str | None = field(repr=False)
     deadline: float
 
     @property
@@ -42,7 +42,11 @@ def api_client(target: KubeTarget) -> Any:
     if target.mode == "in-cluster":
         config.load_incluster_config(client_configuration=configuration)
     elif target.mode == "kubeconfig":
-        config.load_kube_config(context=target.context, client_configuration=configuration)
+        # A kubeconfig may run an exec credential plugin (EKS, GKE) that the client waits
+        # for without any limit.
+        bounded(lambda: config.load_kube_config(context=target.context,
+                                                client_configuration=configuration),
+                target.deadline, "kubernetes", target.where)
     else:
         configuration.host = target.api_url
     if target.token:
@@ -56,7 +60,10 @@ def _call(target: KubeTarget, what: str, fn: Any, *args: Any, **kwargs: Any) -> 
     from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError, TimeoutError
 
     try:
-        return fn(*args, _request_timeout=(target.deadline, target.deadline), **kwargs)
+        # The request timeout bounds the HTTP exchange; bounded() also covers what the client
+        # does first (refreshing an exec-plugin token, say).
+        return bounded(lambda: fn(*args, _request_timeout=(target.deadline, target.deadline),
+                                  **kwargs), target.deadline, "kubernetes", target.where)
     except ApiException:
         raise
     except (TimeoutError, MaxRetryError) as exc:
@@ -151,6 +158,9 @@ class Rollout:
     progressing_status: str | None = None
     progressing_reason: str | None = None
     progressing_message: str | None = None
+    # When the rollout last progressed: a rollback reuses an old ReplicaSet (its creation
+    # time is old), but moves this.
+    progressing_minutes_ago: float | None = None
     replica_sets: tuple[ReplicaSetRevision, ...] = ()
 
 
@@ -204,6 +214,9 @@ def rollout_history(target: KubeTarget, name: str) -> Rollout:
         progressing_status=progressing.status if progressing else None,
         progressing_reason=progressing.reason if progressing else None,
         progressing_message=progressing.message if progressing else None,
+        progressing_minutes_ago=(
+            round((now - progressing.last_update_time).total_seconds() / 60, 1)
+            if progressing and progressing.last_update_time else None),
         replica_sets=tuple(revisions),
     )
 

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -16,7 +16,7 @@ from unibazzar_health.probes import ProbeError, http
 @dataclass(frozen=True)
 class ProviderTarget:
     api_url: str
-    api_key: str
+    api_key: str = field(repr=False)
     deadline: float
 
 
@@ -30,26 +30,35 @@ class WebhookEndpoint:
 
 @dataclass(frozen=True)
 class ProviderState:
-    key_accepted: bool
+    key_accepted: bool  # False only when the provider says 401/403 to our key
     events_status: int
     endpoints: list[WebhookEndpoint]
     elapsed_ms: float
+    endpoints_status: int | None = None  # the webhook endpoint listing's answer
+
+
+KEY_REFUSED = (401, 403)
 
 
 def provider_state(target: ProviderTarget) -> ProviderState:
+    """Our key against the events API, then our webhook endpoints. Any other error answer
+    (5xx, 429) is the provider failing, not our key: it raises."""
     headers = {"Authorization": f"Bearer {target.api_key}"}
     base = target.api_url.rstrip("/")
-    events = http.request("payments", "GET", f"{base}/v1/events?limit=1", target.deadline,
-                          headers=headers)
+    url = f"{base}/v1/events?limit=1"
+    events = http.request("payments", "GET", url, target.deadline, headers=headers)
+    if events.status in KEY_REFUSED:
+        return ProviderState(False, events.status, [], events.elapsed_ms)
+    if events.status != 200:
+        raise _provider_error(target, url, events)
+    listed = http.request("payments", "GET", f"{base}/v1/webhook_endpoints?limit=100",
+                          target.deadline, headers=headers)
     endpoints: list[WebhookEndpoint] = []
-    if events.status == 200:
-        listed = http.request("payments", "GET", f"{base}/v1/webhook_endpoints?limit=100",
-                              target.deadline, headers=headers)
-        if listed.status == 200 and isinstance(listed.body, dict):
-            endpoints = [WebhookEndpoint(e.get("id", ""), e.get("url", ""), e.get("status", ""),
-                                         list(e.get("enabled_events", [])))
-                         for e in listed.body.get("data", [])]
-    return ProviderState(events.status == 200, events.status, endpoints, events.elapsed_ms)
+    if listed.status == 200 and isinstance(listed.body, dict):
+        endpoints = [WebhookEndpoint(e.get("id", ""), e.get("url", ""), e.get("status", ""),
+                                     list(e.get("enabled_events", [])))
+                     for e in listed.body.get("data", [])]
+    return ProviderState(True, events.status, endpoints, events.elapsed_ms, listed.status)
 
 
 def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -17,7 +17,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class PostgresTarget:
     dsn: str  # carries no password
-    password: str | None
+    password: str | None = field(repr=False)
     deadline: float
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -17,7 +17,7 @@ CANARY_ROUTING_KEY = "health-check.canary"
 @dataclass(frozen=True)
 class BrokerTarget:
     url: str  # amqp://user@host:port/vhost, no password
-    password: str | None
+    password: str | None = field(repr=False)
     management_url: str
     deadline: float
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from unibazzar_health.probes import DeadlineExceeded, ProbeError, timed
@@ -13,7 +13,7 @@ class VectorTarget:
     url: str
     tenant: str
     database: str
-    token: str | None
+    token: str | None = field(repr=False)
     deadline: float
 
 
