@@ -350,6 +350,26 @@ def test_rabbitmq_publish_canary_is_confirmed(ctx: CheckContext) -> None:
     assert 0 < seen.elapsed_ms < 1000 * ctx.env.deadline("rabbitmq")
 
 
+def test_rabbitmq_canary_caught_by_a_binding_is_reported_routed(ctx: CheckContext) -> None:
+    """A queue bound so that it catches the canary's routing key: the broker does not
+    return the mandatory canary, and the probe says so."""
+    import pika
+
+    broker = ctx.broker()
+    assert rabbitmq.publish_canary(broker, "listing.events").unrouted is True
+    connection = pika.BlockingConnection(pika.ConnectionParameters(
+        host="127.0.0.1", port=25672, credentials=pika.PlainCredentials(
+            broker.user, broker.password or ""), connection_attempts=1, socket_timeout=5))
+    try:
+        channel = connection.channel()
+        queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        channel.queue_bind(queue, "listing.events", routing_key="health-check.#")
+        seen = rabbitmq.publish_canary(broker, "listing.events")
+    finally:
+        connection.close()  # the exclusive queue, and the canary in it, go with it
+    assert seen.confirmed is True and seen.unrouted is False
+
+
 def test_rabbitmq_publish_to_a_missing_exchange_is_refused(ctx: CheckContext) -> None:
     with pytest.raises(ProbeError, match=r"^rabbitmq at .*broker refused: NOT_FOUND"):
         rabbitmq.publish_canary(ctx.broker(), "unibazzar-health.no-such-exchange")

@@ -46,6 +46,10 @@ def test_step3_event_publishing_to_rabbitmq(observed: dict[str, Any],
     errors = [v["error"] for v in (publish, queue) if isinstance(v, dict)]
     assert not errors, "; ".join(errors)
     assert publish.confirmed, f"broker did not confirm the canary on {publish.exchange}"
+    if not publish.unrouted:
+        raise Finding(f"the canary routing key {publish.routing_key} reaches a queue on "
+                      f"{publish.exchange}: a binding catches it, so consumers may receive "
+                      f"health-check canaries", impact="minor")
     assert queue.exists, f"events queue {queue.queue} does not exist"
     assert queue.consumers > 0, f"events queue {queue.queue} has no consumers " \
                                 f"({queue.messages} messages waiting)"

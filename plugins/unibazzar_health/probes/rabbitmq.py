@@ -42,6 +42,9 @@ class PublishResult:
     routing_key: str
     confirmed: bool
     elapsed_ms: float
+    # The broker returned it as unroutable, as it should: no queue holds the canary. False
+    # means some binding caught it and a consumer may receive it.
+    unrouted: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,19 +129,28 @@ def reachable(target: BrokerTarget) -> float:
 
 def publish_canary(target: BrokerTarget, exchange: str) -> PublishResult:
     """Publish with publisher confirms to ``exchange`` under a routing key no consumer binds,
-    so the broker's path is exercised without feeding real consumers."""
+    so the broker's path is exercised without feeding real consumers. Mandatory: the broker
+    says whether any queue took it."""
     import pika
+    from pika.exceptions import UnroutableError
+
+    unrouted = []
 
     def publish(connection: Any) -> None:
         channel = connection.channel()
         channel.confirm_delivery()
         channel.exchange_declare(exchange, passive=True)
-        channel.basic_publish(
-            exchange, CANARY_ROUTING_KEY, b'{"type": "health-check.canary"}',
-            pika.BasicProperties(content_type="application/json", delivery_mode=1),
-        )
+        try:
+            channel.basic_publish(
+                exchange, CANARY_ROUTING_KEY, b'{"type": "health-check.canary"}',
+                pika.BasicProperties(content_type="application/json", delivery_mode=1),
+                mandatory=True,
+            )
+        except UnroutableError:  # returned, then confirmed: the expected outcome
+            unrouted.append(True)
 
-    return PublishResult(exchange, CANARY_ROUTING_KEY, True, _over_amqp(target, publish))
+    elapsed = _over_amqp(target, publish)
+    return PublishResult(exchange, CANARY_ROUTING_KEY, True, elapsed, bool(unrouted))
 
 
 def queue_state(target: BrokerTarget, queue: str) -> QueueState:
