@@ -411,3 +411,30 @@ def test_orders_and_payments_that_disagree_are_named(tmp_path: Path,
         f"{intent['id']} (created 0 min ago) succeeded for order order-selftest-lost, which "
         "is 'pending' in the orders database")
     assert check["fixes"] == ["Reconcile payment provider state"]
+
+
+def test_a_stuck_search_indexer_fails_indexing_and_the_canary_is_cleaned_up(
+        tmp_path: Path) -> None:
+    import requests
+
+    faults = Path("/tmp/unibazzar-sandbox/faults")
+    faults.mkdir(exist_ok=True)
+    paused = faults / "listing-service.indexer-paused"
+    paused.touch()
+    try:
+        result, summary = run_checks(tmp_path, "-m", "listing-service")
+    finally:
+        paused.unlink()
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"listing.indexing-performance"}, result.stdout[-2000:]
+    check = failed["listing.indexing-performance"]
+    listing_id = check["evidence"]["listing_id"]
+    assert check["message"] == (f"canary listing {listing_id} not searchable after 3 s "
+                                "(the search indexer is behind or stopped)")
+    assert check["severity"] == "SEV2"
+    assert check["evidence"]["delete_status"] == 200
+    # Deleted at the source; once the indexer catches up, nothing of it is searchable.
+    assert requests.get(f"http://127.0.0.1:28002/listings/{listing_id}", timeout=5).status_code \
+        == 404
+    result, summary = run_checks(tmp_path, "-m", "listing-service")
+    assert result.returncode == 0, result.stdout[-2000:]

@@ -6,7 +6,13 @@ from typing import Any
 
 from unibazzar_health.probes.dynamodb import TableStatus
 from unibazzar_health.probes.s3 import RoundTrip
-from unibazzar_health.runbook import CheckContext, Finding, gather, runbook_check
+from unibazzar_health.runbook import (
+    CheckContext,
+    Finding,
+    NotConfigured,
+    gather,
+    runbook_check,
+)
 from unibazzar_health.settings import Thresholds
 
 
@@ -26,6 +32,63 @@ def test_step1_dynamodb_table_status_and_capacity(observed: TableStatus) -> None
     inactive = {name: s for name, s in observed.index_statuses.items() if s != "ACTIVE"}
     if inactive:
         raise Finding(f"indexes of {observed.table} not ACTIVE: {inactive}", impact="degradation")
+
+
+# ---- 2. Review indexing performance -------------------------------------------------------
+CANARY_CATEGORY = "health-check-canary"
+
+
+def observe_indexing(ctx: CheckContext) -> dict[str, Any]:
+    """A canary listing through the whole path (listing-service, DynamoDB, S3, the event,
+    the search indexer, the vector database), timed until searchable, then deleted. A
+    write: only where the environment sets canary.listing_writes."""
+    import secrets
+    import time
+
+    from unibazzar_health.probes import ProbeError, http, vectordb
+
+    canary = ctx.require("canary", ctx.env.spec.canary)
+    if not canary.listing_writes:
+        raise NotConfigured("canary.listing_writes")
+    vector, collection = ctx.vector_db(), ctx.require("vector_db", ctx.env.spec.vector_db)
+    deadline, budget = ctx.env.deadline("http"), ctx.env.spec.thresholds.indexing_budget_s
+    title = "unibazzar health canary " + " ".join(secrets.token_hex(3) for _ in range(3))
+    created = http.request("listing-service", "POST", ctx.service_url("listing-service",
+                           "/listings"), deadline,
+                           json={"title": title, "category": CANARY_CATEGORY, "price_cents": 0})
+    body = created.body if isinstance(created.body, dict) else {}
+    listing_id = (body.get("listing") or {}).get("listing_id")
+    seen: dict[str, Any] = {"create_status": created.status, "listing_id": listing_id,
+                            "budget_s": budget, "searchable_after_s": None}
+    if not listing_id:
+        return seen
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < budget:
+            if vectordb.has_ids(vector, collection.collection, [listing_id]):
+                seen["searchable_after_s"] = round(time.monotonic() - started, 3)
+                break
+            time.sleep(0.1)
+    finally:
+        # The canary never outlives the check: delete it whatever happened above.
+        try:
+            seen["delete_status"] = http.request("listing-service", "DELETE", ctx.service_url(
+                "listing-service", f"/listings/{listing_id}"), deadline).status
+        except ProbeError as exc:
+            seen["delete_status"] = str(exc)
+    return seen
+
+
+@runbook_check("listing.indexing-performance", observe=observe_indexing)
+def test_step2_indexing_performance(observed: dict[str, Any]) -> None:
+    assert observed["listing_id"], (
+        f"listing-service could not create the canary listing: HTTP {observed['create_status']}")
+    assert observed["searchable_after_s"] is not None, (
+        f"canary listing {observed['listing_id']} not searchable after "
+        f"{observed['budget_s']:g} s (the search indexer is behind or stopped)")
+    if observed.get("delete_status") != 200:
+        raise Finding(f"canary listing {observed['listing_id']} could not be deleted: HTTP "
+                      f"{observed.get('delete_status')} (delete it by hand)", impact="minor")
 
 
 # ---- 3. Check event publishing to RabbitMQ ------------------------------------------------

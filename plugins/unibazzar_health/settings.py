@@ -152,6 +152,7 @@ class Thresholds(_Section):
     search_p95_ms: PositiveFloat = 1000.0
     reconcile_window_minutes: PositiveFloat = 1440.0
     reconcile_grace_minutes: Annotated[float, Field(ge=0)] = 5.0
+    indexing_budget_s: PositiveFloat = 3.0
 
 
 class ServiceTarget(_Section):
@@ -223,6 +224,9 @@ class CanaryUser(_Section):
     # A search the catalog always answers, and the id it must return (ai-service end to end).
     search_query: str | None = None
     search_expect_id: str | None = None
+    # Let listing-service step 2 create (and delete) a canary listing: a write, so off
+    # unless the environment says so.
+    listing_writes: bool = False
 
 
 class OnCall(_Section):

@@ -63,6 +63,16 @@ def heartbeat(target: VectorTarget) -> float:
     return t.ms
 
 
+def has_ids(target: VectorTarget, collection: str, ids: list[str]) -> list[str]:
+    """Which of ``ids`` the collection holds."""
+    base = f"/api/v2/tenants/{target.tenant}/databases/{target.database}/collections"
+    collection_id = _ok(target, *_call(target, "GET", f"{base}/{collection}"),
+                        "get collection")["id"]
+    found = _ok(target, *_call(target, "POST", f"{base}/{collection_id}/get",
+                               {"ids": ids, "include": []}), "get by id")
+    return [str(i) for i in found.get("ids", [])]
+
+
 def collection_health(target: VectorTarget, collection: str) -> CollectionHealth:
     base = f"/api/v2/tenants/{target.tenant}/databases/{target.database}/collections"
     with timed() as t:

@@ -12,12 +12,22 @@ from typing import Any
 import boto3
 import pika
 import redis
+import requests
 from botocore.config import Config
 from flask import request
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from unibazzar_sandbox.layout import HOST, PORTS
-from unibazzar_sandbox.seed import EVENTS_EXCHANGE, EVENTS_QUEUE, IMAGES_BUCKET, LISTINGS_TABLE
-from unibazzar_sandbox.services.common import app_for, make_logger, run, secret
+from unibazzar_sandbox.seed import (
+    EVENTS_EXCHANGE,
+    EVENTS_QUEUE,
+    IMAGES_BUCKET,
+    LISTINGS_TABLE,
+    VECTOR_COLLECTION,
+)
+from unibazzar_sandbox.services.common import app_for, layout, make_logger, run, secret
+from unibazzar_sandbox.vectors import embed
 
 SERVICE = "listing-service"
 CACHE_TTL_S = 60
@@ -33,9 +43,10 @@ def _aws(name: str) -> Any:
 
 
 dynamodb, s3 = _aws("dynamodb"), _aws("s3")
+# A cache must never slow the service down: one attempt, no retries with backoff.
 cache = redis.Redis(host=HOST, port=PORTS["redis"], db=0,
                     password=secret("UNIBAZZAR_REDIS_PASSWORD"),
-                    socket_connect_timeout=2, socket_timeout=2)
+                    socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 0))
 
 
 def _rabbit_params() -> pika.ConnectionParameters:
@@ -85,13 +96,7 @@ def create_listing() -> Any:
         dynamodb.put_item(TableName=LISTINGS_TABLE, Item=_item(listing))
         s3.put_object(Bucket=IMAGES_BUCKET, Key=f"listings/{listing['listing_id']}/cover.txt",
                       Body=b"image")
-        connection = pika.BlockingConnection(_rabbit_params())
-        try:
-            channel = connection.channel()
-            channel.confirm_delivery()
-            channel.basic_publish(EVENTS_EXCHANGE, "listing.created", json.dumps(listing).encode())
-        finally:
-            connection.close()
+        _publish("listing.created", listing)
     except Exception as exc:
         log.error("listing creation failed: %s", type(exc).__name__)
         return {"error": "listing creation failed"}, 503
@@ -99,14 +104,79 @@ def create_listing() -> Any:
     return {"listing": listing}, 201
 
 
+def _publish(routing_key: str, event: dict[str, Any]) -> None:
+    connection = pika.BlockingConnection(_rabbit_params())
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(EVENTS_EXCHANGE, routing_key, json.dumps(event).encode())
+    finally:
+        connection.close()
+
+
+@app.delete("/listings/<listing_id>")
+def delete_listing(listing_id: str) -> Any:
+    try:
+        dynamodb.delete_item(TableName=LISTINGS_TABLE, Key={"listing_id": {"S": listing_id}})
+        s3.delete_object(Bucket=IMAGES_BUCKET, Key=f"listings/{listing_id}/cover.txt")
+        _publish("listing.deleted", {"listing_id": listing_id})
+    except Exception as exc:
+        log.error("listing deletion failed: %s", type(exc).__name__)
+        return {"error": "listing deletion failed"}, 503
+    try:
+        cache.delete(f"listing:{listing_id}")
+    except redis.RedisError as exc:
+        log.error("cache delete failed: %s", type(exc).__name__)
+    log.info("listing deleted %s", listing_id)
+    return {"deleted": listing_id}
+
+
+# ---- the search indexer: listing events into the vector database -------------------------
+CHROMA = (f"http://{HOST}:{PORTS['vector-db']}/api/v2/tenants/default_tenant/"
+          "databases/default_database/collections")
+
+
+def _collection() -> str:
+    return str(requests.get(f"{CHROMA}/{VECTOR_COLLECTION}", timeout=2).json()["id"])
+
+
+def _index(routing_key: str, event: dict[str, Any]) -> None:
+    listing_id = str(event.get("listing_id", ""))
+    if routing_key == "listing.created":
+        # Only if it still exists: a deletion may have overtaken its creation.
+        if "Item" not in dynamodb.get_item(TableName=LISTINGS_TABLE,
+                                           Key={"listing_id": {"S": listing_id}}):
+            return
+        title = str(event.get("title", ""))
+        requests.post(f"{CHROMA}/{_collection()}/upsert", timeout=2, json={
+            "ids": [listing_id], "embeddings": [embed(title)], "documents": [title],
+            "metadatas": [{"category": str(event.get("category", ""))}]}).raise_for_status()
+    elif routing_key == "listing.deleted":
+        requests.post(f"{CHROMA}/{_collection()}/delete", timeout=2,
+                      json={"ids": [listing_id]}).raise_for_status()
+
+
+def _indexer_paused() -> bool:
+    """faults/listing-service.indexer-paused: the indexer stops consuming (a stuck consumer)."""
+    return (layout().faults / "listing-service.indexer-paused").exists()
+
+
 def search_indexer() -> None:
-    """Consumes listing events, so the events queue has a consumer as in production."""
+    """Consumes listing events into the vector database, as the search indexer does."""
     while True:
         try:
             connection = pika.BlockingConnection(_rabbit_params())
             channel = connection.channel()
             channel.basic_qos(prefetch_count=10)
-            for method, _, _ in channel.consume(EVENTS_QUEUE, inactivity_timeout=None):
+            for method, _, body in channel.consume(EVENTS_QUEUE, inactivity_timeout=0.2):
+                while _indexer_paused():
+                    connection.sleep(0.2)
+                if method is None:
+                    continue
+                try:
+                    _index(method.routing_key, json.loads(body or b"{}"))
+                except Exception as exc:
+                    log.error("indexing %s failed: %s", method.routing_key, type(exc).__name__)
                 channel.basic_ack(method.delivery_tag)
                 log.info("indexed event %s", method.routing_key)
         except Exception as exc:
