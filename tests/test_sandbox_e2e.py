@@ -438,3 +438,30 @@ def test_a_stuck_search_indexer_fails_indexing_and_the_canary_is_cleaned_up(
         == 404
     result, summary = run_checks(tmp_path, "-m", "listing-service")
     assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_stale_cached_data_is_named_with_the_fix(tmp_path: Path) -> None:
+    """A cache entry that outlived a change (no expiry): the API serves it, DynamoDB holds
+    something else."""
+    import redis
+
+    secrets = dict(line.split("=", 1) for line in Path(
+        "/tmp/unibazzar-sandbox/secrets.env").read_text().split())
+    cache = redis.Redis(host="127.0.0.1", port=26379, db=0,
+                        password=secrets["UNIBAZZAR_REDIS_PASSWORD"], socket_timeout=5)
+    key = "listing:canary-listing-0001"
+    cache.set(key, json.dumps({"listing_id": "canary-listing-0001", "category": "canary",
+                               "created_at": "2026-01-01T00:00:00Z",
+                               "title": "Canary textbook", "price_cents": "999"}))
+    try:
+        result, summary = run_checks(tmp_path, "-m", "listing-service")
+    finally:
+        cache.delete(key)
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"listing.cache-freshness"}, result.stdout[-2000:]
+    check = failed["listing.cache-freshness"]
+    assert check["message"] == (
+        "stale data: listing-service serves canary listing canary-listing-0001 from its cache "
+        "unlike DynamoDB (price_cents: '999' served, '1999' stored)")
+    assert (check["impact"], check["severity"]) == ("minor", "SEV3")
+    assert check["fixes"] == ["Clear Redis cache if stale data"]

@@ -137,3 +137,46 @@ def test_step4_s3_connectivity_for_image_uploads(observed: RoundTrip) -> None:
         raise Finding(f"S3 bucket {observed.bucket} does not exist", impact="data")
     assert observed.content_matches, f"canary object read back from {observed.bucket} differs"
     assert not observed.left_behind, f"canary {observed.key} could not be deleted"
+
+
+# ---- Common fix "Clear Redis cache if stale data": cache freshness ------------------------
+def observe_cache_freshness(ctx: CheckContext) -> dict[str, Any]:
+    """The canary listing twice, read-only: as the API serves it (from its cache, if there)
+    and as DynamoDB holds it. The canary never changes, so any difference is stale data."""
+    from unibazzar_health.probes import dynamodb, http
+
+    canary = ctx.require("canary", ctx.env.spec.canary)
+    listing_id = ctx.require("canary.listing_id", canary.listing_id)
+    aws = ctx.require("aws", ctx.env.spec.aws)
+    url = ctx.service_url("listing-service", f"/listings/{listing_id}")
+    target = ctx.aws("dynamodb")
+    seen = gather(
+        api=lambda: http.request("listing-service", "GET", url, ctx.env.deadline("http")),
+        source=lambda: dynamodb.get_item(target, aws.listings_table,
+                                         {"listing_id": listing_id}),
+    )
+    api = seen["api"]
+    if not isinstance(api, dict):
+        body = api.body if isinstance(api.body, dict) else {}
+        seen["api"] = {"status": api.status, "served_from": body.get("source"),
+                       "listing": {k: str(v) for k, v in (body.get("listing") or {}).items()}}
+    seen["listing_id"] = listing_id
+    return seen
+
+
+@runbook_check("listing.cache-freshness", observe=observe_cache_freshness)
+def test_cache_serves_what_the_source_of_truth_holds(observed: dict[str, Any]) -> None:
+    api, source = observed["api"], observed["source"]
+    errors = [v["error"] for v in (api, source) if isinstance(v, dict) and "error" in v]
+    assert not errors, "; ".join(errors)
+    listing_id = observed["listing_id"]
+    assert source is not None, f"canary listing {listing_id} is not in DynamoDB"
+    assert api["status"] == 200, f"listing-service answered HTTP {api['status']} for {listing_id}"
+    stale = {k: (api["listing"].get(k), v) for k, v in source.items()
+             if api["listing"].get(k) != v}
+    if stale:
+        shown = ", ".join(f"{k}: {served!r} served, {held!r} stored"
+                          for k, (served, held) in sorted(stale.items()))
+        raise Finding(f"stale data: listing-service serves canary listing {listing_id} "
+                      f"from its {api['served_from'] or 'answer'} unlike DynamoDB ({shown})",
+                      impact="minor")

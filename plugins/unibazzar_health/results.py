@@ -193,6 +193,8 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
     if spec.vector_db:
         names |= {"vector_db_url": spec.vector_db.url.rstrip("/"),
                   "vector_collection": spec.vector_db.collection}
+    if spec.canary and spec.canary.listing_id:
+        names["canary_listing_id"] = spec.canary.listing_id
     if spec.payments:
         names |= {"payments_api_url": spec.payments.api_url.rstrip("/"),
                   "payments_api_key_var": spec.payments.api_key_env}

@@ -227,6 +227,8 @@ class CanaryUser(_Section):
     # Let listing-service step 2 create (and delete) a canary listing: a write, so off
     # unless the environment says so.
     listing_writes: bool = False
+    # A listing that never changes: the API must serve it as DynamoDB holds it (cache freshness).
+    listing_id: str | None = None
 
 
 class OnCall(_Section):

@@ -48,3 +48,19 @@ def describe_table(target: AwsTarget, table: str) -> TableStatus:
         item_count=answer.get("ItemCount"),
         elapsed_ms=t.ms,
     )
+
+
+def get_item(target: AwsTarget, table: str, key: dict[str, str]) -> dict[str, str] | None:
+    """One item by its (string) key, strongly consistent, as plain strings; None if absent."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    where = f"table {table} ({target.region})"
+    try:
+        answer = client("dynamodb", target).get_item(
+            TableName=table, Key={k: {"S": v} for k, v in key.items()}, ConsistentRead=True)
+    except (BotoCoreError, ClientError) as exc:
+        raise explain(exc, "dynamodb", where, target) from None
+    item = answer.get("Item")
+    if item is None:
+        return None
+    return {name: str(next(iter(value.values()))) for name, value in item.items()}
