@@ -465,3 +465,31 @@ def test_stale_cached_data_is_named_with_the_fix(tmp_path: Path) -> None:
         "unlike DynamoDB (price_cents: '999' served, '1999' stored)")
     assert (check["impact"], check["severity"]) == ("minor", "SEV3")
     assert check["fixes"] == ["Clear Redis cache if stale data"]
+
+
+def test_a_brute_force_on_login_is_a_security_finding(tmp_path: Path) -> None:
+    """Failed logins from one source, read back from auth-service's pod logs; the log is
+    cut back afterwards, so later runs see the window as it was."""
+    import requests
+
+    log = Path("/tmp/unibazzar-sandbox/logs/auth-service.log")
+    size = log.stat().st_size
+    try:
+        for _ in range(15):
+            answer = requests.post("http://127.0.0.1:28001/login", timeout=5, json={
+                "email": "canary@unibazzar.test", "password": "not-the-password"})
+            assert answer.status_code == 401
+        result, summary = run_checks(tmp_path, "-m", "auth-service")
+    finally:
+        with log.open("r+") as handle:
+            handle.truncate(size)
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"auth.authentication-logs"}, result.stdout[-2000:]
+    check = failed["auth.authentication-logs"]
+    # Both pods of the emulated Deployment serve the same log file: each attempt counts twice.
+    assert check["message"] == ("brute force? 30 of 30 failed logins in the last 15 min come "
+                                "from 127.0.0.1")
+    assert (check["impact"], check["severity"]) == ("security", "SEV1")
+    assert len(check["evidence"]["last_failures"]) == 20
+    result, _ = run_checks(tmp_path, "-m", "auth-service")
+    assert result.returncode == 0, result.stdout[-2000:]

@@ -83,6 +83,9 @@ def test_a_good_file_resolves_its_secret_from_the_environment(tmp_path: Path) ->
     pytest.param(GOOD.replace('password_env = "TEST_DB_PASSWORD"', 'password_env = "UNSET_VAR"'),
                  "key 'postgresql.auth.password_env': value 'UNSET_VAR': "
                  "environment variable UNSET_VAR is not set", id="missing-variable"),
+    pytest.param(GOOD + '\n[auth_logs]\nfailure = "login failed ("\n',
+                 "key 'auth_logs.failure': value 'login failed (': not a regular expression",
+                 id="bad-regex"),
     pytest.param("[environment]\n", "key 'environment.name': required key is missing",
                  id="missing-key"),
     pytest.param("[environment\nname=1", "file: not valid TOML", id="not-toml"),

@@ -8,9 +8,10 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from unibazzar_health.authlogs import LoginActivity
 from unibazzar_health.probes.postgresql import Connectivity
 from unibazzar_health.runbook import CheckContext, Finding, runbook_check
-from unibazzar_health.settings import Thresholds
+from unibazzar_health.settings import Environment, Thresholds
 
 
 # ---- 1. Check database connectivity to PostgreSQL -----------------------------------------
@@ -89,3 +90,31 @@ def test_step2_jwt_secret_configuration(observed: JwtObservation) -> None:
         f"canary login failed: HTTP {observed.login_status}, no token issued")
     assert observed.genuine_token_verify_status == 200, (
         f"a freshly issued token does not verify: HTTP {observed.genuine_token_verify_status}")
+
+
+# ---- 3. Review authentication logs for patterns -------------------------------------------
+def observe_auth_logs(ctx: CheckContext) -> LoginActivity:
+    from unibazzar_health.authlogs import login_activity
+    from unibazzar_health.probes import kubernetes
+
+    rules = ctx.env.spec.auth_logs
+    logs = kubernetes.pod_logs(ctx.kube(), ctx.deployment("auth-service"),
+                               since_seconds=int(rules.window_minutes * 60))
+    lines = (line for text in logs.values() for line in text.splitlines())
+    return login_activity(lines, rules.success, rules.failure, rules.source)
+
+
+@runbook_check("auth.authentication-logs", observe=observe_auth_logs)
+def test_step3_authentication_logs(observed: LoginActivity, env: Environment) -> None:
+    rules = env.spec.auth_logs
+    if observed.failures < rules.failed_min:
+        return  # too few failed logins in the window to call it a pattern
+    window = f"{rules.window_minutes:g} min"
+    top = observed.top_source()
+    if top and top[1] / observed.failures >= rules.one_source_share:
+        raise Finding(f"brute force? {top[1]} of {observed.failures} failed logins in the last "
+                      f"{window} come from {top[0]}", impact="security")
+    if observed.failed_share >= rules.failed_share:
+        raise Finding(f"failed-login spike: {observed.failures} of "
+                      f"{observed.failures + observed.successes} logins failed in the last "
+                      f"{window} ({observed.failed_share:.0%})", impact="degradation")

@@ -237,6 +237,29 @@ class OnCall(_Section):
     manager: str = "engineering manager"
 
 
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression ({exc})") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+
+
+class AuthLogs(_Section):
+    """How auth-service's log lines say what happened (regular expressions)."""
+
+    window_minutes: PositiveFloat = 15.0
+    success: Regex = r"login ok"
+    failure: Regex = r"login failed: bad credentials"
+    source: Regex = r"source=(\S+)"  # group 1: who tried
+    failed_min: PositiveInt = 20  # below this many failures nothing is judged
+    failed_share: Annotated[float, Field(gt=0, le=1)] = 0.5  # failures / login attempts
+    one_source_share: Annotated[float, Field(gt=0, le=1)] = 0.8  # brute force
+
+
 class EnvironmentFile(_Section):
     environment: EnvironmentInfo
     deadlines: Deadlines = Deadlines()
@@ -250,6 +273,7 @@ class EnvironmentFile(_Section):
     vector_db: VectorDbTarget | None = None
     payments: PaymentsTarget | None = None
     canary: CanaryUser | None = None
+    auth_logs: AuthLogs = AuthLogs()
     oncall: OnCall = OnCall()
 
     def service(self, name: str) -> ServiceTarget | None:

@@ -302,3 +302,28 @@ def pods_health(target: KubeTarget, deployment: str) -> PodsHealth:
             ))
     return PodsHealth(deployment=deployment, exists=True, metrics_available=metrics_available,
                       containers=tuple(containers))
+
+
+def pod_logs(target: KubeTarget, deployment: str, since_seconds: int,
+             tail_lines: int = 20_000, limit_bytes: int = 8 * 2**20) -> dict[str, str]:
+    """Each pod's log over the last ``since_seconds``, as `kubectl logs --since` gives it,
+    bounded in lines and bytes."""
+    from kubernetes import client
+
+    api = api_client(target)
+    found = _deployment(target, client.AppsV1Api(api), deployment)
+    if found is None:
+        return {}
+    core = client.CoreV1Api(api)
+    pods = _items(target, f"list pods of {deployment}", core.list_namespaced_pod,
+                  target.namespace, label_selector=found[1])
+    logs: dict[str, str] = {}
+    for pod in pods:
+        name = pod.metadata.name
+        # Raw: the client would otherwise "deserialize" the text into the repr of bytes.
+        response = _call(target, f"read log of {name}", core.read_namespaced_pod_log,
+                         name, target.namespace, since_seconds=since_seconds,
+                         tail_lines=tail_lines, limit_bytes=limit_bytes,
+                         _preload_content=False)
+        logs[name] = response.data.decode("utf-8", errors="replace")
+    return logs
