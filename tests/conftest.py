@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,43 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_PYTHON = ROOT / ".venv-sandbox" / "bin" / "python"
 SANDBOX_TOML = ROOT / "environments" / "sandbox.toml"
+SANDBOX_STATE = Path("/tmp/unibazzar-sandbox")
+
+
+def admin_dsn(database: str) -> str:
+    """The sandbox's PostgreSQL as its superuser, over the Unix socket: for injecting faults."""
+    return (f"host={SANDBOX_STATE / 'postgresql' / 'run'} port=25432 user=postgres "
+            f"dbname={database}")
+
+
+def sandbox_secrets() -> dict[str, str]:
+    """The secrets the sandbox generated (its dotenv file)."""
+    return dict(line.split("=", 1)
+                for line in (SANDBOX_STATE / "secrets.env").read_text().split())
+
+
+@contextmanager
+def fault(name: str, content: str = "") -> Iterator[None]:
+    """A file under the sandbox's faults/ that a stand-in service obeys while it exists."""
+    path = SANDBOX_STATE / "faults" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(content)
+    try:
+        yield
+    finally:
+        path.unlink()
+
+
+def environment_with(tmp_path: Path, **settings: str) -> Path:
+    """A copy of the sandbox environment with some `key = value` lines changed (values as
+    TOML: quote strings)."""
+    text = SANDBOX_TOML.read_text()
+    for key, value in settings.items():
+        text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        assert found == 1, f"{key} is not a line of {SANDBOX_TOML}"
+    path = tmp_path / "environment.toml"
+    path.write_text(text)
+    return path
 
 
 def sandbox(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

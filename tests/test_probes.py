@@ -34,6 +34,8 @@ from unibazzar_health.probes.aws import client as aws_client
 from unibazzar_health.runbook import CheckContext
 from unibazzar_health.settings import load_environment
 
+from conftest import admin_dsn
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.sandbox
@@ -290,7 +292,7 @@ def test_postgresql_connectivity(ctx: CheckContext) -> None:
 def test_postgresql_activity_sees_other_sessions_but_not_itself(ctx: CheckContext) -> None:
     import psycopg
 
-    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=25432 user=postgres dbname=auth"
+    admin = admin_dsn("auth")
     with psycopg.connect(admin) as other:
         other.execute("SELECT 1")  # now idle in a transaction
         seen = postgresql.activity(ctx.postgres("auth"))

@@ -13,7 +13,15 @@ import pytest
 
 from unibazzar_health.catalog import load_catalog
 
-from conftest import run_checks, sandbox
+from conftest import (
+    SANDBOX_STATE,
+    admin_dsn,
+    environment_with,
+    fault,
+    run_checks,
+    sandbox,
+    sandbox_secrets,
+)
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]
 
@@ -110,7 +118,7 @@ def test_the_sandbox_recovers_after_faults(tmp_path: Path) -> None:
 def test_a_stuck_saga_is_named_in_the_verdict(tmp_path: Path) -> None:
     import psycopg
 
-    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=25432 user=postgres dbname=orders"
+    admin = admin_dsn("orders")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute("INSERT INTO orders (id, user_email, listing_id, amount_cents, status) "
                      "VALUES ('order-stuck-1', 'x@unibazzar.test', 'l-1', 100, 'pending')")
@@ -137,25 +145,18 @@ def test_lock_waits_long_queries_and_idle_transactions_are_named(tmp_path: Path)
     one waits for it (a query whose literal must not reach any output), one sits idle in a
     transaction on the orders database. Thresholds lowered to 1 s in a copy of the sandbox
     environment."""
-    import re
     import threading
 
     import psycopg
 
-    from conftest import SANDBOX_TOML
-
-    env_file = tmp_path / "impatient.toml"
-    text = SANDBOX_TOML.read_text()
-    for key in ("lock_wait_seconds", "long_query_seconds", "idle_in_transaction_seconds"):
-        text = re.sub(rf"(?m)^{key} = .*$", f"{key} = 1", text)
-    env_file.write_text(text)
-    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=25432 user=postgres dbname={}"
+    env_file = environment_with(tmp_path, lock_wait_seconds="1", long_query_seconds="1",
+                                idle_in_transaction_seconds="1")
     literal = "sekrit-literal-never-shown"
-    with psycopg.connect(admin.format("auth"), autocommit=True) as setup:
+    with psycopg.connect(admin_dsn("auth"), autocommit=True) as setup:
         setup.execute("CREATE TABLE IF NOT EXISTS health_selftest_lock (x int)")
-    holder = psycopg.connect(admin.format("auth"))
-    waiter = psycopg.connect(admin.format("auth"), autocommit=True)
-    idler = psycopg.connect(admin.format("orders"))
+    holder = psycopg.connect(admin_dsn("auth"))
+    waiter = psycopg.connect(admin_dsn("auth"), autocommit=True)
+    idler = psycopg.connect(admin_dsn("orders"))
     holder_pid, waiter_pid, idler_pid = (c.info.backend_pid for c in (holder, waiter, idler))
     try:
         holder.execute("LOCK TABLE health_selftest_lock IN ACCESS EXCLUSIVE MODE")
@@ -173,7 +174,7 @@ def test_lock_waits_long_queries_and_idle_transactions_are_named(tmp_path: Path)
         idler.close()
         waiting.join(10)
         waiter.close()
-        with psycopg.connect(admin.format("auth"), autocommit=True) as setup:
+        with psycopg.connect(admin_dsn("auth"), autocommit=True) as setup:
             setup.execute("DROP TABLE IF EXISTS health_selftest_lock")
     checks = {c["id"]: c for c in summary["checks"]}
     auth = checks["auth.database-performance"]
@@ -307,14 +308,8 @@ def test_an_oom_killed_pod_and_memory_pressure_are_named(tmp_path: Path, kube_ap
 def test_a_partition_between_order_service_and_a_dependency_is_told_apart(
         tmp_path: Path) -> None:
     """listing-service answers us, but order-service's own view says it cannot reach it."""
-    faults = Path("/tmp/unibazzar-sandbox/faults")
-    faults.mkdir(exist_ok=True)
-    partition = faults / "order-service.partitioned"
-    partition.write_text("listing-service\n")
-    try:
+    with fault("order-service.partitioned", "listing-service\n"):
         result, summary = run_checks(tmp_path, "-m", "order-service")
-    finally:
-        partition.unlink()
     failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
     assert set(failed) == {"order.downstream-dependencies"}, result.stdout[-2000:]
     assert failed["order.downstream-dependencies"]["message"] == (
@@ -324,11 +319,7 @@ def test_a_partition_between_order_service_and_a_dependency_is_told_apart(
 
 
 def test_a_search_that_misses_its_canary_fails_end_to_end(tmp_path: Path) -> None:
-    from conftest import SANDBOX_TOML
-
-    env_file = tmp_path / "other-canary.toml"
-    env_file.write_text(SANDBOX_TOML.read_text().replace(
-        'search_expect_id = "listing-0007"', 'search_expect_id = "listing-9999"'))
+    env_file = environment_with(tmp_path, search_expect_id='"listing-9999"')
     result, summary = run_checks(tmp_path, "-m", "ai-service", env_file=env_file)
     failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
     assert set(failed) == {"ai.end-to-end-search"}, result.stdout[-2000:]
@@ -341,11 +332,7 @@ def test_a_search_that_misses_its_canary_fails_end_to_end(tmp_path: Path) -> Non
 def test_a_slow_search_is_a_major_performance_finding(tmp_path: Path) -> None:
     import re
 
-    from conftest import SANDBOX_TOML
-
-    env_file = tmp_path / "impatient-search.toml"
-    env_file.write_text(re.sub(r"(?m)^search_p95_ms = .*$", "search_p95_ms = 0.001",
-                               SANDBOX_TOML.read_text()))
+    env_file = environment_with(tmp_path, search_p95_ms="0.001")
     _, summary = run_checks(tmp_path, "-m", "ai-service", env_file=env_file)
     check = next(c for c in summary["checks"] if c["id"] == "ai.end-to-end-search")
     assert check["outcome"] == "failed"
@@ -367,17 +354,12 @@ def payments_reset() -> Iterator[None]:
 
 def test_orders_and_payments_that_disagree_are_named(tmp_path: Path,
                                                      payments_reset: None) -> None:
-    import re
 
     import psycopg
     import requests
 
-    from conftest import SANDBOX_TOML
-
-    secrets = dict(line.split("=", 1) for line in Path(
-        "/tmp/unibazzar-sandbox/secrets.env").read_text().split())
-    api, auth = "http://127.0.0.1:25420/v1", (secrets["UNIBAZZAR_STRIPE_API_KEY"], "")
-    admin = "host=/tmp/unibazzar-sandbox/postgresql/run port=25432 user=postgres dbname=orders"
+    api, auth = "http://127.0.0.1:25420/v1", (sandbox_secrets()["UNIBAZZAR_STRIPE_API_KEY"], "")
+    admin = admin_dsn("orders")
     with psycopg.connect(admin, autocommit=True) as conn:
         # Paid in the database, unknown to the provider.
         conn.execute("INSERT INTO orders (id, user_email, listing_id, amount_cents, status, "
@@ -394,9 +376,7 @@ def test_orders_and_payments_that_disagree_are_named(tmp_path: Path,
             "amount": "700", "currency": "eur", "payment_method": method, "confirm": "true",
             "metadata[order_id]": "order-selftest-lost"}).json()
         assert intent["status"] == "succeeded"
-        env_file = tmp_path / "no-grace.toml"
-        env_file.write_text(re.sub(r"(?m)^reconcile_grace_minutes = .*$",
-                                   "reconcile_grace_minutes = 0", SANDBOX_TOML.read_text()))
+        env_file = environment_with(tmp_path, reconcile_grace_minutes="0")
         result, summary = run_checks(tmp_path, "-m", "order-service", env_file=env_file)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -417,14 +397,8 @@ def test_a_stuck_search_indexer_fails_indexing_and_the_canary_is_cleaned_up(
         tmp_path: Path) -> None:
     import requests
 
-    faults = Path("/tmp/unibazzar-sandbox/faults")
-    faults.mkdir(exist_ok=True)
-    paused = faults / "listing-service.indexer-paused"
-    paused.touch()
-    try:
+    with fault("listing-service.indexer-paused"):
         result, summary = run_checks(tmp_path, "-m", "listing-service")
-    finally:
-        paused.unlink()
     failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
     assert set(failed) == {"listing.indexing-performance"}, result.stdout[-2000:]
     check = failed["listing.indexing-performance"]
@@ -445,10 +419,8 @@ def test_stale_cached_data_is_named_with_the_fix(tmp_path: Path) -> None:
     something else."""
     import redis
 
-    secrets = dict(line.split("=", 1) for line in Path(
-        "/tmp/unibazzar-sandbox/secrets.env").read_text().split())
     cache = redis.Redis(host="127.0.0.1", port=26379, db=0,
-                        password=secrets["UNIBAZZAR_REDIS_PASSWORD"], socket_timeout=5)
+                        password=sandbox_secrets()["UNIBAZZAR_REDIS_PASSWORD"], socket_timeout=5)
     key = "listing:canary-listing-0001"
     cache.set(key, json.dumps({"listing_id": "canary-listing-0001", "category": "canary",
                                "created_at": "2026-01-01T00:00:00Z",
@@ -472,7 +444,7 @@ def test_a_brute_force_on_login_is_a_security_finding(tmp_path: Path) -> None:
     cut back afterwards, so later runs see the window as it was."""
     import requests
 
-    log = Path("/tmp/unibazzar-sandbox/logs/auth-service.log")
+    log = SANDBOX_STATE / "logs" / "auth-service.log"
     size = log.stat().st_size
     try:
         for _ in range(15):

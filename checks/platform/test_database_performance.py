@@ -7,11 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from unibazzar_health.probes.postgresql import Activity, Session
+from unibazzar_health.results import SERVICE_DATABASE as DATABASES
 from unibazzar_health.runbook import CheckContext, Finding, per_service
 from unibazzar_health.settings import Thresholds
-
-# service -> its database, as [postgresql.NAME] of the environment file
-DATABASES = {"auth-service": "auth", "order-service": "orders"}
 
 
 def observe_database(name: str) -> Callable[[CheckContext], Activity]:
