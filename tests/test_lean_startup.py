@@ -34,6 +34,10 @@ def closed_port() -> int:
 def dead_environment(tmp_path: Path) -> Path:
     port = closed_port()
     text = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", SANDBOX_TOML.read_text())
+    # Its own secrets: this must run on a machine where the sandbox never came up.
+    names = sorted(set(re.findall(r'_env = "([A-Z0-9_]+)"', text)))
+    (tmp_path / "secrets.env").write_text("".join(f"{n}=placeholder-{n.lower()}\n" for n in names))
+    text = re.sub(r'(?m)^secrets_file = .*$', 'secrets_file = "secrets.env"', text)
     path = tmp_path / "closed.toml"
     path.write_text(text)
     return path
