@@ -5,8 +5,9 @@
 (a) the floor: bare pytest start-up + importing the clients the checks need + the
     slowest single probe; (b) the whole catalog, healthy; (c) `-m auth-service`, healthy;
 (d) the whole catalog with every backend replaced by a loopback listener that accepts and
-    never answers; (e) the same, one check at a time (--concurrency 1); peak memory.
-Prints medians and the ratios (b)/(a), (d)/deadline and (e)/(d). Brings the sandbox up if
+    never answers; (e) the same, one check at a time (--concurrency 1); (f) and (g): (b) and
+    (d) spread over two processes (-n 2, pytest-xdist); peak memory.
+Prints medians and the ratios (b)/(a), (d)/deadline, (e)/(d) and (g) - (f). Brings the sandbox up if
 it is not running. Works on whatever checks exist: nothing here names a check.
 """
 
@@ -120,6 +121,8 @@ def main() -> int:
     reports = tmp / "reports"
 
     bare, imports, healthy, auth, probe, dead, serial, rss = [], [], [], [], [], [], [], []
+    healthy_n2: list[float] = []
+    dead_n2: list[float] = []
     for _ in range(args.runs):
         bare.append(timed([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"], empty)[0])
         with_clients = timed([PYTHON, "-c", CLIENTS])[0]
@@ -137,6 +140,12 @@ def main() -> int:
         alone = json.loads((reports / "summary.json").read_text())
         probe.append(max(c["duration_s"] for c in alone["checks"]))
         auth.append(timed(checks_run(SANDBOX_TOML, reports, "-m", "auth-service"))[0])
+        seconds, peak, code = timed(checks_run(SANDBOX_TOML, reports, "-n", "2"))
+        if code != 0:
+            print("the healthy sandbox did not pass every check under -n 2", file=sys.stderr)
+            return 1
+        healthy_n2.append(seconds)
+        rss.append(peak)
     checks = len(summary["checks"])
 
     with hang_listeners(16) as ports:
@@ -146,10 +155,15 @@ def main() -> int:
             dead.append(seconds)
             rss.append(peak)
         dead_summary = json.loads((reports / "summary.json").read_text())
+        for _ in range(max(1, args.runs // 2)):
+            seconds, peak, _ = timed(checks_run(dead_env, reports, "-n", "2"))
+            dead_n2.append(seconds)
+            rss.append(peak)
         serial.append(timed(checks_run(dead_env, reports, "--concurrency", "1"))[0])
 
     floor = median(bare) + median(imports) + median(probe)
     b, c, d, e = median(healthy), median(auth), median(dead), median(serial)
+    f, g = median(healthy_n2), median(dead_n2)
     dead_failed = dead_summary["counts"]["failed"]
     print(f"UniBazzar health checks: {checks} checks, medians of {args.runs} runs "
           f"((d) of {len(dead)}, (e) of {len(serial)})")
@@ -160,12 +174,15 @@ def main() -> int:
     print(f"(d) whole catalog dead    {d:6.2f} s  ({dead_failed} of {checks} failed, "
           f"deadline {deadline:g} s)")
     print(f"(e) dead, one at a time   {e:6.2f} s")
+    print(f"(f) healthy, -n 2         {f:6.2f} s")
+    print(f"(g) dead, -n 2            {g:6.2f} s")
     print(f"peak memory               {max(rss):6d} MB")
     print(f"(b)/(a) = {b / floor:.2f}  (target <= 1.5)")
     print(f"(c) < (b): {c < b}")
     print(f"(d) - (b) = {d - b:.2f} s  (target <= one deadline, {deadline:g} s)")
     print(f"(d)/deadline = {d / deadline:.2f}")
     print(f"(e)/(d) = {e / d:.2f}  (target >= {checks / 2:g}, half the checks)")
+    print(f"(g) - (f) = {g - f:.2f} s  (target <= one deadline, {deadline:g} s)")
     print(f"peak memory {max(rss)} MB (target <= 200)")
     return 0
 

@@ -21,3 +21,12 @@ def test_docs_checks_lists_every_catalog_check_with_its_step_and_class() -> None
         if not entry.id.endswith(".related-systems"):
             severity = catalog.severity_of(entry.impact).level
             assert f"| {entry.impact} ({severity}) |" in row, row
+
+
+def test_docs_checks_lists_every_fix_by_failure_kind_in_the_catalogs_words() -> None:
+    text = (ROOT / "docs" / "checks.md").read_text()
+    catalog = load_catalog()
+    rows = re.findall(r"^\| `([a-z0-9*-]+)` \| `([a-z_]+)` \| ([^|]+) \|", text, re.MULTILINE)
+    assert {(dependency, kind) for dependency, kind, _ in rows} == set(catalog.failure_fixes)
+    for dependency, kind, fix in rows:
+        assert fix == " ".join(catalog.failure_fixes[(dependency, kind)].fixes), (dependency, kind)

@@ -34,7 +34,7 @@ CHECKS = '''
 import time
 from dataclasses import dataclass
 
-from unibazzar_health.probes import ProbeError
+from unibazzar_health.probes import FailureKind, ProbeError
 from unibazzar_health.runbook import Finding, runbook_check
 
 
@@ -54,7 +54,8 @@ def observe_value(value):
 
 
 def observe_unreachable(ctx):
-    raise ProbeError("postgresql", "127.0.0.1:5432/auth", "connection refused", 1.0)
+    raise ProbeError("postgresql", "127.0.0.1:5432/auth", "connection refused", 1.0,
+                     kind=FailureKind.REFUSED)
 
 
 def observe_crash(ctx):
@@ -151,6 +152,11 @@ def test_outcomes_severities_and_fixes_reach_the_summary(suite: pytest.Pytester,
         "postgresql at 127.0.0.1:5432/auth: connection refused (deadline 1 s)"
     assert unreachable["commands"] == [
         "aws dynamodb describe-table --table-name {listings_table} --region {aws_region}"]
+    # The probe's failure, kind and all, as plain data (across xdist workers too).
+    assert unreachable["failures"] == [{"backend": "postgresql", "target": "127.0.0.1:5432/auth",
+                                        "kind": "refused", "problem": "connection refused",
+                                        "deadline": 1.0}]
+    assert checks["listing.s3-image-uploads"]["failures"] == []
     s3 = checks["listing.s3-image-uploads"]
     assert (s3["severity"], s3["message"]) == \
         ("SEV2", "canary object read back from the bucket differs")
@@ -225,6 +231,46 @@ def test_{n}(observed):
     assert max(s["started"] for s in spans) < min(s["finished"] for s in spans)
     # Each check is charged its own 0.5 s of probing, not also the time its test waited.
     assert all(0.5 <= c["duration_s"] < 0.9 for c in summary["checks"]), summary["checks"]
+
+
+@pytest.mark.parametrize("mode", [["-p", "no:xdist"], ["-n", "2"]], ids=["serial", "xdist"])
+def test_every_check_is_observed_exactly_once_and_all_at_once(pytester: pytest.Pytester,
+                                                               mode: list[str]) -> None:
+    """With or without xdist, each selected check's observation runs once (counted across
+    processes), and all are in flight together: a dead platform costs one deadline. Under
+    xdist's own load scheduling a worker learned of most checks only after finishing others."""
+    from unibazzar_health.catalog import load_catalog
+
+    ids = sorted(load_catalog().checks)[:12]
+    pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
+    pytester.makefile(".toml", env='[environment]\nname = "once"\n[deadlines]\ncheck = 5\n')
+    log = pytester.path / "observed.log"
+    pytester.makepyfile(test_once=f'''
+import os, time
+from unibazzar_health.runbook import runbook_check
+
+def observe_as(check_id):
+    def observe(ctx):
+        started = time.monotonic()
+        with open({str(log)!r}, "a") as out:
+            out.write(check_id + "\\n")
+        time.sleep(1.0)
+        return {{"started": started, "finished": time.monotonic(), "pid": os.getpid()}}
+    return observe
+''' + "\n".join(f'''
+@runbook_check("{cid}", observe=observe_as("{cid}"))
+def test_{n}(observed):
+    pass
+''' for n, cid in enumerate(ids)))
+    result, summary = run(pytester, *mode)
+    assert result.ret == 0, result.stdout.str()
+    assert sorted(log.read_text().split()) == ids
+    spans = [c["evidence"] for c in summary["checks"]]
+    assert len(spans) == len(ids)
+    if mode[0] == "-n":
+        assert len({s["pid"] for s in spans}) == 2
+    # CLOCK_MONOTONIC is system-wide on Linux: comparable across the workers.
+    assert max(s["started"] for s in spans) < min(s["finished"] for s in spans), spans
 
 
 def test_budget_exhausted_reports_not_run_and_keeps_the_others(pytester: pytest.Pytester) -> None:

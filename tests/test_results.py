@@ -1,9 +1,27 @@
-"""Plain logic of results.py: which next commands a failure shows."""
+"""Plain logic of results.py: outcomes, which dependencies a failure is pinned on, and which
+fixes and next commands it shows (the check's own, or those for its kind of failure)."""
 
 from __future__ import annotations
 
-from unibazzar_health.results import commands_for
+import json
+from pathlib import Path
+
+import pytest
+
+from unibazzar_health.catalog import CatalogError, load_catalog, parse_catalog
+from unibazzar_health.probes import FailureKind, ProbeError, ProbeFailure
+from unibazzar_health.redaction import Redactor
+from unibazzar_health.results import (
+    CheckResult,
+    Outcome,
+    attribute,
+    build_result,
+    classify,
+    commands_for,
+    failed_host,
+)
 from unibazzar_health.runbook import Finding
+from unibazzar_health.settings import Environment, load_environment
 
 TEMPLATES = (
     "aws dynamodb describe-table --table-name {listings_table} --region {aws_region}",
@@ -11,18 +29,243 @@ TEMPLATES = (
     "REDISCLI_AUTH=\"${{{redis_password_var}}}\" redis-cli{redis_tls} -u {redis_url} ping",
 )
 
+CATALOG = load_catalog()
 
-def test_a_finding_naming_its_dependencies_gets_only_their_commands() -> None:
-    assert commands_for(Finding("x", dependencies=("redis",)), TEMPLATES) == (TEMPLATES[2],)
-    assert commands_for(Finding("x", dependencies=("dynamodb", "rabbitmq")), TEMPLATES) == (
-        TEMPLATES[0], TEMPLATES[1])
+ENV = """
+[environment]
+name = "results"
+
+[redis.ai-cache]
+url = "redis://cache.internal:6379/1"
+password_env = "CACHE_PASSWORD"
+
+[postgresql.orders]
+dsn = "postgresql://health@db.internal:5432/orders"
+password_env = "DB_PASSWORD"
+
+[aws]
+region = "eu-west-1"
+listings_table = "unibazzar-listings"
+images_bucket = "unibazzar-listing-images"
+
+[kubernetes]
+namespace = "unibazzar"
+mode = "url"
+api_url = "https://k8s.internal:6443"
+
+[payments]
+api_url = "https://api.stripe.com"
+api_key_env = "STRIPE_API_KEY"
+webhook_url = "https://orders.unibazzar.example/webhooks/stripe"
+webhook_secret_env = "STRIPE_WEBHOOK_SECRET"
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Environment:
+    path: Path = tmp_path_factory.mktemp("env") / "results.toml"
+    path.write_text(ENV)
+    secrets = ("CACHE_PASSWORD", "DB_PASSWORD", "STRIPE_API_KEY", "STRIPE_WEBHOOK_SECRET")
+    return load_environment(path, environ=dict.fromkeys(secrets, "s3cr3t"))
+
+
+def failure(backend: str, kind: FailureKind, target: str = "somewhere",
+            problem: str = "it failed") -> ProbeFailure:
+    return ProbeFailure(backend, target, kind, problem, 2.0)
+
+
+def result_of(check_id: str, exc: BaseException, env: Environment) -> CheckResult:
+    return build_result(entry=CATALOG.check(check_id), nodeid=check_id, catalog=CATALOG,
+                        env=env, redactor=Redactor(), exc=exc, skipped=False, skip_reason="",
+                        observed=None, duration_s=0.1)
+
+
+# ---- which commands a failure pinned on dependencies shows --------------------------------
+def test_a_failure_pinned_on_dependencies_gets_only_their_commands() -> None:
+    assert commands_for(["redis"], TEMPLATES) == (TEMPLATES[2],)
+    assert commands_for(["dynamodb", "rabbitmq"], TEMPLATES) == (TEMPLATES[0], TEMPLATES[1])
 
 
 def test_other_failures_keep_every_command() -> None:
-    assert commands_for(Finding("x"), TEMPLATES) == TEMPLATES
-    assert commands_for(AssertionError("x"), TEMPLATES) == TEMPLATES
+    assert commands_for([], TEMPLATES) == TEMPLATES
     # A dependency with no command of its own: better every command than none.
-    assert commands_for(Finding("x", dependencies=("payments",)), TEMPLATES) == TEMPLATES
+    assert commands_for(["payments"], TEMPLATES) == TEMPLATES
+
+
+# ---- outcomes ------------------------------------------------------------------------------
+def test_a_database_without_the_expected_schema_is_broken_not_failed() -> None:
+    """Our environment (a wrong database, a migration not applied), not the platform."""
+    schema = ProbeError("postgresql", "db:5432/orders", 'relation "sagas" does not exist', 2.0,
+                        kind=FailureKind.MISSING_SCHEMA)
+    assert classify(schema, skipped=False) is Outcome.BROKEN
+    only_schema = Finding("cannot reconcile", failures=(ProbeFailure.of(schema),))
+    assert classify(only_schema, skipped=False) is Outcome.BROKEN
+    # Anything else among its failures: the platform did fail.
+    mixed = Finding("x", failures=(ProbeFailure.of(schema),
+                                   failure("payments", FailureKind.REFUSED)))
+    assert classify(mixed, skipped=False) is Outcome.FAILED
+    refused = ProbeError("postgresql", "db:5432/orders", "connection refused", 2.0,
+                         kind=FailureKind.REFUSED)
+    assert classify(refused, skipped=False) is Outcome.FAILED
+    assert classify(Finding("x"), skipped=False) is Outcome.FAILED
+
+
+def test_a_schema_mismatch_says_so_plainly_with_its_failure(env: Environment) -> None:
+    schema = ProbeError("postgresql", "db.internal:5432/orders",
+                        'relation "sagas" does not exist', 2.0, kind=FailureKind.MISSING_SCHEMA)
+    result = result_of("order.saga-orchestration", schema, env)
+    assert result.outcome is Outcome.BROKEN
+    assert result.message == (
+        'postgresql at db.internal:5432/orders: relation "sagas" does not exist (deadline 2 s)'
+        " — the database does not have the schema these checks expect (wrong database in the "
+        "environment file, or a migration not applied): the check could not judge the platform")
+    assert result.failures == [{"backend": "postgresql", "target": "db.internal:5432/orders",
+                                "kind": "missing_schema",
+                                "problem": 'relation "sagas" does not exist', "deadline": 2.0}]
+    assert (result.severity, result.fixes, result.commands) == (None, [], [])
+
+
+# ---- attribution by the failures' backends ------------------------------------------------
+def test_a_failure_is_pinned_on_its_failures_backends_not_on_their_words() -> None:
+    entry = CATALOG.check("listing.rabbitmq-event-publishing")
+    management = failure("rabbitmq-management", FailureKind.AUTH_REJECTED,
+                         problem="the redis and s3 words do not matter")
+    assert attribute(Finding("x", failures=(management,)), entry) == ["rabbitmq"]
+    assert attribute(ProbeError("rabbitmq", "h:5672", "connection refused", 2.0,
+                                kind=FailureKind.REFUSED), entry) == ["rabbitmq"]
+    # A backend the check does not depend on, or no failure at all: pinned on nothing.
+    assert attribute(Finding("x", failures=(failure("redis", FailureKind.REFUSED),)),
+                     entry) == []
+    assert attribute(AssertionError("events queue backed up"), entry) == []
+    related = CATALOG.check("listing.related-systems")
+    both = Finding("x", failures=(failure("s3", FailureKind.REFUSED),
+                                  failure("redis", FailureKind.TIMEOUT),
+                                  failure("s3", FailureKind.TIMEOUT)))
+    assert attribute(both, related) == ["s3", "redis"]
+
+
+# ---- fixes and commands by kind -----------------------------------------------------------
+def test_a_deleted_table_gets_restore_not_capacity(env: Environment) -> None:
+    gone = failure("dynamodb", FailureKind.MISSING_OBJECT, "table unibazzar-listings",
+                   "the table does not exist")
+    result = result_of("listing.dynamodb-table-status",
+                       Finding("DynamoDB table unibazzar-listings does not exist",
+                               impact="data", failures=(gone,)), env)
+    assert result.fixes == [CATALOG.fix_for("dynamodb", "missing_object").fixes[0]]
+    assert "Scale DynamoDB read/write capacity" not in result.fixes
+    assert result.fixes[0].startswith("Restore the DynamoDB table")
+    assert result.commands == [
+        "aws dynamodb describe-table --table-name unibazzar-listings --region eu-west-1",
+        "aws dynamodb list-backups --table-name unibazzar-listings --region eu-west-1"]
+    assert result.failed_dependencies == ["dynamodb"]
+
+
+def test_a_deleted_bucket_gets_recreate_and_head_bucket(env: Environment) -> None:
+    gone = failure("s3", FailureKind.MISSING_OBJECT, "bucket unibazzar-listing-images")
+    result = result_of("listing.s3-image-uploads", Finding("gone", failures=(gone,)), env)
+    assert result.fixes and result.fixes[0].startswith("Recreate the S3 bucket")
+    assert "aws s3api head-bucket --bucket unibazzar-listing-images --region eu-west-1" \
+        in result.commands
+
+
+def test_a_stalled_redis_gets_paused_or_blocked_and_its_clients(env: Environment) -> None:
+    stalled = ProbeError("redis", "cache.internal:6379/1", "did not answer within the deadline",
+                         2.0, kind=FailureKind.TIMEOUT)
+    result = result_of("ai.redis-cache-performance", stalled, env)
+    assert result.fixes == [
+        "Check Redis for a paused or blocked server (CLIENT PAUSE, a long-running command): "
+        "unpause it or kill the blocking client"]
+    prefix = 'REDISCLI_AUTH="${CACHE_PASSWORD}" redis-cli -u redis://cache.internal:6379/1'
+    assert result.commands == [f"{prefix} info clients", f"{prefix} client list",
+                               f"{prefix} slowlog get 10"]
+    # Refused is no stall: the check's own commands.
+    refused = ProbeError("redis", "cache.internal:6379/1", "connection refused", 2.0,
+                         kind=FailureKind.REFUSED)
+    assert result_of("ai.redis-cache-performance", refused, env).commands == [
+        f"{prefix} ping", f"{prefix} info stats"]
+
+
+@pytest.mark.parametrize(("failed", "host"), [
+    (ProbeFailure("redis", "cache.invalid:6379/1", FailureKind.UNREACHABLE,
+                  "Name or service not known"), "cache.invalid"),
+    (ProbeFailure("s3", "bucket b", FailureKind.UNREACHABLE,
+                  "http://s3.invalid:4566/b unreachable: Failed to resolve 's3.invalid'"),
+     "s3.invalid"),
+    (ProbeFailure("kubernetes", "https://k8s.invalid:6443", FailureKind.UNREACHABLE,
+                  "cannot connect"), "k8s.invalid"),
+])
+def test_an_unresolvable_host_gets_its_name_looked_up(
+        failed: ProbeFailure, host: str, env: Environment) -> None:
+    assert failed_host(failed) == host
+    check = {"redis": "ai.related-systems", "s3": "listing.related-systems",
+             "kubernetes": "ai.recent-deployments"}[failed.backend]
+    result = result_of(check, Finding("x", failures=(failed,)), env)
+    assert result.commands == [f"getent hosts {host}"]
+    assert result.fixes[0].startswith("Check the backend's host name and the network path")
+
+
+def test_a_rejected_webhook_signature_gets_sync_the_secret(env: Environment) -> None:
+    refused = ProbeFailure("order-service", "https://orders.unibazzar.example/webhooks/stripe",
+                           FailureKind.AUTH_REJECTED, "rejects a correctly signed event: HTTP 400")
+    result = result_of("order.payment-provider-webhooks",
+                       Finding("our webhook receiver rejects ...", failures=(refused,)), env)
+    assert result.fixes == [
+        "Sync the webhook signing secret between the payment provider and order-service"]
+    assert "Reconcile payment provider state" not in result.fixes
+    assert result.commands[0] == ("curl -s -u \"${STRIPE_API_KEY}:\" "
+                                  "'https://api.stripe.com/v1/webhook_endpoints?limit=100'")
+
+
+def test_failures_without_a_fix_for_their_kind_keep_the_checks_own(env: Environment) -> None:
+    entry = CATALOG.check("listing.dynamodb-table-status")
+    refused = ProbeError("dynamodb", "table t (eu-west-1)", "connection refused", 2.0,
+                         kind=FailureKind.REFUSED)
+    result = result_of(entry.id, refused, env)
+    assert result.fixes == list(entry.fixes)
+    assert result.commands == [
+        "aws dynamodb describe-table --table-name unibazzar-listings --region eu-west-1"]
+    # One of each: both fixes, each failure's commands.
+    related = CATALOG.check("listing.related-systems")
+    mixed = Finding("x", failures=(failure("redis", FailureKind.TIMEOUT),
+                                   failure("s3", FailureKind.REFUSED)))
+    result = result_of(related.id, mixed, env)
+    assert result.fixes[0].startswith("Check Redis for a paused or blocked server")
+    assert any("info clients" in c for c in result.commands)
+    assert "aws s3api head-bucket --bucket unibazzar-listing-images --region eu-west-1" \
+        in result.commands
+    assert not any("dynamodb" in c for c in result.commands)
+
+
+def test_the_failures_cross_workers_as_plain_data(env: Environment) -> None:
+    gone = failure("dynamodb", FailureKind.MISSING_OBJECT, "table t", "gone")
+    result = result_of("listing.dynamodb-table-status", Finding("gone", failures=(gone,)), env)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["failures"] == [{"backend": "dynamodb", "target": "table t",
+                                 "kind": "missing_object", "problem": "gone", "deadline": 2.0}]
+    assert CheckResult.from_dict(data) == result
+    assert ProbeFailure.from_dict(data["failures"][0]) == gone
+
+
+# ---- the catalog's failure_fixes are checked like the rest ----------------------------------
+@pytest.mark.parametrize(("key", "entry", "says"), [
+    ("redis.slow", {"fixes": ["clear-redis-cache"], "commands": ["x"]},
+     "unknown failure kind 'slow'"),
+    ("memcached.timeout", {"fixes": ["clear-redis-cache"], "commands": ["x"]},
+     "'memcached' is no check's dependency"),
+    ("redis.timeout", {"fixes": ["no-such-fix"], "commands": ["x"]}, "unknown fixes"),
+    ("redis.timeout", {"fixes": ["clear-redis-cache"], "commands": []}, "needs fixes and"),
+])
+def test_a_bad_failure_fix_entry_is_a_catalog_error(key: str, entry: dict[str, object],
+                                                     says: str) -> None:
+    import tomllib
+
+    from unibazzar_health.catalog import resources
+
+    raw = tomllib.loads(resources.files("unibazzar_health").joinpath("catalog.toml")
+                        .read_text("utf-8"))
+    raw["failure_fixes"] = {key: entry}
+    with pytest.raises(CatalogError, match=says):
+        parse_catalog(raw)
 
 
 def test_probe_targets_never_show_their_secrets_in_a_repr() -> None:

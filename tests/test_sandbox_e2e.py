@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from unibazzar_health.catalog import load_catalog
+from unibazzar_health.results import BACKEND_DEPENDENCY
 
 from conftest import (
     SANDBOX_STATE,
@@ -65,6 +66,21 @@ def test_the_healthy_sandbox_passes_under_xdist(tmp_path: Path) -> None:
     assert len(summary["checks"]) == len(CATALOG.checks)
 
 
+@pytest.mark.parametrize("mode", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_checks_that_judge_one_measurement_share_one_reading(tmp_path: Path,
+                                                             mode: list[str]) -> None:
+    """Connection usage judged by two checks is read once per run: sampled at two moments it
+    once read 44/50 (passed) and 46/50 (failed) in one run. With xdist too: both checks
+    belong to one service, so one worker."""
+    result, summary = run_checks(tmp_path, *mode)
+    assert result.returncode == 0, result.stdout[-3000:]
+    evidence = {c["id"]: c["evidence"] for c in summary["checks"]}
+    assert evidence["auth.postgresql-connectivity"]["activity"] == \
+        evidence["auth.database-performance"]
+    assert evidence["order.database-performance"]["sessions"] is not None
+    assert evidence["order.database-performance"]["connections"] >= 1
+
+
 @pytest.mark.parametrize("service", ["auth-service", "listing-service", "order-service",
                                      "ai-service"])
 def test_a_service_marker_selects_that_services_checks_only(tmp_path: Path,
@@ -94,6 +110,11 @@ def test_a_stopped_backend_fails_exactly_its_dependents(tmp_path: Path, stopped:
                 in result.stdout
     assert summary["verdict"]["severity"] == min(
         c["severity"] for c in summary["checks"] if c["outcome"] == "failed")
+    # Each failure pinned on the stopped component says how it failed: nothing listens.
+    names = STANDS_FOR.get(stopped, {stopped})
+    kinds = {f["kind"] for c in summary["checks"] for f in c["failures"]
+             if BACKEND_DEPENDENCY.get(f["backend"], f["backend"]) in names}
+    assert kinds == {"refused"}, [c["failures"] for c in summary["checks"]]
     # Escalation: a stopped dependency behind several services' failures is one incident.
     shared = {}
     for name in STANDS_FOR.get(stopped, {stopped}):
@@ -106,6 +127,79 @@ def test_a_stopped_backend_fails_exactly_its_dependents(tmp_path: Path, stopped:
         assert f"  INCIDENT {name} failing for {', '.join(services)}: one incident" \
             in result.stdout
     assert summary["outages"] == []
+
+
+def test_a_deleted_table_or_bucket_and_a_refused_webhook_signature_get_their_own_fixes(
+        tmp_path: Path) -> None:
+    """Names that do not exist in the sandbox stand for a deleted table and bucket (nothing
+    real is deleted), and a signing secret that is not the provider's for a receiver whose
+    secret went out of sync: the check's own fixes (scale capacity, reconcile payments) would
+    be wrong; the fix and commands for that kind of failure are shown instead."""
+    env_file = environment_with(
+        tmp_path, listings_table='"unibazzar-health-no-such-table"',
+        images_bucket='"unibazzar-health-no-such-bucket"',
+        webhook_secret_env='"UNIBAZZAR_HEALTH_SELFTEST_WRONG_SECRET"')
+    result, summary = run_checks(
+        tmp_path, "-m", "listing-service or order-service", env_file=env_file,
+        extra_env={"UNIBAZZAR_HEALTH_SELFTEST_WRONG_SECRET": "whsec_not_the_providers"})
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"listing.dynamodb-table-status", "listing.cache-freshness",
+                           "listing.s3-image-uploads", "order.payment-provider-webhooks"}, \
+        result.stdout[-3000:]
+    for check_id in ("listing.dynamodb-table-status", "listing.cache-freshness"):
+        check = failed[check_id]
+        assert [f["kind"] for f in check["failures"]] == ["missing_object"], check
+        assert check["fixes"] == list(CATALOG.fix_for("dynamodb", "missing_object").fixes)
+        assert check["commands"] == [
+            "aws dynamodb describe-table --table-name unibazzar-health-no-such-table "
+            "--region eu-west-1",
+            "aws dynamodb list-backups --table-name unibazzar-health-no-such-table "
+            "--region eu-west-1"]
+    bucket = failed["listing.s3-image-uploads"]
+    assert bucket["fixes"] == list(CATALOG.fix_for("s3", "missing_object").fixes)
+    assert ("aws s3api head-bucket --bucket unibazzar-health-no-such-bucket --region eu-west-1"
+            in bucket["commands"])
+    webhook = failed["order.payment-provider-webhooks"]
+    assert webhook["message"] == ("our webhook receiver rejects a correctly signed event: "
+                                  "HTTP 400 (its webhook signing secret does not match the "
+                                  "provider's)")
+    assert webhook["fixes"] == [
+        "Sync the webhook signing secret between the payment provider and order-service"]
+    assert webhook["commands"][0] == (
+        "curl -s -u \"${UNIBAZZAR_STRIPE_API_KEY}:\" "
+        "'http://127.0.0.1:25420/v1/webhook_endpoints?limit=100'")
+    assert webhook["failed_dependencies"] == ["order-service"]
+
+
+def test_an_unresolvable_host_and_a_stalled_redis_get_their_own_fixes(
+        tmp_path: Path, hang_listener: tuple[str, int]) -> None:
+    """The AWS endpoint under a name that does not resolve, and Redis behind a listener that
+    never answers (a paused or blocked server), in a copy of the sandbox environment."""
+    host, port = hang_listener
+    text = environment_with(tmp_path, endpoint_url='"http://nonexistent.invalid:25000"') \
+        .read_text()
+    assert text.count('"redis://127.0.0.1:26379/1"') == 1
+    env_file = tmp_path / "stalled.toml"
+    env_file.write_text(text.replace('"redis://127.0.0.1:26379/1"',
+                                     f'"redis://{host}:{port}/1"'))
+    result, summary = run_checks(tmp_path, "-m", "listing-service or ai-service",
+                                 env_file=env_file)
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert {"listing.dynamodb-table-status", "listing.s3-image-uploads",
+            "listing.related-systems", "ai.redis-cache-performance",
+            "ai.related-systems"} <= set(failed), result.stdout[-3000:]
+    for check_id in ("listing.dynamodb-table-status", "listing.s3-image-uploads",
+                     "listing.related-systems"):
+        check = failed[check_id]
+        assert {f["kind"] for f in check["failures"]} == {"unreachable"}, check
+        assert check["fixes"] == list(CATALOG.fix_for("*", "unreachable").fixes)
+        assert check["commands"] == ["getent hosts nonexistent.invalid"]
+    for check_id in ("ai.redis-cache-performance", "ai.related-systems"):
+        check = failed[check_id]
+        assert [f["kind"] for f in check["failures"]] == ["timeout"], check
+        assert check["fixes"] == list(CATALOG.fix_for("redis", "timeout").fixes)
+        assert [c.rsplit(" ", 2)[-2:] for c in check["commands"]] == [
+            ["info", "clients"], ["client", "list"], ["get", "10"]]
 
 
 def test_the_sandbox_recovers_after_faults(tmp_path: Path) -> None:

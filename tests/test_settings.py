@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from unibazzar_health import settings
 from unibazzar_health.settings import (
     EnvironmentFileError,
     choose_environment_file,
@@ -34,6 +35,18 @@ url = "redis://127.0.0.1:6379/1"
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "env.toml"
     path.write_text(text)
+    return path
+
+
+def kubeconfig(tmp_path: Path, *contexts: str, current: str | None = None,
+               name: str = "kubeconfig") -> Path:
+    """A kubeconfig defining ``contexts`` (one cluster, no user: only names are read)."""
+    listed = "".join(f"- name: {c}\n  context: {{cluster: c}}\n" for c in contexts)
+    path = tmp_path / name
+    path.write_text("apiVersion: v1\nkind: Config\n"
+                    "clusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:6443'}\n"
+                    f"contexts:\n{listed}"
+                    + (f"current-context: {current}\n" if current else ""))
     return path
 
 
@@ -135,6 +148,8 @@ def test_the_shipped_example_for_production_is_valid(tmp_path: Path) -> None:
         "UNIBAZZAR_HEALTH_DB_PASSWORD", "UNIBAZZAR_REDIS_PASSWORD", "UNIBAZZAR_RABBITMQ_PASSWORD",
         "UNIBAZZAR_VECTOR_DB_TOKEN", "UNIBAZZAR_STRIPE_RESTRICTED_KEY",
         "UNIBAZZAR_STRIPE_WEBHOOK_SECRET", "UNIBAZZAR_CANARY_PASSWORD")}
+    # Its [kubernetes] names a kubeconfig context: the machine it runs on must define it.
+    variables["KUBECONFIG"] = str(kubeconfig(tmp_path, "unibazzar-prod"))
     assert load_environment(example, variables).name == "production"
 
 
@@ -150,3 +165,179 @@ def test_a_bad_file_stops_the_run_before_any_check(tmp_path: Path) -> None:
     assert f"ERROR: {path}: key 'postgresql.auth.port': value 'x': unknown key" in result.stderr
     assert "passed" not in result.stdout and "failed" not in result.stdout
     assert SECRET not in result.stdout + result.stderr
+
+
+# A secret planted where a secret must not be, as every TOML type: (text, key, planted).
+PLANTED = 8675309123
+SECRET_OF_ANY_TYPE = [
+    pytest.param(GOOD.replace('password_env = "TEST_DB_PASSWORD"', f"password = {PLANTED}"),
+                 "postgresql.auth.password", str(PLANTED), id="number-under-unknown-key"),
+    pytest.param(GOOD.replace('password_env = "TEST_DB_PASSWORD"', f'password_env = ["{SECRET}"]'),
+                 "postgresql.auth.password_env", SECRET, id="list-under-env-key"),
+    pytest.param(GOOD.replace('password_env = "TEST_DB_PASSWORD"',
+                              f'password = {{x = "{SECRET}"}}'),
+                 "postgresql.auth.password", SECRET, id="table-under-unknown-key"),
+    pytest.param(GOOD + f'\n[postgresql.auth.password]\nx = {{y = "{SECRET}"}}\n',
+                 "postgresql.auth.password", SECRET, id="nested-table-under-unknown-key"),
+    pytest.param(GOOD.replace('password_env = "TEST_DB_PASSWORD"', "password_env = true"),
+                 "postgresql.auth.password_env", "True", id="boolean-under-env-key"),
+    pytest.param(GOOD + f'\n[kubernetes]\nmode = "url"\napi_url = "http://127.0.0.1:1"\n'
+                 f'token_env = {{value = "{SECRET}"}}\n',
+                 "kubernetes.token_env", SECRET, id="table-under-env-key"),
+    pytest.param(GOOD + f'api_token = ["{SECRET}", {PLANTED}]\n',
+                 "redis.ai-cache.api_token", SECRET, id="list-under-unknown-secret-like-key"),
+    pytest.param(GOOD + f'\n[credentials]\naws = ["{SECRET}"]\n',
+                 "credentials", SECRET, id="unknown-secret-like-section"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "planted"), SECRET_OF_ANY_TYPE)
+def test_a_secret_of_any_type_is_never_shown(tmp_path: Path, text: str, key: str,
+                                             planted: str) -> None:
+    """Masked by its key, whatever its type: a password may be a number or sit in a list."""
+    path = write(tmp_path, text)
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(path, {"TEST_DB_PASSWORD": "x" * 8})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: key '{key}': value '***': "), message
+    assert planted not in message and SECRET not in message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param(GOOD + f'\n[surprise]\nurls = ["postgresql://u:{SECRET}@db/x", 5]\n',
+                 "key 'surprise': value {'urls': ['postgresql://u:***@db/x', 5]}: unknown key",
+                 id="password-in-a-url-in-a-list"),
+    pytest.param(GOOD + f'\n[surprise]\npassword = "{SECRET}"\nport = 5432\n',
+                 "key 'surprise': value {'password': '***', 'port': 5432}: unknown key",
+                 id="secret-like-key-in-a-table"),
+    pytest.param(GOOD + f'\n[surprise]\ndsn = "redis://h/0?token={SECRET}"\n',
+                 "key 'surprise': value {'dsn': 'redis://h/0?token=***'}: unknown key",
+                 id="secret-in-a-query-in-a-table"),
+])
+def test_a_table_under_an_ordinary_key_shows_everything_but_its_secrets(
+        tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(path, {"TEST_DB_PASSWORD": "x" * 8})
+    assert str(caught.value) == f"{path}: {expected}"
+
+
+def test_a_missing_secrets_file_is_named_in_clear(tmp_path: Path) -> None:
+    """A path, not a secret: masked, "no such file" would not say which file."""
+    path = write(tmp_path, GOOD.replace('name = "test"',
+                                        'name = "test"\nsecrets_file = "missing.env"'))
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(path, {})
+    assert str(caught.value) == (
+        f"{path}: key 'environment.secrets_file': value '{tmp_path / 'missing.env'}': "
+        "no such file (for the sandbox: run scripts/sandbox up)")
+
+
+# ---- [kubernetes]: absent is "not configured"; present but unusable is the file's error ----
+KUBE = GOOD + '\n[kubernetes]\nnamespace = "unibazzar"\nmode = "{mode}"\n'
+NO_KUBECONFIG_HINT = ("(without one: mode 'in-cluster' or 'url', or no [kubernetes] section "
+                      "to skip its checks)")
+
+
+def test_no_kubernetes_section_is_none_and_needs_no_kubeconfig(tmp_path: Path) -> None:
+    env = load_environment(write(tmp_path, GOOD),
+                           {"TEST_DB_PASSWORD": SECRET, "KUBECONFIG": str(tmp_path / "none")})
+    assert env.spec.kubernetes is None
+
+
+def test_kubeconfig_mode_without_a_kubeconfig_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "missing-kubeconfig"
+    path = write(tmp_path, KUBE.format(mode="kubeconfig") + 'context = "prod-eu"\n')
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(path, {"TEST_DB_PASSWORD": SECRET, "KUBECONFIG": str(missing)})
+    assert str(caught.value) == (
+        f"{path}: key 'kubernetes.mode': value 'kubeconfig': no kubeconfig file: "
+        f"KUBECONFIG={missing} names no file that exists {NO_KUBECONFIG_HINT}")
+
+
+def test_kubeconfig_mode_without_kubeconfig_variable_or_default_file(tmp_path: Path) -> None:
+    path = write(tmp_path, KUBE.format(mode="kubeconfig"))
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(path, {"TEST_DB_PASSWORD": SECRET, "HOME": str(tmp_path)})
+    assert str(caught.value) == (
+        f"{path}: key 'kubernetes.mode': value 'kubeconfig': no kubeconfig file: "
+        f"{tmp_path / '.kube' / 'config'} does not exist and KUBECONFIG is not set "
+        f"{NO_KUBECONFIG_HINT}")
+
+
+def test_a_context_the_kubeconfig_does_not_define_is_named(tmp_path: Path) -> None:
+    config = kubeconfig(tmp_path, "a", "b")
+    path = write(tmp_path, KUBE.format(mode="kubeconfig") + 'context = "prod-eu"\n')
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(path, {"TEST_DB_PASSWORD": SECRET, "KUBECONFIG": str(config)})
+    assert str(caught.value) == (
+        f"{path}: key 'kubernetes.context': value 'prod-eu': the kubeconfig ({config}) "
+        "defines no such context (it has: a, b)")
+
+
+def test_no_context_and_no_current_context_is_named(tmp_path: Path) -> None:
+    config = kubeconfig(tmp_path, "a")
+    path = write(tmp_path, KUBE.format(mode="kubeconfig"))
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(path, {"TEST_DB_PASSWORD": SECRET, "KUBECONFIG": str(config)})
+    assert str(caught.value) == (
+        f"{path}: key 'kubernetes.context': required: the kubeconfig ({config}) sets no "
+        "current-context")
+
+
+def test_kubeconfig_list_is_read_like_the_client_reads_it(tmp_path: Path) -> None:
+    """KUBECONFIG is a list: missing files are passed over, contexts are merged, the
+    current-context may come from any file."""
+    first = kubeconfig(tmp_path, "a", name="first")
+    second = kubeconfig(tmp_path, "prod-eu", current="prod-eu", name="second")
+    listed = f"{tmp_path / 'absent'}:{first}:{second}"
+    for context in ('context = "prod-eu"\n', 'context = "a"\n', ""):
+        path = write(tmp_path, KUBE.format(mode="kubeconfig") + context)
+        env = load_environment(path, {"TEST_DB_PASSWORD": SECRET, "KUBECONFIG": listed})
+        assert env.spec.kubernetes is not None
+
+
+def test_a_kubeconfig_that_is_not_yaml_is_named_without_quoting_it(tmp_path: Path) -> None:
+    """YAML's own message quotes the bad line, and a kubeconfig holds tokens."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(f"users:\n- name: u\n  user: {{token: {SECRET}\n")
+    path = write(tmp_path, KUBE.format(mode="kubeconfig"))
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(path, {"TEST_DB_PASSWORD": SECRET, "KUBECONFIG": str(config)})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: key 'kubernetes.mode': value 'kubeconfig': the "
+                              f"kubeconfig {config} is not valid YAML at line "), message
+    assert SECRET not in message
+
+
+def test_in_cluster_mode_outside_a_pod_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, KUBE.format(mode="in-cluster"))
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(path, {"TEST_DB_PASSWORD": SECRET})
+    assert str(caught.value) == (
+        f"{path}: key 'kubernetes.mode': value 'in-cluster': not inside a Kubernetes pod: "
+        "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set")
+
+
+def test_in_cluster_mode_without_a_service_account_token_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = tmp_path / "token"
+    monkeypatch.setattr(settings, "SERVICE_ACCOUNT_TOKEN", token)
+    path = write(tmp_path, KUBE.format(mode="in-cluster"))
+    pod = {"TEST_DB_PASSWORD": SECRET, "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+           "KUBERNETES_SERVICE_PORT": "443"}
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(path, pod)
+    assert str(caught.value) == (
+        f"{path}: key 'kubernetes.mode': value 'in-cluster': the service-account token "
+        f"({token}) is not readable: is a service account mounted in this pod?")
+    token.write_text("a-token")
+    assert load_environment(path, pod).spec.kubernetes is not None
+
+
+def test_url_mode_without_an_api_url_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, KUBE.format(mode="url"))
+    with pytest.raises(EnvironmentFileError) as caught:
+        load_environment(path, {"TEST_DB_PASSWORD": SECRET})
+    assert str(caught.value) == (
+        f"{path}: key 'kubernetes.api_url': required when kubernetes.mode is 'url'")

@@ -71,3 +71,20 @@ def test_no_escalation_from_one_check_or_one_service() -> None:
     alone = build_summary([result("ai.redis-cache-performance", "ai-service", Outcome.FAILED,
                                   "SEV3")], load_catalog(), RUN)
     assert alone["outages"] == [] and alone["verdict"]["severity"] == "SEV3"
+
+
+def test_each_failing_checks_probe_failures_reach_the_summary() -> None:
+    """Backend, target, kind, problem and deadline of each failure, as plain JSON."""
+    import json
+
+    failures = [{"backend": "redis", "target": "127.0.0.1:26379/1", "kind": "timeout",
+                 "problem": "did not answer within the deadline", "deadline": 2.0}]
+    failing = result("ai.redis-cache-performance", "ai-service", Outcome.FAILED, "SEV3",
+                     ("redis",))
+    failing.failures = failures
+    summary = json.loads(json.dumps(build_summary(
+        [failing, result("ai.related-systems", "ai-service", Outcome.PASSED)],
+        load_catalog(), RUN)))
+    checks = {c["id"]: c for c in summary["checks"]}
+    assert checks["ai.redis-cache-performance"]["failures"] == failures
+    assert checks["ai.related-systems"]["failures"] == []

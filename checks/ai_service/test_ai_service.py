@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from unibazzar_health.probes import ProbeFailure
 from unibazzar_health.probes.redis import CachePerformance
 from unibazzar_health.probes.vectordb import CollectionHealth
-from unibazzar_health.runbook import CheckContext, Finding, gather, runbook_check
+from unibazzar_health.runbook import CheckContext, Finding, failures_among, gather, runbook_check
 from unibazzar_health.settings import Thresholds
 
 
@@ -47,13 +48,13 @@ def test_step2_model_loading_and_memory_usage(observed: dict[str, Any],
                                               thresholds: Thresholds) -> None:
     model, pods = observed["model"], observed["pods"]
     problems = []
-    if isinstance(model, dict):
-        problems.append(f"model endpoint: {model['error']}")
+    if isinstance(model, ProbeFailure):
+        problems.append(f"model endpoint: {model.message}")
     elif model.status != 200 or not (isinstance(model.body, dict) and model.body.get("loaded")):
         problems.append(f"ai-service reports no model loaded (HTTP {model.status}: "
                         f"{str(model.body)[:100]})")
-    if isinstance(pods, dict):
-        problems.append(f"pods: {pods['error']}")
+    if isinstance(pods, ProbeFailure):
+        problems.append(f"pods: {pods.message}")
     elif not pods.exists:
         problems.append(f"deployment {pods.deployment} does not exist")
     else:
@@ -70,7 +71,8 @@ def test_step2_model_loading_and_memory_usage(observed: dict[str, Any],
                 problems.append(f"{c.pod} uses {c.memory_usage:.0%} of its memory limit "
                                 f"(>= {thresholds.pod_memory_usage:.0%})")
     if problems:
-        raise Finding("; ".join(problems), impact="degradation")
+        raise Finding("; ".join(problems), impact="degradation",
+                      failures=failures_among(model, pods))
 
 
 # ---- 3. Verify Redis cache performance ----------------------------------------------------

@@ -9,25 +9,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unibazzar_health.authlogs import LoginActivity
-from unibazzar_health.probes.postgresql import Connectivity
+from unibazzar_health.probes.postgresql import Activity
 from unibazzar_health.runbook import CheckContext, Finding, runbook_check
 from unibazzar_health.settings import Environment, Thresholds
 
 
 # ---- 1. Check database connectivity to PostgreSQL -----------------------------------------
-def observe_auth_database(ctx: CheckContext) -> Connectivity:
+def observe_auth_database(ctx: CheckContext) -> dict[str, Any]:
     from unibazzar_health.probes import postgresql
 
-    return postgresql.connectivity(ctx.postgres("auth"))
+    connected = postgresql.connectivity(ctx.postgres("auth"))
+    # Connection usage as the database-performance check reads it: one reading per run.
+    return {"connectivity": connected, "activity": ctx.database_activity("auth")}
 
 
 @runbook_check("auth.postgresql-connectivity", observe=observe_auth_database)
-def test_step1_database_connectivity_to_postgresql(observed: Connectivity,
+def test_step1_database_connectivity_to_postgresql(observed: dict[str, Any],
                                                    thresholds: Thresholds) -> None:
-    if observed.connection_usage >= thresholds.db_connection_usage:
+    activity: Activity = observed["activity"]
+    if activity.connection_usage >= thresholds.db_connection_usage:
         raise Finding(
-            f"auth database connections near exhaustion: {observed.connections}/"
-            f"{observed.max_connections} ({observed.connection_usage:.0%} >= "
+            f"auth database connections near exhaustion: {activity.connections}/"
+            f"{activity.max_connections} ({activity.connection_usage:.0%} >= "
             f"{thresholds.db_connection_usage:.0%})", impact="degradation")
 
 

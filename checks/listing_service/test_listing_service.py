@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from unibazzar_health.probes import FailureKind, ProbeFailure
 from unibazzar_health.probes.dynamodb import TableStatus
 from unibazzar_health.probes.s3 import RoundTrip
 from unibazzar_health.runbook import (
     CheckContext,
     Finding,
     NotConfigured,
+    failures_among,
     gather,
     runbook_check,
 )
@@ -27,7 +29,11 @@ def observe_listings_table(ctx: CheckContext) -> TableStatus:
 @runbook_check("listing.dynamodb-table-status", observe=observe_listings_table)
 def test_step1_dynamodb_table_status_and_capacity(observed: TableStatus) -> None:
     if not observed.exists:
-        raise Finding(f"DynamoDB table {observed.table} does not exist", impact="data")
+        # Named as a missing object, so the verdict says restore it, not scale it.
+        missing = ProbeFailure("dynamodb", f"table {observed.table}", FailureKind.MISSING_OBJECT,
+                               "the table does not exist")
+        raise Finding(f"DynamoDB table {observed.table} does not exist", impact="data",
+                      failures=(missing,))
     assert observed.status == "ACTIVE", f"table {observed.table} is {observed.status}, not ACTIVE"
     inactive = {name: s for name, s in observed.index_statuses.items() if s != "ACTIVE"}
     if inactive:
@@ -106,8 +112,9 @@ def observe_event_publishing(ctx: CheckContext) -> dict[str, Any]:
 def test_step3_event_publishing_to_rabbitmq(observed: dict[str, Any],
                                             thresholds: Thresholds) -> None:
     publish, queue = observed["publish"], observed["queue"]
-    errors = [v["error"] for v in (publish, queue) if isinstance(v, dict)]
-    assert not errors, "; ".join(errors)
+    failures = failures_among(publish, queue)
+    if failures:
+        raise Finding.of(failures)
     assert publish.confirmed, f"broker did not confirm the canary on {publish.exchange}"
     if not publish.unrouted:
         raise Finding(f"the canary routing key {publish.routing_key} reaches a queue on "
@@ -134,7 +141,10 @@ def observe_image_bucket(ctx: CheckContext) -> RoundTrip:
 @runbook_check("listing.s3-image-uploads", observe=observe_image_bucket)
 def test_step4_s3_connectivity_for_image_uploads(observed: RoundTrip) -> None:
     if not observed.bucket_exists:
-        raise Finding(f"S3 bucket {observed.bucket} does not exist", impact="data")
+        missing = ProbeFailure("s3", f"bucket {observed.bucket}", FailureKind.MISSING_OBJECT,
+                               "the bucket does not exist")
+        raise Finding(f"S3 bucket {observed.bucket} does not exist", impact="data",
+                      failures=(missing,))
     assert observed.content_matches, f"canary object read back from {observed.bucket} differs"
     assert not observed.left_behind, f"canary {observed.key} could not be deleted"
 
@@ -156,7 +166,7 @@ def observe_cache_freshness(ctx: CheckContext) -> dict[str, Any]:
                                          {"listing_id": listing_id}),
     )
     api = seen["api"]
-    if not isinstance(api, dict):
+    if not isinstance(api, ProbeFailure):
         body = api.body if isinstance(api.body, dict) else {}
         seen["api"] = {"status": api.status, "served_from": body.get("source"),
                        "listing": {k: str(v) for k, v in (body.get("listing") or {}).items()}}
@@ -167,8 +177,9 @@ def observe_cache_freshness(ctx: CheckContext) -> dict[str, Any]:
 @runbook_check("listing.cache-freshness", observe=observe_cache_freshness)
 def test_cache_serves_what_the_source_of_truth_holds(observed: dict[str, Any]) -> None:
     api, source = observed["api"], observed["source"]
-    errors = [v["error"] for v in (api, source) if isinstance(v, dict) and "error" in v]
-    assert not errors, "; ".join(errors)
+    failures = failures_among(api, source)
+    if failures:
+        raise Finding.of(failures)
     listing_id = observed["listing_id"]
     assert source is not None, f"canary listing {listing_id} is not in DynamoDB"
     assert api["status"] == 200, f"listing-service answered HTTP {api['status']} for {listing_id}"

@@ -6,7 +6,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from unibazzar_health.runbook import CheckContext, Finding, gather, runbook_check
+from unibazzar_health.probes import FailureKind, ProbeFailure, connection_failure
+from unibazzar_health.runbook import (
+    CheckContext,
+    Finding,
+    failures_among,
+    gather,
+    runbook_check,
+)
 from unibazzar_health.settings import Thresholds
 
 TERMINAL_SAGA_STATES = ("completed", "compensated", "failed")
@@ -34,7 +41,7 @@ def observe_payment_webhooks(ctx: CheckContext) -> dict[str, Any]:
         stale_timestamp=deliver(payments.sign(canary, webhook_secret, stale)),
     )
     provider = seen["provider"]
-    if isinstance(provider, dict):
+    if isinstance(provider, ProbeFailure):
         seen["our_endpoint"] = None
     else:
         ours = [e for e in provider.endpoints if e.url == spec.webhook_url]
@@ -46,8 +53,9 @@ def observe_payment_webhooks(ctx: CheckContext) -> dict[str, Any]:
 @runbook_check("order.payment-provider-webhooks", observe=observe_payment_webhooks)
 def test_step1_payment_provider_webhooks(observed: dict[str, Any]) -> None:
     provider = observed["provider"]
-    errors = [v["error"] for v in observed.values() if isinstance(v, dict) and "error" in v]
-    assert not errors, "; ".join(errors)
+    failures = failures_among(*observed.values())
+    if failures:
+        raise Finding.of(failures)
     receiver = {k: observed[k] for k in ("correctly_signed", "badly_signed", "stale_timestamp")}
     accepted_forgeries = [k for k in ("badly_signed", "stale_timestamp")
                           if 200 <= receiver[k] < 300]
@@ -64,9 +72,19 @@ def test_step1_payment_provider_webhooks(observed: dict[str, Any]) -> None:
     assert endpoint is not None, (
         f"no webhook endpoint registered at the provider for {observed['webhook_url']}")
     assert endpoint.status == "enabled", f"our webhook endpoint {endpoint.id} is {endpoint.status}"
-    assert 200 <= receiver["correctly_signed"] < 300, (
-        f"our webhook receiver rejects a correctly signed event: HTTP "
-        f"{receiver['correctly_signed']}")
+    status = receiver["correctly_signed"]
+    if not 200 <= status < 300:
+        # A refusal of an event signed with the provider's secret is a signature check that
+        # fails every real event: order-service's signing secret is not the provider's.
+        kind = (FailureKind.AUTH_REJECTED if status in (400, 401, 403)
+                else FailureKind.MISSING_OBJECT if status == 404
+                else FailureKind.UNEXPECTED_ANSWER)
+        refused = ProbeFailure("order-service", observed["webhook_url"], kind,
+                               f"rejects a correctly signed event: HTTP {status}")
+        secret = (" (its webhook signing secret does not match the provider's)"
+                  if kind is FailureKind.AUTH_REJECTED else "")
+        raise Finding(f"our webhook receiver rejects a correctly signed event: HTTP "
+                      f"{status}{secret}", failures=(refused,))
 
 
 # ---- 2. Review saga orchestration logs ----------------------------------------------------
@@ -96,10 +114,8 @@ def test_step2_saga_orchestration(observed: dict[str, Any]) -> None:
 
 # ---- 3. Verify database transaction health ------------------------------------------------
 def observe_transactions(ctx: CheckContext) -> dict[str, Any]:
-    from unibazzar_health.probes import postgresql
-
     limits = ctx.env.spec.thresholds
-    seen = postgresql.activity(ctx.postgres("orders"))
+    seen = ctx.database_activity("orders")
     in_transaction = [{"pid": s.pid, "state": s.state, "age_s": s.transaction_age_s,
                        "blocked_by": list(s.blocked_by), "query": s.query}
                       for s in seen.sessions if s.transaction_age_s is not None]
@@ -144,16 +160,19 @@ def observe_downstream(ctx: CheckContext) -> dict[str, Any]:
 
     deadline = ctx.env.deadline("http")
     ours: dict[str, Callable[[], Any]] = {}
+    targets: dict[str, str] = {}  # where each was probed from here
     for service in ("auth-service", "listing-service"):
         spec = ctx.env.spec.service(service)
         if spec is not None:
-            url = ctx.service_url(service, spec.health_path)
+            url = targets[service] = ctx.service_url(service, spec.health_path)
             ours[service] = lambda s=service, u=url: http.request(s, "GET", u, deadline).status
     if ctx.env.spec.payments is not None:
         provider = ctx.payment_provider()
+        targets["payments"] = provider.api_url
         ours["payments"] = lambda: payments.provider_state(provider).key_accepted
     if ctx.env.spec.rabbitmq is not None:
         broker = ctx.broker()
+        targets["rabbitmq"] = broker.where
         ours["rabbitmq"] = lambda: rabbitmq.reachable(broker)
     order = ctx.env.spec.service("order-service")
     if order is not None and order.dependencies_path:
@@ -162,16 +181,19 @@ def observe_downstream(ctx: CheckContext) -> dict[str, Any]:
             "order-service", "GET", url, deadline)
     seen = gather(**ours)
     view = seen.pop("order-service's view", None)
-    return {"from_here": seen, "from_order_service": view}
+    return {"from_here": seen, "from_order_service": view, "targets": targets}
 
 
-def _down_from_here(answer: Any) -> str | None:
-    if isinstance(answer, dict):
-        return str(answer["error"])
+def _down_from_here(name: str, answer: Any, target: str) -> ProbeFailure | None:
+    """How a dependency probed from here failed, if it did."""
+    if isinstance(answer, ProbeFailure):
+        return answer
     if answer is False:
-        return "the provider refused our API key"
+        return ProbeFailure(name, target, FailureKind.AUTH_REJECTED,
+                            "the provider refused our API key")
     if isinstance(answer, int) and not isinstance(answer, bool) and answer >= 400:
-        return f"health endpoint answered HTTP {answer}"
+        return ProbeFailure(name, target, FailureKind.UNEXPECTED_ANSWER,
+                            f"health endpoint answered HTTP {answer}")
     return None
 
 
@@ -179,12 +201,14 @@ def _down_from_here(answer: Any) -> str | None:
 def test_step4_downstream_service_dependencies(observed: dict[str, Any]) -> None:
     from unibazzar_health.probes.http import HttpAnswer
 
-    here = {name: _down_from_here(answer) for name, answer in observed["from_here"].items()}
+    targets = observed["targets"]
+    here = {name: _down_from_here(name, answer, targets.get(name, name))
+            for name, answer in observed["from_here"].items()}
     view = observed["from_order_service"]
     theirs: dict[str, str | None] = {}
     problems = []
-    if isinstance(view, dict):
-        problems.append(f"order-service's dependencies endpoint: {view['error']}")
+    if isinstance(view, ProbeFailure):
+        problems.append(f"order-service's dependencies endpoint: {view.message}")
     elif isinstance(view, HttpAnswer):
         if view.status != 200 or not isinstance(view.body, dict):
             problems.append(f"order-service's dependencies endpoint answered HTTP {view.status}")
@@ -192,21 +216,28 @@ def test_step4_downstream_service_dependencies(observed: dict[str, Any]) -> None
             theirs = {name: None if (state or {}).get("ok") else
                       str((state or {}).get("error") or "not ok")
                       for name, state in view.body.items() if name in DOWNSTREAM}
+    failures: list[ProbeFailure] = []
     for name in DOWNSTREAM:
         from_here, from_order = here.get(name), theirs.get(name)
         if from_here and (from_order or name not in theirs):
-            problems.append(f"{name} is down: {from_here}")
+            problems.append(f"{name} is down: {from_here.message}")
         elif from_here:
-            problems.append(f"{name}: order-service reaches it, we do not: {from_here}")
+            problems.append(f"{name}: order-service reaches it, we do not: {from_here.message}")
         elif from_order:
             problems.append(f"order-service cannot reach {name} ({from_order}), though it "
                             "answers from here: the path between them is broken")
+            # Its kind as far as order-service's words tell (its client's error, by name or
+            # text), aimed where we do reach it from here.
+            failures.append(ProbeFailure(name, targets.get(name, name),
+                                         connection_failure(from_order),
+                                         f"order-service cannot reach it: {from_order}"))
+        if from_here:
+            failures.append(from_here)
+    if isinstance(view, ProbeFailure):
+        failures.append(view)
     if problems:
-        failed = tuple(n for n in DOWNSTREAM if here.get(n) or theirs.get(n))
-        if isinstance(view, dict):
-            failed += ("order-service",)
-        impact = "payments" if "payments" in failed else None
-        raise Finding("; ".join(problems), impact=impact, dependencies=failed)
+        impact = "payments" if any(f.backend == "payments" for f in failures) else None
+        raise Finding("; ".join(problems), impact=impact, failures=failures)
 
 
 # ---- Reconciliation: orders paid in the database vs the provider's payments -----------------
@@ -232,7 +263,7 @@ def observe_reconciliation(ctx: CheckContext) -> dict[str, Any]:
             (window_start,)),
         intents=lambda: payments.recent_payment_intents(provider, PROVIDER_PAGE),
     )
-    unreachable = {name: v["error"] for name, v in seen.items() if isinstance(v, dict)}
+    unreachable = {name: v for name, v in seen.items() if isinstance(v, ProbeFailure)}
     if unreachable:
         return {"unreachable": unreachable}
     page = seen["intents"]
@@ -289,11 +320,10 @@ def test_orders_and_payments_reconcile(observed: dict[str, Any]) -> None:
     unreachable = observed.get("unreachable")
     if unreachable:
         # Not a mismatch: nothing could be compared. The class is the lost dependency's.
-        dependencies = tuple({"orders": "postgresql", "intents": "payments"}[name]
-                             for name in sorted(unreachable))
-        raise Finding("cannot reconcile: " + "; ".join(unreachable.values()),
-                      impact="payments" if "payments" in dependencies else "degradation",
-                      dependencies=dependencies)
+        failures = list(unreachable.values())
+        raise Finding.of(failures, "cannot reconcile: ",
+                         impact=("payments" if any(f.backend == "payments" for f in failures)
+                                 else "degradation"))
     mismatches = observed["mismatches"]
     assert not mismatches, (f"{len(mismatches)} order(s) disagree with the payment provider: "
                             + "; ".join(mismatches[:10]))

@@ -14,9 +14,7 @@ from unibazzar_health.settings import Thresholds
 
 def observe_database(name: str) -> Callable[[CheckContext], Activity]:
     def observe(ctx: CheckContext) -> Activity:
-        from unibazzar_health.probes import postgresql
-
-        return postgresql.activity(ctx.postgres(name))
+        return ctx.database_activity(name)
 
     return observe
 

@@ -38,7 +38,7 @@ def observe_rollout(service: str) -> Callable[[CheckContext], dict[str, Any]]:
                 and age is not None and age <= window):
             seen["recent_change"] = {
                 "service": service, "deployment": deployment,
-                "namespace": ctx.env.spec.kubernetes.namespace,
+                "namespace": ctx.kube().namespace,
                 "revision": rollout.revision, "replica_set": latest.name,
                 "rolled_out_at": latest.created_at if age == latest.age_minutes else None,
                 "age_minutes": age,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from unibazzar_health.catalog import SEVERITY_ORDER, load_catalog
+from unibazzar_health.probes import ProbeFailure
 from unibazzar_health.runbook import (
     SERVICE_PREFIX,
     CheckContext,
@@ -132,12 +133,11 @@ def impact_of_losing(service: str, dependency: str) -> str:
 
 @per_service("related-systems", observe_related_systems, DEPENDENCIES)
 def test_related_systems_and_dependencies_answer(service: str, observed: dict[str, Any]) -> None:
-    down = {name: answer["error"] for name, answer in observed.items()
-            if isinstance(answer, dict) and "error" in answer}
+    down = {name: answer for name, answer in sorted(observed.items())
+            if isinstance(answer, ProbeFailure)}
     if down:
         impacts = [impact_of_losing(service, name) for name in down]
         catalog = load_catalog()
         worst = min(impacts, key=lambda i: SEVERITY_ORDER.index(catalog.severity_of(i).level))
-        raise Finding(f"{service} cannot reach {', '.join(sorted(down))}: "
-                      + "; ".join(down[name] for name in sorted(down)), impact=worst,
-                      dependencies=tuple(sorted(down)))
+        raise Finding.of(down.values(), f"{service} cannot reach {', '.join(down)}: ",
+                         impact=worst)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from unibazzar_health.probes import ProbeFailure
 from unibazzar_health.runbook import CheckContext, Finding, gather, per_service
 
 
@@ -28,26 +29,26 @@ def observe_scope(service: str) -> Callable[[CheckContext], dict[str, Any]]:
 @per_service("scope-and-impact", observe_scope)
 def test_service_answers_health_and_has_ready_pods(service: str, observed: dict[str, Any]) -> None:
     health, deployment = observed["health"], observed["deployment"]
-    problems, unreachable = [], []
-    if isinstance(health, dict):
-        problems.append(f"health endpoint: {health['error']}")
-        unreachable.append(service)
+    problems: list[str] = []
+    unreachable: list[ProbeFailure] = []
+    if isinstance(health, ProbeFailure):
+        problems.append(f"health endpoint: {health.message}")
+        unreachable.append(health)
     elif health.status != 200:
         problems.append(f"health endpoint answered HTTP {health.status}")
-    if isinstance(deployment, dict):
+    if isinstance(deployment, ProbeFailure):
         if not problems:
             # The service answers; only its pods could not be read. That is our view of the
             # cluster failing (API down, VPN, expired credentials), not the service.
             raise Finding(f"{service} answers its health endpoint, but its pods cannot be "
-                          f"read: {deployment['error']}", impact="non-critical",
-                          dependencies=("kubernetes",))
-        problems.append(f"deployment: {deployment['error']}")
-        unreachable.append("kubernetes")
+                          f"read: {deployment.message}", impact="non-critical",
+                          failures=(deployment,))
+        problems.append(f"deployment: {deployment.message}")
+        unreachable.append(deployment)
     elif not deployment.exists:
         problems.append(f"deployment {deployment.name} does not exist")
     elif deployment.ready == 0:
         problems.append(f"deployment {deployment.name} has 0/{deployment.desired} ready pods "
                         f"({deployment.conditions.get('Available', 'no Available condition')})")
     if problems:
-        raise Finding(f"{service} is down: " + "; ".join(problems),
-                      dependencies=tuple(unreachable))
+        raise Finding(f"{service} is down: " + "; ".join(problems), failures=unreachable)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -43,9 +43,32 @@ class CheckEntry:
 
 
 @dataclass(frozen=True)
+class KindFix:
+    """What to do about one kind of failure of one dependency (catalog.toml's
+    [failure_fixes."<dependency>.<kind>"]; dependency "*" for any): it replaces a check's
+    own fixes, written for what the check judges, when a probe failure of that kind is
+    what failed it."""
+
+    dependency: str  # as depends_on names it, or ANY_DEPENDENCY
+    kind: str  # a probes.FailureKind value
+    fixes: tuple[str, ...]  # the words, already looked up
+    commands: tuple[str, ...]  # templates; {failed_host} is the failing target's host
+
+
+ANY_DEPENDENCY = "*"
+
+
+@dataclass(frozen=True)
 class Catalog:
     severities: dict[str, Severity]
     checks: dict[str, CheckEntry]
+    failure_fixes: dict[tuple[str, str], KindFix] = field(default_factory=dict)
+
+    def fix_for(self, dependency: str, kind: str) -> KindFix | None:
+        """The fix for a ``kind`` failure of ``dependency``: its own entry, else the one
+        for any dependency, else none."""
+        return (self.failure_fixes.get((dependency, kind))
+                or self.failure_fixes.get((ANY_DEPENDENCY, kind)))
 
     def severity_of(self, impact: str) -> Severity:
         for severity in self.severities.values():
@@ -98,7 +121,36 @@ def parse_catalog(raw: dict[str, Any]) -> Catalog:
             fixes=tuple(fixes[f] for f in c.get("fixes", [])),
             commands=tuple(c.get("commands", [])),
         )
-    return Catalog(severities=severities, checks=checks)
+    return Catalog(severities=severities, checks=checks,
+                   failure_fixes=parse_failure_fixes(raw.get("failure_fixes", {}), fixes,
+                                                     checks))
+
+
+def parse_failure_fixes(raw: dict[str, Any], fixes: dict[str, str],
+                        checks: dict[str, CheckEntry]) -> dict[tuple[str, str], KindFix]:
+    from unibazzar_health.probes import FailureKind
+
+    dependencies = {d for c in checks.values() for d in c.depends_on} | {ANY_DEPENDENCY}
+    kinds = {k.value for k in FailureKind}
+    parsed: dict[tuple[str, str], KindFix] = {}
+    for key, f in raw.items():
+        dependency, _, kind = key.rpartition(".")
+        if dependency not in dependencies:
+            raise CatalogError(f"failure_fixes.{key}: {dependency!r} is no check's dependency "
+                               f"(one of {sorted(dependencies)})")
+        if kind not in kinds:
+            raise CatalogError(f"failure_fixes.{key}: unknown failure kind {kind!r} "
+                               f"(one of {sorted(kinds)})")
+        unknown = [name for name in f.get("fixes", []) if name not in fixes]
+        if unknown:
+            raise CatalogError(f"failure_fixes.{key}: unknown fixes {unknown}")
+        if not f.get("fixes") or not f.get("commands"):
+            # An entry replaces the check's own fixes and commands: empty would leave nothing.
+            raise CatalogError(f"failure_fixes.{key}: needs fixes and commands")
+        parsed[(dependency, kind)] = KindFix(
+            dependency=dependency, kind=kind, fixes=tuple(fixes[name] for name in f["fixes"]),
+            commands=tuple(f["commands"]))
+    return parsed
 
 
 class _KeepUnknown(dict[str, str]):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from unibazzar_health.catalog import Catalog, CatalogError, CheckEntry, load_catalog
+from unibazzar_health.gate import DEFAULT_FAIL_ON, FAIL_ON_CHOICES
 from unibazzar_health.observer import BudgetExhausted, Observation, Observer
 from unibazzar_health.redaction import Redactor
 from unibazzar_health.results import PROPERTY_KEY, CheckResult, Outcome, build_result
@@ -25,6 +27,7 @@ from unibazzar_health.settings import (
     choose_environment_file,
     load_environment,
 )
+from unibazzar_health.shared import SharedObservations
 
 WIRE_KEY = "unibazzar_env"
 # Seconds a whole run may take, by who runs it: an engineer at 3 a.m. wants a verdict in
@@ -44,11 +47,13 @@ class RunState:
     observer: Observer
     check_limit: float
     budget_deadline: float | None
+    fail_on: str
     reports_dir: Path
     started_at: Any
     results: dict[str, CheckResult] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
     summary_path: Path | None = None
+    measurements: SharedObservations = field(default_factory=SharedObservations)
 
 
 @dataclass
@@ -99,6 +104,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="wall-clock budget of the run; checks not finished by then are "
                          "reported 'not run: budget exhausted' (default by run mode: "
                          + ", ".join(f"{m} {s:g}" for m, s in DEFAULT_BUDGETS_S.items()) + ")")
+    group.addoption("--fail-on", dest="unibazzar_fail_on", choices=FAIL_ON_CHOICES,
+                    help="exit non-zero (1) when the verdict is this severe or worse: SEV1..SEV4, "
+                         "any, never; an incomplete verdict exits 6 (default by run mode: "
+                         + ", ".join(f"{m} {f}" for m, f in DEFAULT_FAIL_ON.items()) + ")")
     group.addoption("--concurrency", dest="unibazzar_concurrency", type=_positive_int,
                     metavar="N", help=f"observations in flight at once "
                                       f"(default {DEFAULT_CONCURRENCY})")
@@ -160,7 +169,8 @@ def pytest_configure(config: pytest.Config) -> None:
             env = load_environment(path)
         except EnvironmentFileError as exc:
             raise pytest.UsageError(str(exc)) from None
-    budget = config.option.unibazzar_budget or DEFAULT_BUDGETS_S[run_mode(config, os.environ)]
+    mode = run_mode(config, os.environ)
+    budget = config.option.unibazzar_budget or DEFAULT_BUDGETS_S[mode]
     reports = config.option.unibazzar_reports_dir
     config.stash[RUN_KEY] = RunState(
         catalog=load_catalog(),
@@ -169,6 +179,7 @@ def pytest_configure(config: pytest.Config) -> None:
         observer=Observer(config.option.unibazzar_concurrency or DEFAULT_CONCURRENCY),
         check_limit=(env.spec.deadlines.check if env else 10.0),
         budget_deadline=time.monotonic() + budget,
+        fail_on=config.option.unibazzar_fail_on or DEFAULT_FAIL_ON[mode],
         reports_dir=Path(reports) if reports else config.rootpath / "reports",
         started_at=now(),
     )
@@ -178,13 +189,30 @@ def pytest_configure(config: pytest.Config) -> None:
             config.pluginmanager.register(XdistHooks(), "unibazzar-xdist")
 
 
+def _shares_up_front(config: pytest.Config) -> bool:
+    """Our scheduler replaces xdist's default one (``--dist load``, what ``-n`` implies);
+    another ``--dist`` the user chose is left alone."""
+    return bool(config.getoption("dist", None) == "load")
+
+
 class XdistHooks:
-    """Registered only where xdist is installed: hand workers the settings resolved once."""
+    """Registered only where xdist is installed: hand workers the settings resolved once,
+    and every worker its whole share of checks at once (see distribution.py)."""
 
     def pytest_configure_node(self, node: Any) -> None:
+        from unibazzar_health.distribution import SHARE_KEY
+
         env = node.config.stash[RUN_KEY].env
         if env is not None:
             node.workerinput[WIRE_KEY] = env.to_wire()
+        node.workerinput[SHARE_KEY] = _shares_up_front(node.config)
+
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        if not _shares_up_front(config):
+            return None
+        from unibazzar_health.distribution import make_scheduler
+
+        return make_scheduler(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -210,20 +238,37 @@ def _start(state: RunState, item: pytest.Item, info: CheckItem) -> Observation:
 
     if state.env is None:
         raise pytest.UsageError("no environment loaded")
-    context = CheckContext(state.env)
+    context = CheckContext(state.env, state.measurements)
     observe = info.observe
     return state.observer.start(lambda: observe(context), state.check_limit, name=info.entry.id)
 
 
+def _own_items(session: pytest.Session) -> list[pytest.Item]:
+    """The items this process will run: all of them, or on an xdist worker the share our
+    scheduler sends it (none known in advance under another --dist: those start as they
+    arrive, in pytest_pyfunc_call)."""
+    config = session.config
+    if not _is_worker(config):
+        return list(session.items)
+    from unibazzar_health.distribution import SHARE_KEY, share_of
+
+    workerinput = config.workerinput  # type: ignore[attr-defined]
+    if not workerinput.get(SHARE_KEY):
+        return []
+    share = share_of([item.nodeid for item in session.items], workerinput["workerid"],
+                     int(workerinput["workercount"]))
+    return [session.items[index] for index in share]
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
-    # Start every selected check's I/O now, so the assertions below only wait for it.
-    # On xdist workers each check starts when it is scheduled (see pytest_pyfunc_call).
+    # Start the I/O of every check this process will run, now and all at once, so the
+    # assertions below only wait for it.
     config = session.config
-    if config.option.collectonly or _is_worker(config) or session.testsfailed:
+    if config.option.collectonly or session.testsfailed:
         return
     state = config.stash[RUN_KEY]
-    for item in session.items:
+    for item in _own_items(session):
         info = item.stash.get(ITEM_KEY, None)
         if info is not None and "observed" in getattr(item, "fixturenames", ()):
             info.observation = _start(state, item, info)
@@ -291,7 +336,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             observed=info.observed,
             duration_s=_duration(call.duration, info.waited_s, observation),
         )
-        report.user_properties = [*report.user_properties, (PROPERTY_KEY, result.to_dict())]
+        # Plain strings on the item: JUnit XML writes the teardown report's, which are the
+        # item's. The whole result crosses xdist as JSON on this report only, and the
+        # controller takes it off (ResultCollector).
+        item.user_properties.extend(result.properties())
+        report.user_properties = [*report.user_properties, *result.properties(),
+                                  (PROPERTY_KEY, json.dumps(result.to_dict()))]
         if result.outcome is Outcome.FAILED and result.message:
             # The platform failed, not the check's code: its finding is the whole story (the
             # verdict adds severity and fixes). A broken check keeps its traceback.
@@ -311,13 +361,20 @@ class ResultCollector:
     def __init__(self, state: RunState) -> None:
         self.state = state
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # tryfirst: the evidence-sized JSON is removed before JUnit XML writes the properties.
+        kept = []
         for key, value in report.user_properties:
             if key == PROPERTY_KEY:
-                self.state.results[report.nodeid] = CheckResult.from_dict(value)  # type: ignore[arg-type]
+                self.state.results[report.nodeid] = CheckResult.from_dict(json.loads(str(value)))
+            else:
+                kept.append((key, value))
+        report.user_properties = kept
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    from unibazzar_health.gate import exit_status
     from unibazzar_health.summary import RunInfo, build_summary, now, write_json
 
     config = session.config
@@ -331,9 +388,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                   arguments=[state.redactor.text(a) for a in sys.argv[1:]])
     state.summary = build_summary(list(state.results.values()), state.catalog, run)
     state.summary_path = write_json(state.reports_dir / "summary.json", state.summary)
+    if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = exit_status(state.summary, state.fail_on)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from unibazzar_health.gate import exit_status, explain
     from unibazzar_health.summary import render
 
     state = config.stash.get(RUN_KEY, None)
@@ -347,3 +407,5 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for line in lines[1:]:
         terminalreporter.write_line(line)
     terminalreporter.write_line(f"summary: {state.summary_path}")
+    status = exit_status(state.summary, state.fail_on)
+    terminalreporter.write_line(explain(state.summary, state.fail_on, status))

@@ -3,7 +3,8 @@
 Outcomes are kept apart as an on-call engineer needs them:
 - failed: the platform is unhealthy (an assertion, a Finding, or a backend that gave
   no answer within its deadline);
-- broken: the check itself could not run (a bug, a crash): the verdict is incomplete;
+- broken: the check itself could not run (a bug, a crash, or a database without the
+  schema the checks expect: our environment, not the platform): the verdict is incomplete;
 - skipped: not configured for this environment;
 - not-run: the run's budget ran out first.
 """
@@ -13,11 +14,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unibazzar_health.catalog import Catalog, CheckEntry, fill_commands
 from unibazzar_health.redaction import Redactor
 from unibazzar_health.settings import Environment
+
+if TYPE_CHECKING:
+    from unibazzar_health.probes import ProbeFailure
 
 PROPERTY_KEY = "unibazzar"
 NOT_RUN_PREFIX = "not run:"
@@ -47,9 +51,18 @@ class CheckResult:
     depends_on: list[str] = field(default_factory=list)
     evidence: Any = None
     duration_s: float = 0.0
-    # Which of depends_on the failure is attributed to (the probe that failed, or what a
-    # Finding names): the summary groups failures sharing one into a single incident.
+    # Which of depends_on the failure is attributed to (the backends of its failures): the
+    # summary groups failures sharing one into a single incident.
     failed_dependencies: list[str] = field(default_factory=list)
+    # The probe failures behind a failed or broken check, as ProbeFailure.to_dict() gives
+    # them (backend, target, kind, problem, deadline): plain data, as it crosses workers.
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def properties(self) -> list[tuple[str, str]]:
+        """What a JUnit XML report shows of the check: plain strings, by name."""
+        shown = {"check": self.id, "service": self.service, "step": self.step,
+                 "outcome": str(self.outcome), "impact": self.impact, "severity": self.severity}
+        return [(f"unibazzar.{key}", value) for key, value in shown.items() if value]
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -71,8 +84,34 @@ def classify(exc: BaseException | None, skipped: bool, skip_reason: str = "") ->
     if exc is None:
         return Outcome.PASSED
     if isinstance(exc, AssertionError | ProbeError | ObservationTimeout):
-        return Outcome.FAILED
+        return Outcome.BROKEN if schema_mismatch(exc) else Outcome.FAILED
     return Outcome.BROKEN
+
+
+def schema_mismatch(exc: BaseException) -> bool:
+    """Every probe failure behind ``exc`` is a relation or column that does not exist: the
+    database is not the one these checks were written for, so they judged nothing of it."""
+    from unibazzar_health.probes import FailureKind
+
+    failures = failures_of(exc)
+    return bool(failures) and all(f.kind is FailureKind.MISSING_SCHEMA for f in failures)
+
+
+SCHEMA_MISMATCH = (" — the database does not have the schema these checks expect (wrong "
+                   "database in the environment file, or a migration not applied): the "
+                   "check could not judge the platform")
+
+
+def failures_of(exc: BaseException | None) -> tuple[ProbeFailure, ...]:
+    """The probe failures behind a check's failure: a Finding's, or the ProbeError's own."""
+    from unibazzar_health.probes import ProbeError, ProbeFailure
+    from unibazzar_health.runbook import Finding
+
+    if isinstance(exc, Finding):
+        return exc.failures
+    if isinstance(exc, ProbeError):
+        return (ProbeFailure.of(exc),)
+    return ()
 
 
 # The placeholders by which a catalog command names a dependency (catalog.toml's depends_on).
@@ -87,32 +126,71 @@ DEPENDENCY_PLACEHOLDERS = {
 }
 
 
-def commands_for(exc: BaseException | None, templates: tuple[str, ...]) -> tuple[str, ...]:
-    """A finding that names its failed dependencies gets only the commands about them."""
-    from unibazzar_health.runbook import Finding
-
-    if not isinstance(exc, Finding) or not exc.dependencies:
-        return templates
-    marks = [m for d in exc.dependencies for m in DEPENDENCY_PLACEHOLDERS.get(d, ())]
+def commands_for(dependencies: list[str], templates: tuple[str, ...]) -> tuple[str, ...]:
+    """Only the commands about the dependencies a failure is pinned on (all of them when
+    none is, or none of the commands names one)."""
+    marks = [m for d in dependencies for m in DEPENDENCY_PLACEHOLDERS.get(d, ())]
     return tuple(t for t in templates if any(m in t for m in marks)) or templates
 
 
-# Probe backends named in errors that stand for a catalog dependency under another name.
+# Probe backends that stand for a catalog dependency under another name.
 BACKEND_DEPENDENCY = {"rabbitmq-management": "rabbitmq"}
 
 
-def attribute(exc: BaseException | None, entry: CheckEntry) -> list[str]:
-    """The dependencies a failure can be pinned on: those a Finding names, or the backend
-    of the probe that failed; nothing for a plain assertion (the check judged data)."""
-    from unibazzar_health.probes import ProbeError
-    from unibazzar_health.runbook import Finding
+def dependency_of(failure: ProbeFailure) -> str:
+    """The catalog dependency (depends_on) a probe failure is of."""
+    return BACKEND_DEPENDENCY.get(failure.backend, failure.backend)
 
-    if isinstance(exc, Finding):
-        return [d for d in exc.dependencies if d in entry.depends_on]
-    if isinstance(exc, ProbeError):
-        name = BACKEND_DEPENDENCY.get(exc.backend, exc.backend)
-        return [name] if name in entry.depends_on else []
-    return []
+
+def attribute(exc: BaseException | None, entry: CheckEntry) -> list[str]:
+    """The dependencies a failure can be pinned on: the backends of the probe failures
+    behind it that the check depends on; nothing for a plain assertion (the check judged
+    data)."""
+    pinned = [dependency_of(f) for f in failures_of(exc)]
+    return list(dict.fromkeys(d for d in pinned if d in entry.depends_on))
+
+
+def remedies(exc: BaseException | None, entry: CheckEntry, catalog: Catalog,
+             names: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The fixes and filled-in commands for a failed check. A probe failure pinned on a
+    dependency whose kind of failure the catalog has a fix for gets that fix and its
+    commands: the check's own are written for what it judges (capacity, stale data), not
+    for a deleted table or a host name that does not resolve. The rest get the check's own,
+    its commands narrowed to the dependencies they are pinned on."""
+    fixes: list[str] = []
+    commands: list[str] = []
+    generic = not failures_of(exc)
+    generic_dependencies: list[str] = []
+    for failure in failures_of(exc):
+        dependency = dependency_of(failure)
+        fix = (catalog.fix_for(dependency, failure.kind)
+               if dependency in entry.depends_on else None)
+        if fix is None:
+            generic = True
+            if dependency in entry.depends_on:
+                generic_dependencies.append(dependency)
+            continue
+        fixes += fix.fixes
+        host = failed_host(failure)
+        commands += fill_commands(fix.commands, names | ({"failed_host": host} if host else {}))
+    if generic:
+        fixes += entry.fixes
+        commands += fill_commands(commands_for(generic_dependencies, entry.commands), names)
+    return list(dict.fromkeys(fixes)), list(dict.fromkeys(commands))
+
+
+def failed_host(failure: ProbeFailure) -> str | None:
+    """The host a failed probe was aimed at: its target's ("host:port/db" or a URL), else
+    the endpoint its problem names (AWS targets name the table or bucket, not the host)."""
+    import re
+    from urllib.parse import urlsplit
+
+    for text in (failure.target, failure.problem):
+        url = re.search(r"[a-z][a-z0-9+.-]*://[^\s/?#]+", text)
+        if url:
+            return urlsplit(url.group(0)).hostname
+    address = re.match(r"([^\s:/]+):\d+(/|$)", failure.target)
+    return address.group(1) if address else None
 
 
 def impact_of(exc: BaseException | None, entry: CheckEntry) -> str:
@@ -141,6 +219,8 @@ def as_evidence(observed: Any) -> Any:
         return {str(k): as_evidence(v) for k, v in observed.items()}
     if isinstance(observed, list | tuple | set):
         return [as_evidence(v) for v in observed]
+    if isinstance(observed, enum.Enum):
+        return as_evidence(observed.value)
     if observed is None or isinstance(observed, str | int | float | bool):
         return observed
     return repr(observed)
@@ -156,10 +236,12 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
     """The names the runbook's commands need, filled in from the environment."""
     from urllib.parse import urlsplit
 
+    from unibazzar_health.settings import DEFAULT_NAMESPACE
+
     spec = env.spec
     service = spec.service(entry.service)
     names = {
-        "namespace": spec.kubernetes.namespace,
+        "namespace": spec.kubernetes.namespace if spec.kubernetes else DEFAULT_NAMESPACE,
         "service": entry.service,
         "deployment": (service.deployment if service and service.deployment else entry.service),
     }
@@ -225,12 +307,15 @@ def build_result(
         result.impact = impact_of(exc, entry)
         result.failed_dependencies = attribute(exc, entry)
         result.severity = catalog.severity_of(result.impact).level
-        result.fixes = list(entry.fixes)
         names = command_names(env, entry) if env is not None else {}
-        result.commands = [redactor.text(c) for c in
-                           fill_commands(commands_for(exc, entry.commands), names)]
+        fixes, commands = remedies(exc, entry, catalog, names)
+        result.fixes = fixes
+        result.commands = [redactor.text(c) for c in commands]
+    if outcome in (Outcome.FAILED, Outcome.BROKEN):
+        result.failures = redactor.data([f.to_dict() for f in failures_of(exc)])
     if exc is not None:
-        result.message = redactor.text(first_line(exc))
+        explained = SCHEMA_MISMATCH if outcome is Outcome.BROKEN and schema_mismatch(exc) else ""
+        result.message = redactor.text(first_line(exc) + explained)
     elif skipped:
         result.message = skip_reason
     return result

@@ -1,5 +1,6 @@
 """What a check module uses: the marker that ties it to the runbook, the context its
-observe function receives, and the Finding it raises to name another impact class.
+observe function receives, and the Finding it raises to name another impact class or the
+probe failures behind it.
 
 A check is two functions: ``observe(ctx)`` does all the I/O through probes and
 returns plain data; the test function judges that data against thresholds. The
@@ -9,18 +10,20 @@ plugin runs observe functions concurrently, ahead of the assertions.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from unibazzar_health.probes import ProbeFailure
 from unibazzar_health.settings import Environment
+from unibazzar_health.shared import SharedObservations
 
 if TYPE_CHECKING:
     from unibazzar_health.probes.aws import AwsTarget
     from unibazzar_health.probes.kubernetes import KubeTarget
     from unibazzar_health.probes.payments import ProviderTarget
-    from unibazzar_health.probes.postgresql import PostgresTarget
+    from unibazzar_health.probes.postgresql import Activity, PostgresTarget
     from unibazzar_health.probes.rabbitmq import BrokerTarget
     from unibazzar_health.probes.redis import RedisTarget
     from unibazzar_health.probes.vectordb import VectorTarget
@@ -30,13 +33,27 @@ T = TypeVar("T")
 
 class Finding(AssertionError):
     """A failed check whose impact differs from its catalog default (e.g. security), or
-    that names which of its ``depends_on`` failed (only their next commands are shown)."""
+    that carries the probe failures behind it: the verdict pins the check on their backends
+    and picks fixes and commands by their kind (results.py)."""
 
     def __init__(self, message: str, *, impact: str | None = None,
-                 dependencies: tuple[str, ...] = ()) -> None:
+                 failures: Iterable[ProbeFailure] = ()) -> None:
         super().__init__(message)
         self.impact = impact
-        self.dependencies = dependencies
+        self.failures = tuple(failures)
+
+    @classmethod
+    def of(cls, failures: Iterable[ProbeFailure], lead: str = "", *,
+           impact: str | None = None) -> Finding:
+        """The failures as the finding, in their own words after ``lead``."""
+        failures = tuple(failures)
+        return cls(lead + "; ".join(f.message for f in failures), impact=impact,
+                   failures=failures)
+
+
+def failures_among(*values: Any) -> tuple[ProbeFailure, ...]:
+    """The probe failures that ``gather`` put in place of some of these values."""
+    return tuple(v for v in values if isinstance(v, ProbeFailure))
 
 
 class NotConfigured(Exception):
@@ -49,8 +66,8 @@ class NotConfigured(Exception):
 
 def gather(**calls: Callable[[], Any]) -> dict[str, Any]:
     """Run a check's independent probes at once, so a dead platform costs one deadline,
-    not one per probe. A ProbeError becomes ``{"error": message}``: the engineer gets the
-    whole picture, and the check judges it."""
+    not one per probe. A probe that raised ProbeError gives its ProbeFailure in place of its
+    result: the engineer gets the whole picture, and the check judges it."""
     import threading
 
     from unibazzar_health.probes import ProbeError
@@ -61,7 +78,7 @@ def gather(**calls: Callable[[], Any]) -> dict[str, Any]:
         try:
             results[name] = call()
         except ProbeError as exc:
-            results[name] = {"error": str(exc)}
+            results[name] = ProbeFailure.of(exc)
         except BaseException as exc:  # re-raised below, in the check's own thread
             results[name] = exc
 
@@ -102,6 +119,20 @@ class CheckContext:
     """Targets built from the environment, each with its backend's deadline."""
 
     env: Environment
+    # The run's measurements shared between checks (see shared.py); one per process.
+    measurements: SharedObservations = field(default_factory=SharedObservations, compare=False)
+
+    def shared(self, key: str, measure: Callable[[], T]) -> T:
+        """``measure()``, made once per run for every check that asks with ``key``."""
+        return self.measurements.get(key, measure)
+
+    def database_activity(self, name: str) -> Activity:
+        """The [postgresql.NAME] database's sessions and connection usage, read once per run
+        for every check that judges them."""
+        from unibazzar_health.probes import postgresql
+
+        target = self.postgres(name)
+        return self.shared(f"postgresql.activity:{name}", lambda: postgresql.activity(target))
 
     def require(self, key: str, value: T | None) -> T:
         """``value``, or skip the check: the environment has no ``key``."""
@@ -169,6 +200,6 @@ class CheckContext:
     def kube(self) -> KubeTarget:
         from unibazzar_health.probes.kubernetes import KubeTarget
 
-        spec = self.env.spec.kubernetes
+        spec = self.require("kubernetes", self.env.spec.kubernetes)
         return KubeTarget(spec.namespace, spec.mode, spec.context, spec.api_url,
                           self.env.secret(spec.token_env), self.env.deadline("kubernetes"))

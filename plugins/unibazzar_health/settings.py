@@ -2,7 +2,8 @@
 
 Secrets are never written in the file: a key ending in ``_env`` names the
 environment variable that holds the value. Every error names the file, the key
-and the value (with any password masked).
+and the value (masked, whatever its type, under a key that sounds secret; any password
+in a URL masked).
 """
 
 from __future__ import annotations
@@ -26,13 +27,18 @@ from pydantic import (
     ValidationError,
 )
 
-from unibazzar_health.redaction import Redactor, url_without_password
+from unibazzar_health.redaction import MASK, Redactor, url_without_password
 
 ServiceName = Literal["auth-service", "listing-service", "order-service", "ai-service"]
 SERVICES: tuple[str, ...] = get_args(ServiceName)
 ENV_VAR_SELECT_NAME = "UNIBAZZAR_ENV"
 ENV_VAR_SELECT_FILE = "UNIBAZZAR_ENV_FILE"
 DEFAULT_ENVIRONMENT = "sandbox"
+# The platform's namespace (runbook): the default, and what commands name when the
+# environment has no [kubernetes].
+DEFAULT_NAMESPACE = "unibazzar"
+# Where a pod's service-account token is mounted: in-cluster mode cannot work without it.
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
 # A key whose value is likely a secret written where it must not be: shown masked.
@@ -49,14 +55,44 @@ def _mask_query(url: str) -> str:
     return urlunsplit(parts._replace(query=SECRET_QUERY.sub(r"\1\2=***", parts.query)))
 
 
-def _shown(key: str, value: str) -> str:
-    """What an error may show of ``value``: nothing that could be a secret."""
-    name = key.rsplit(".", 1)[-1]
-    if name.endswith("_env"):
-        return value if ENV_VAR_NAME.fullmatch(value) else "***"
-    if SECRET_LIKE_KEY.search(name):
-        return "***"
-    return _mask_query(url_without_password(value))
+# Keys that match SECRET_LIKE_KEY but hold no secret: names the file's author chose (a
+# database called "auth"), the auth_logs section, and a path (shown: masked, "no such
+# file" would not say which file).
+_NAMED_TABLES = frozenset({"services", "postgresql", "redis"})
+_NOT_SECRET_KEYS = frozenset({"auth_logs", "environment.secrets_file"})
+
+
+def _names_a_secret(key: str) -> bool:
+    """Whether ``key``'s value, or anything inside it, may be a secret: some part of its
+    path is secret-like (a table under ``password`` hides its contents too). A last part
+    ending in ``_env`` names a variable, judged by its value in ``_shown``."""
+    parts = key.split(".")
+    for index, part in enumerate(parts):
+        if index == 1 and parts[0] in _NAMED_TABLES:
+            continue
+        if ".".join(parts[: index + 1]) in _NOT_SECRET_KEYS:
+            continue
+        if index == len(parts) - 1 and part.endswith("_env"):
+            continue
+        if SECRET_LIKE_KEY.search(part):
+            return True
+    return False
+
+
+def _shown(key: str, value: object) -> object:
+    """What an error may show of ``value``, whatever its TOML type: nothing that could be a
+    secret. Masked by key first, since a secret may be a number, a list or a table."""
+    if _names_a_secret(key):
+        return MASK
+    if key.rsplit(".", 1)[-1].endswith("_env"):
+        return value if isinstance(value, str) and ENV_VAR_NAME.fullmatch(value) else MASK
+    if isinstance(value, str):
+        return _mask_query(url_without_password(value))
+    if isinstance(value, dict):
+        return {name: _shown(f"{key}.{name}", item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_shown(key, item) for item in value]
+    return value  # a number, a boolean or a date: its key already says it is no secret
 
 
 class EnvironmentFileError(Exception):
@@ -64,9 +100,8 @@ class EnvironmentFileError(Exception):
 
     def __init__(self, path: Path | str, key: str, value: object, reason: str) -> None:
         self.path, self.key, self.value, self.reason = str(path), key, value, reason
-        shown = _shown(key, value) if isinstance(value, str) else value
         where = f"key '{key}'" if key else "file"
-        value_part = "" if value is _NO_VALUE else f": value {shown!r}"
+        value_part = "" if value is _NO_VALUE else f": value {_shown(key, value)!r}"
         super().__init__(f"{path}: {where}{value_part}: {reason}")
 
 
@@ -195,7 +230,7 @@ class AwsTarget(_Section):
 
 
 class KubernetesTarget(_Section):
-    namespace: str = "unibazzar"
+    namespace: str = DEFAULT_NAMESPACE
     mode: Literal["kubeconfig", "in-cluster", "url"] = "kubeconfig"
     context: str | None = None
     api_url: HttpUrl | None = None
@@ -269,7 +304,9 @@ class EnvironmentFile(_Section):
     redis: dict[str, RedisTarget] = {}
     rabbitmq: RabbitMQTarget | None = None
     aws: AwsTarget | None = None
-    kubernetes: KubernetesTarget = KubernetesTarget()
+    # None: the Kubernetes checks are skipped; a default here would run them against
+    # whatever ~/.kube/config happens to hold, or break them where there is none.
+    kubernetes: KubernetesTarget | None = None
     vector_db: VectorDbTarget | None = None
     payments: PaymentsTarget | None = None
     canary: CanaryUser | None = None
@@ -338,7 +375,7 @@ def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> En
         spec = EnvironmentFile.model_validate(raw)
     except ValidationError as exc:
         raise _first_error(path, exc) from None
-    _check_consistency(path, spec)
+    _check_consistency(path, spec, environ)
     return Environment(path, spec, _resolve_secrets(path, spec, raw, environ))
 
 
@@ -353,11 +390,104 @@ def _first_error(path: Path, exc: ValidationError) -> EnvironmentFileError:
     return EnvironmentFileError(path, key, error["input"], reason)
 
 
-def _check_consistency(path: Path, spec: EnvironmentFile) -> None:
-    kube = spec.kubernetes
-    if kube.mode == "url" and kube.api_url is None:
-        raise EnvironmentFileError(path, "kubernetes.api_url", _NO_VALUE,
-                                   "required when kubernetes.mode is 'url'")
+def _check_consistency(path: Path, spec: EnvironmentFile, environ: Mapping[str, str]) -> None:
+    if spec.kubernetes is not None:
+        _check_kubernetes(path, spec.kubernetes, environ)
+
+
+def _check_kubernetes(path: Path, kube: KubernetesTarget, environ: Mapping[str, str]) -> None:
+    """A [kubernetes] that cannot be used is the file's error, named once before any probe,
+    not a ConfigException in each of the Kubernetes checks."""
+    if kube.mode == "url":
+        if kube.api_url is None:
+            raise EnvironmentFileError(path, "kubernetes.api_url", _NO_VALUE,
+                                       "required when kubernetes.mode is 'url'")
+    elif kube.mode == "in-cluster":
+        # What kubernetes.config.load_incluster_config needs.
+        unset = [name for name in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+                 if not environ.get(name)]
+        if unset:
+            raise EnvironmentFileError(
+                path, "kubernetes.mode", kube.mode,
+                f"not inside a Kubernetes pod: {' and '.join(unset)} "
+                f"{'is' if len(unset) == 1 else 'are'} not set")
+        if not os.access(SERVICE_ACCOUNT_TOKEN, os.R_OK):
+            raise EnvironmentFileError(
+                path, "kubernetes.mode", kube.mode,
+                f"the service-account token ({SERVICE_ACCOUNT_TOKEN}) is not readable: "
+                "is a service account mounted in this pod?")
+    else:
+        _check_kubeconfig(path, kube, environ)
+
+
+def _kubeconfig_paths(environ: Mapping[str, str]) -> tuple[str, list[Path]]:
+    """Where the Kubernetes client looks, as it does: KUBECONFIG (a list), else ~/.kube/config."""
+    home = environ.get("HOME")
+
+    def expanded(entry: str) -> Path:
+        if home and (entry == "~" or entry.startswith("~/")):
+            return Path(home) / entry[2:]
+        return Path(entry).expanduser()
+
+    if environ.get("KUBECONFIG"):
+        listed = [entry for entry in environ["KUBECONFIG"].split(os.pathsep) if entry]
+        return f"KUBECONFIG={environ['KUBECONFIG']}", [expanded(entry) for entry in listed]
+    default = expanded("~/.kube/config")
+    return str(default), [default]
+
+
+def _check_kubeconfig(path: Path, kube: KubernetesTarget, environ: Mapping[str, str]) -> None:
+    where, candidates = _kubeconfig_paths(environ)
+    # Like the client: files of the list that do not exist are passed over.
+    files = [candidate for candidate in candidates if candidate.is_file()]
+    if not files:
+        lacking = ("names no file that exists" if where.startswith("KUBECONFIG=")
+                   else "does not exist and KUBECONFIG is not set")
+        raise EnvironmentFileError(
+            path, "kubernetes.mode", kube.mode,
+            f"no kubeconfig file: {where} {lacking} (without one: mode 'in-cluster' or "
+            "'url', or no [kubernetes] section to skip its checks)")
+    contexts: dict[str, None] = {}  # ordered, without repeats
+    current: str | None = None
+    for file in files:
+        config = _read_kubeconfig(path, kube, file)
+        contexts |= {str(c["name"]): None for c in config.get("contexts") or []
+                     if isinstance(c, dict) and "name" in c}
+        # The client lets a later file's current-context win; so do we.
+        current = str(config["current-context"]) if config.get("current-context") else current
+    shown = ", ".join(str(file) for file in files)
+    if kube.context is None:
+        if current is None:
+            raise EnvironmentFileError(
+                path, "kubernetes.context", _NO_VALUE,
+                f"required: the kubeconfig ({shown}) sets no current-context")
+    elif kube.context not in contexts:
+        raise EnvironmentFileError(
+            path, "kubernetes.context", kube.context,
+            f"the kubeconfig ({shown}) defines no such context "
+            f"(it has: {', '.join(contexts) or 'none'})")
+
+
+def _read_kubeconfig(path: Path, kube: KubernetesTarget, file: Path) -> dict[str, Any]:
+    # Imported here: only a kubeconfig-mode run pays for it (PyYAML comes with kubernetes,
+    # without type hints: the project does not add types-PyYAML for one call).
+    import yaml  # type: ignore[import-untyped]
+
+    try:
+        config = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EnvironmentFileError(path, "kubernetes.mode", kube.mode,
+                                   f"cannot read the kubeconfig {file} ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        # Only the position: YAML's own message quotes the line, and a kubeconfig holds tokens.
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise EnvironmentFileError(path, "kubernetes.mode", kube.mode,
+                                   f"the kubeconfig {file} is not valid YAML{at}") from None
+    if not isinstance(config, dict):
+        raise EnvironmentFileError(path, "kubernetes.mode", kube.mode,
+                                   f"the kubeconfig {file} is not a kubeconfig (no mapping)")
+    return config
 
 
 def _secret_keys(raw: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -6,7 +6,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from unibazzar_health.probes import DeadlineExceeded, ProbeError, bounded
+from unibazzar_health.probes import (
+    DeadlineExceeded,
+    FailureKind,
+    ProbeError,
+    bounded,
+    connection_failure,
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ def explain(exc: Exception, backend: str, where: str, target: AwsTarget) -> Prob
         ClientError,
         ConnectTimeoutError,
         EndpointConnectionError,
+        NoCredentialsError,
         ReadTimeoutError,
     )
 
@@ -65,12 +72,35 @@ def explain(exc: Exception, backend: str, where: str, target: AwsTarget) -> Prob
         return DeadlineExceeded(backend, where, target.deadline)
     if isinstance(exc, EndpointConnectionError):
         cause = str(exc.kwargs.get("error", ""))
-        why = "connection refused" if "refused" in cause.lower() else cause.split(": ")[-1]
+        kind = connection_failure(exc)
+        why = "connection refused" if kind is FailureKind.REFUSED else cause.split(": ")[-1]
         endpoint = exc.kwargs.get("endpoint_url") or target.endpoint_url or "endpoint"
         return ProbeError(backend, where, f"{endpoint} unreachable: {why or 'no answer'}",
-                          target.deadline)
+                          target.deadline, kind=kind)
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return ProbeError(backend, where, f"{error.get('Code')}: {error.get('Message')}",
-                          target.deadline)
-    return ProbeError(backend, where, f"{type(exc).__name__}: {exc}", target.deadline)
+                          target.deadline, kind=error_kind(str(error.get("Code")), status))
+    kind = (FailureKind.AUTH_REJECTED if isinstance(exc, NoCredentialsError)
+            else FailureKind.UNEXPECTED_ANSWER)
+    return ProbeError(backend, where, f"{type(exc).__name__}: {exc}", target.deadline,
+                      kind=kind)
+
+
+# AWS error codes (DynamoDB's JSON API, S3's XML API and its bare HTTP statuses for HEAD).
+MISSING_CODES = {"ResourceNotFoundException", "TableNotFoundException", "NoSuchBucket",
+                 "NoSuchKey", "NotFound", "404"}
+AUTH_CODES = {"AccessDenied", "AccessDeniedException", "UnrecognizedClientException",
+              "InvalidSignatureException", "SignatureDoesNotMatch", "InvalidAccessKeyId",
+              "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException",
+              "MissingAuthenticationTokenException", "AuthFailure", "401", "403"}
+
+
+def error_kind(code: str, status: int | None = None) -> FailureKind:
+    """The kind of an AWS error answer, by its code (its HTTP status when the code is new)."""
+    if code in MISSING_CODES:
+        return FailureKind.MISSING_OBJECT
+    if code in AUTH_CODES or status in (401, 403):
+        return FailureKind.AUTH_REJECTED
+    return FailureKind.UNEXPECTED_ANSWER

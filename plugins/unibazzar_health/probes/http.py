@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from unibazzar_health.probes import DeadlineExceeded, ProbeError, timed
+from unibazzar_health.probes import DeadlineExceeded, ProbeError, connection_failure, timed
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ def request(
     except requests.Timeout:
         raise DeadlineExceeded(backend, url, deadline) from None
     except requests.RequestException as exc:
-        raise ProbeError(backend, url, reason(exc), deadline) from None
+        raise ProbeError(backend, url, reason(exc), deadline,
+                         kind=connection_failure(exc)) from None
     try:
         body: Any = response.json()
     except ValueError:

@@ -6,7 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from unibazzar_health.probes import DeadlineExceeded, ProbeError, bounded
+from unibazzar_health.probes import (
+    DeadlineExceeded,
+    FailureKind,
+    ProbeError,
+    bounded,
+    connection_failure,
+    status_failure,
+)
 
 
 @dataclass(frozen=True)
@@ -72,20 +79,23 @@ def _call(target: KubeTarget, what: str, fn: Any, *args: Any, **kwargs: Any) -> 
         # ConnectTimeoutError: it is no timeout, and must not be reported as one.
         if isinstance(reason, NewConnectionError):
             text = str(reason)
-            problem = ("connection refused" if "refused" in text.lower()
+            kind = connection_failure(reason)
+            problem = ("connection refused" if kind is FailureKind.REFUSED
                        else f"cannot connect: {text.split(': ', 1)[-1]}")
             raise ProbeError("kubernetes", target.where, f"{what}: {problem}",
-                             target.deadline) from None
+                             target.deadline, kind=kind) from None
         if isinstance(reason, TimeoutError):
             raise DeadlineExceeded("kubernetes", target.where, target.deadline) from None
-        raise ProbeError("kubernetes", target.where, f"{what}: {reason}", target.deadline) from None
+        raise ProbeError("kubernetes", target.where, f"{what}: {reason}", target.deadline,
+                         kind=connection_failure(exc)) from None
     except HTTPError as exc:
-        raise ProbeError("kubernetes", target.where, f"{what}: {exc}", target.deadline) from None
+        raise ProbeError("kubernetes", target.where, f"{what}: {exc}", target.deadline,
+                         kind=FailureKind.UNEXPECTED_ANSWER) from None
 
 
 def _api_error(target: KubeTarget, exc: Any) -> ProbeError:
     return ProbeError("kubernetes", target.where, f"HTTP {exc.status} {exc.reason}",
-                      target.deadline)
+                      target.deadline, kind=status_failure(int(exc.status or 0)))
 
 
 def _deployment(target: KubeTarget, apps: Any, name: str) -> tuple[Any, str] | None:
@@ -246,15 +256,17 @@ class PodsHealth:
     exists: bool
     metrics_available: bool = False
     containers: tuple[ContainerHealth, ...] = ()
+    desired: int = 0  # the Deployment's replicas
+    ready: int = 0  # and how many of them are ready
 
 
-def pods_health(target: KubeTarget, deployment: str) -> PodsHealth:
-    """The Deployment's pods: restarts, last terminations, crash loops, and memory working
-    set against the limit where metrics-server answers (three reads within the deadline)."""
+def pods_health(target: KubeTarget, deployment: str, metrics: bool = True) -> PodsHealth:
+    """The Deployment's ready replicas and its pods: restarts, last terminations, crash loops,
+    and (``metrics``) memory working set against the limit where metrics-server answers
+    (up to three reads, each within the deadline)."""
     from datetime import UTC, datetime
 
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
     from kubernetes.utils import parse_quantity
 
     api = api_client(target)
@@ -262,22 +274,10 @@ def pods_health(target: KubeTarget, deployment: str) -> PodsHealth:
     found = _deployment(target, apps, deployment)
     if found is None:
         return PodsHealth(deployment=deployment, exists=False)
-    selector = found[1]
+    d, selector = found
     pods = _items(target, f"list pods of {deployment}", core.list_namespaced_pod,
                   target.namespace, label_selector=selector)
-    usage: dict[tuple[str, str], int] = {}
-    metrics_available = True
-    try:
-        metrics = _call(target, "read pod metrics", client.CustomObjectsApi(api)
-                        .list_namespaced_custom_object, "metrics.k8s.io", "v1beta1",
-                        target.namespace, "pods", label_selector=selector)
-        for item in metrics.get("items", []):
-            for c in item.get("containers", []):
-                memory = (c.get("usage") or {}).get("memory")
-                if memory:
-                    usage[(item["metadata"]["name"], c["name"])] = int(parse_quantity(memory))
-    except ApiException:
-        metrics_available = False  # no metrics-server: memory is not judged
+    usage = _memory_usage(target, api, selector) if metrics else None
     now = datetime.now(UTC)
     containers = []
     for pod in pods:
@@ -298,10 +298,34 @@ def pods_health(target: KubeTarget, deployment: str) -> PodsHealth:
                 last_terminated_minutes_ago=(round((now - finished).total_seconds() / 60, 1)
                                              if finished else None),
                 memory_limit_bytes=int(parse_quantity(limit)) if limit else None,
-                memory_bytes=usage.get((pod.metadata.name, status.name)),
+                memory_bytes=(usage or {}).get((pod.metadata.name, status.name)),
             ))
-    return PodsHealth(deployment=deployment, exists=True, metrics_available=metrics_available,
-                      containers=tuple(containers))
+    return PodsHealth(deployment=deployment, exists=True, metrics_available=usage is not None,
+                      containers=tuple(containers), desired=d.spec.replicas or 0,
+                      ready=(d.status.ready_replicas or 0) if d.status else 0)
+
+
+
+def _memory_usage(target: KubeTarget, api: Any, selector: str) -> dict[tuple[str, str], int] | None:
+    """(pod, container) -> working-set bytes from metrics-server; None where it does not answer
+    (memory is then not judged)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.utils import parse_quantity
+
+    try:
+        metrics = _call(target, "read pod metrics", client.CustomObjectsApi(api)
+                        .list_namespaced_custom_object, "metrics.k8s.io", "v1beta1",
+                        target.namespace, "pods", label_selector=selector)
+    except ApiException:
+        return None
+    usage: dict[tuple[str, str], int] = {}
+    for item in metrics.get("items", []):
+        for c in item.get("containers", []):
+            memory = (c.get("usage") or {}).get("memory")
+            if memory:
+                usage[(item["metadata"]["name"], c["name"])] = int(parse_quantity(memory))
+    return usage
 
 
 def pod_logs(target: KubeTarget, deployment: str, since_seconds: int,

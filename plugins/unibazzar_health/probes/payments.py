@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from unibazzar_health.probes import ProbeError, http
+from unibazzar_health.probes import ProbeError, http, status_failure
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def _provider_error(target: ProviderTarget, url: str, answer: http.HttpAnswer) -
     message = error.get("message") if isinstance(error, dict) else error
     return ProbeError("payments", url,
                       f"HTTP {answer.status}" + (f": {message}" if message else ""),
-                      target.deadline)
+                      target.deadline, kind=status_failure(answer.status))
 
 
 def recent_payment_intents(target: ProviderTarget, limit: int = 100) -> list[PaymentIntent]:

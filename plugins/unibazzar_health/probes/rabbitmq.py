@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from unibazzar_health.probes import DeadlineExceeded, ProbeError, bounded, timed
+from unibazzar_health.probes import (
+    DeadlineExceeded,
+    FailureKind,
+    ProbeError,
+    bounded,
+    connection_failure,
+    status_failure,
+    timed,
+)
 
 CANARY_ROUTING_KEY = "health-check.canary"
 
@@ -102,23 +110,39 @@ def _over_amqp(target: BrokerTarget, use: Callable[[Any], None]) -> float:
             # heartbeat + 5 s anyway), so the whole exchange is bounded here.
             bounded(run, target.deadline, "rabbitmq", target.where)
     except pika.exceptions.ChannelClosedByBroker as exc:
+        # 404 NOT_FOUND: no such exchange; 403 ACCESS_REFUSED: our user may not use it.
+        kind = {404: FailureKind.MISSING_OBJECT, 403: FailureKind.AUTH_REJECTED}.get(
+            exc.reply_code, FailureKind.UNEXPECTED_ANSWER)
         raise ProbeError("rabbitmq", target.where, f"broker refused: {exc.reply_text}",
-                         target.deadline) from None
+                         target.deadline, kind=kind) from None
     except pika.exceptions.ProbableAuthenticationError:
         raise ProbeError("rabbitmq", target.where,
                          f"login refused for user {target.user!r} (ACCESS_REFUSED): wrong "
-                         "user or password", target.deadline) from None
+                         "user or password", target.deadline,
+                         kind=FailureKind.AUTH_REJECTED) from None
+    except pika.exceptions.ProbableAccessDeniedError:
+        raise ProbeError("rabbitmq", target.where,
+                         f"user {target.user!r} may not open virtual host {target.vhost!r}",
+                         target.deadline, kind=FailureKind.AUTH_REJECTED) from None
     except (pika.exceptions.AMQPConnectionError, AMQPConnectorException) as exc:
         # stack_timeout bounds the whole bring-up (TCP connect and AMQP handshake); when it
         # fires, BlockingConnection raises pika's connector exception itself, unwrapped.
         text = repr(exc)
         if isinstance(exc, AMQPConnectorStackTimeout) or "timeout" in text.lower():
             raise DeadlineExceeded("rabbitmq", target.where, target.deadline) from None
-        problem = ("connection refused" if "refused" in text.lower()
+        kind = connection_failure(exc)
+        problem = ("connection refused" if kind is FailureKind.REFUSED
                    else f"cannot connect: {text[:200]}")
-        raise ProbeError("rabbitmq", target.where, problem, target.deadline) from None
+        raise ProbeError("rabbitmq", target.where, problem, target.deadline,
+                         kind=kind) from None
     except AMQPError as exc:
-        raise ProbeError("rabbitmq", target.where, repr(exc)[:200], target.deadline) from None
+        raise ProbeError("rabbitmq", target.where, repr(exc)[:200], target.deadline,
+                         kind=FailureKind.UNEXPECTED_ANSWER) from None
+    except OSError as exc:
+        # pika resolves the host itself, before its own exceptions wrap anything: a name
+        # that does not resolve comes out as the bare socket.gaierror.
+        raise ProbeError("rabbitmq", target.where, f"cannot connect: {exc}", target.deadline,
+                         kind=connection_failure(exc)) from None
     return t.ms
 
 
@@ -166,12 +190,13 @@ def queue_state(target: BrokerTarget, queue: str) -> QueueState:
     except requests.RequestException as exc:
         from unibazzar_health.probes.http import reason
 
-        raise ProbeError("rabbitmq-management", url, reason(exc), target.deadline) from None
+        raise ProbeError("rabbitmq-management", url, reason(exc), target.deadline,
+                         kind=connection_failure(exc)) from None
     if response.status_code == 404:
         return QueueState(queue, False, 0, 0, 0, 0)
     if response.status_code != 200:
         raise ProbeError("rabbitmq-management", url, f"HTTP {response.status_code}",
-                         target.deadline)
+                         target.deadline, kind=status_failure(response.status_code))
     data: dict[str, Any] = json.loads(response.text)
     return QueueState(
         queue=queue,

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from unibazzar_health.probes import DeadlineExceeded, ProbeError, percentile, timed
+from unibazzar_health.probes import (
+    DeadlineExceeded,
+    FailureKind,
+    ProbeError,
+    connection_failure,
+    percentile,
+    timed,
+)
 
 
 @dataclass(frozen=True)
@@ -58,9 +65,18 @@ def _explain(exc: Exception, target: RedisTarget) -> ProbeError:
 
     if isinstance(exc, redis.TimeoutError):
         return DeadlineExceeded("redis", target.where, target.deadline)
-    if isinstance(exc, redis.ConnectionError) and "refused" in str(exc).lower():
-        return ProbeError("redis", target.where, "connection refused", target.deadline)
-    return ProbeError("redis", target.where, f"{type(exc).__name__}: {exc}", target.deadline)
+    problem = f"{type(exc).__name__}: {exc}"
+    # Before ConnectionError: redis-py makes AuthenticationError (NOAUTH, WRONGPASS) one.
+    if isinstance(exc, redis.AuthenticationError | redis.exceptions.NoPermissionError):
+        return ProbeError("redis", target.where, problem, target.deadline,
+                          kind=FailureKind.AUTH_REJECTED)
+    if isinstance(exc, redis.ConnectionError):
+        kind = connection_failure(exc)
+        if kind is FailureKind.REFUSED:
+            problem = "connection refused"
+        return ProbeError("redis", target.where, problem, target.deadline, kind=kind)
+    return ProbeError("redis", target.where, problem, target.deadline,
+                      kind=FailureKind.UNEXPECTED_ANSWER)
 
 
 def ping(target: RedisTarget) -> float:

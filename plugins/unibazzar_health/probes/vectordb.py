@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from unibazzar_health.probes import DeadlineExceeded, ProbeError, timed
+from unibazzar_health.probes import (
+    DeadlineExceeded,
+    ProbeError,
+    connection_failure,
+    status_failure,
+    timed,
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ def _call(target: VectorTarget, method: str, path: str, json: Any = None) -> tup
     except requests.RequestException as exc:
         from unibazzar_health.probes.http import reason
 
-        raise ProbeError("vector-db", target.url, reason(exc), target.deadline) from None
+        raise ProbeError("vector-db", target.url, reason(exc), target.deadline,
+                         kind=connection_failure(exc)) from None
     try:
         return response.status_code, response.json()
     except ValueError:
@@ -52,7 +59,7 @@ def _ok(target: VectorTarget, status: int, body: Any, doing: str) -> Any:
     if status >= 400:
         message = body.get("message") if isinstance(body, dict) else body
         raise ProbeError("vector-db", target.url, f"{doing}: HTTP {status} {message}",
-                         target.deadline)
+                         target.deadline, kind=status_failure(status))
     return body
 
 

@@ -1,0 +1,143 @@
+"""Allure, wired for tickets: what each check's result carries (labels, links, description,
+evidence), the run's environment/categories/executor files, and the offline single-file HTML
+report built with Allure 3 (tools/allure, installed by scripts/bootstrap).
+
+Plain functions over CheckResult dicts and summaries; the pytest side (allure.dynamic calls
+during a check's report) is in plugin.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# Allure's categories, matched on status and message: the ticket's reader sees a platform
+# failure apart from our own broken check, a missed deadline, a budget that ran out.
+CATEGORIES = [
+    {"name": "Budget exhausted (not run)", "matchedStatuses": ["skipped"],
+     "messageRegex": ".*not run: budget exhausted.*"},
+    {"name": "Not configured in this environment", "matchedStatuses": ["skipped"],
+     "messageRegex": ".*not configured.*"},
+    {"name": "Deadline exceeded", "matchedStatuses": ["failed"],
+     "messageRegex": "(?s).*(did not answer within the deadline|took longer than its).*"},
+    {"name": "Platform failure", "matchedStatuses": ["failed"]},
+    {"name": "Broken check (the verdict is incomplete)", "matchedStatuses": ["broken"]},
+]
+
+def _github(e: Mapping[str, str]) -> dict[str, str]:
+    server = e.get("GITHUB_SERVER_URL", "https://github.com")
+    return {"name": "GitHub Actions", "type": "github",
+            "buildName": f"{e.get('GITHUB_WORKFLOW', '')} #{e.get('GITHUB_RUN_NUMBER', '')}",
+            "buildUrl": f"{server}/{e.get('GITHUB_REPOSITORY', '')}/actions/runs/"
+                        f"{e.get('GITHUB_RUN_ID', '')}"}
+
+
+def _gitlab(e: Mapping[str, str]) -> dict[str, str]:
+    return {"name": "GitLab CI", "type": "gitlab", "buildName": e.get("CI_JOB_NAME", ""),
+            "buildUrl": e.get("CI_JOB_URL", "")}
+
+
+def _jenkins(e: Mapping[str, str]) -> dict[str, str]:
+    return {"name": "Jenkins", "type": "jenkins", "buildName": e.get("BUILD_TAG", ""),
+            "buildUrl": e.get("BUILD_URL", "")}
+
+
+# CI systems whose variables name the run that produced the results.
+_EXECUTORS = {"GITHUB_ACTIONS": _github, "GITLAB_CI": _gitlab, "JENKINS_URL": _jenkins}
+
+
+def labels(result: Mapping[str, Any], allure_severity: str) -> list[tuple[str, str]]:
+    """(label name, value) for one check: severity, UniBazzar / service / runbook step, a
+    tag per backend it depends on."""
+    found = [("severity", allure_severity), ("epic", "UniBazzar"),
+             ("feature", str(result["service"])), ("story", str(result["step"]))]
+    found += [("tag", str(d)) for d in result.get("depends_on", [])]
+    return found
+
+
+def description(result: Mapping[str, Any]) -> str:
+    """Markdown: what failed, the runbook's fixes and the next commands."""
+    lines = [f"**{result['title']}** (`{result['id']}`)"]
+    if result.get("severity"):
+        lines.append(f"\n{result['severity']} — impact: {result.get('impact')}")
+    if result.get("message"):
+        lines.append(f"\n{result['message']}")
+    if result.get("fixes"):
+        lines.append("\n**Fixes**\n" + "\n".join(f"- {fix}" for fix in result["fixes"]))
+    if result.get("commands"):
+        lines.append("\n**Next commands**\n" + "\n".join(f"    {c}" for c in result["commands"]))
+    return "\n".join(lines)
+
+
+def write_run_files(results_dir: Path, summary: Mapping[str, Any],
+                    environ: Mapping[str, str]) -> None:
+    """environment.properties, categories.json and executor.json (where a CI's variables
+    are present), beside the results."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    verdict = summary["verdict"]
+    properties = {
+        "environment": summary["environment"],
+        "verdict": verdict["status"] + (f" {verdict['severity']}" if verdict["severity"] else ""),
+        "checks": str(sum(summary["counts"].values())),
+        "started_at": summary["started_at"],
+        "unibazzar_health_version": str(summary.get("version", "")),
+    }
+    (results_dir / "environment.properties").write_text(
+        "".join(f"{k}={v}\n" for k, v in properties.items()), encoding="utf-8")
+    (results_dir / "categories.json").write_text(json.dumps(CATEGORIES, indent=2),
+                                                 encoding="utf-8")
+    for variable, executor in _EXECUTORS.items():
+        if environ.get(variable):
+            (results_dir / "executor.json").write_text(json.dumps(executor(environ), indent=2),
+                                                       encoding="utf-8")
+            break
+
+
+class ReportError(Exception):
+    pass
+
+
+def allure_command(root: Path, environ: Mapping[str, str]) -> list[str]:
+    """Allure 3's CLI: $UNIBAZZAR_ALLURE, else the copy scripts/bootstrap installs."""
+    chosen = environ.get("UNIBAZZAR_ALLURE")
+    if chosen:
+        return [chosen]
+    local = root / "tools" / "allure" / "node_modules" / ".bin" / "allure"
+    if not local.exists():
+        raise ReportError(f"Allure 3 is not installed at {local}: run scripts/bootstrap, or "
+                          "set UNIBAZZAR_ALLURE to an allure (3.x) command")
+    return [str(local)]
+
+
+def build_single_file(results_dir: Path, output_dir: Path, history: Path, name: str,
+                      command: list[str], timeout_s: float = 120.0) -> Path:
+    """The single-file HTML report (opens from file://, no server), with the history of
+    earlier builds kept in ``history`` so a scheduled probe shows a trend."""
+    if not results_dir.is_dir() or not any(results_dir.glob("*-result.json")):
+        raise ReportError(f"{results_dir}: no Allure results (run the checks with "
+                          f"--alluredir={results_dir})")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    history.parent.mkdir(parents=True, exist_ok=True)
+    config = {"name": name, "output": str(output_dir.resolve()),
+              "historyPath": str(history.resolve()),
+              "plugins": {"awesome": {"options": {"singleFile": True, "reportName": name}}}}
+    with tempfile.TemporaryDirectory(prefix="unibazzar-allure-") as tmp:
+        rc = Path(tmp) / "allurerc.mjs"
+        rc.write_text(f"export default {json.dumps(config, indent=2)};\n", encoding="utf-8")
+        try:
+            done = subprocess.run([*command, "generate", str(results_dir.resolve()),
+                                   "--config", str(rc)], capture_output=True, text=True,
+                                  timeout=timeout_s, cwd=tmp,
+                                  env={**os.environ, "NO_COLOR": "1"})
+        except subprocess.TimeoutExpired:
+            raise ReportError(f"allure generate took longer than {timeout_s:g} s") from None
+    index = output_dir / "index.html"
+    if done.returncode != 0 or not index.exists():
+        raise ReportError(f"allure generate failed (exit {done.returncode}): "
+                          f"{(done.stderr or done.stdout).strip()[-500:]}")
+    return index

@@ -1,0 +1,51 @@
+"""The run's exit status as a gate: non-zero exactly when the verdict is as severe as the
+chosen threshold (``--fail-on``), and a status of its own when the verdict is incomplete.
+
+pytest's own codes keep their meaning: 2 interrupted, 3 internal error, 4 usage error (a bad
+environment file among them), 5 no check selected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unibazzar_health.catalog import SEVERITY_ORDER
+
+FAIL_ON_CHOICES = (*SEVERITY_ORDER, "any", "never")
+# Who runs it decides what fails the run: an engineer and a scheduled probe want every
+# failing check to show in the exit status; a post-deploy gate blocks at SEV2 and worse.
+DEFAULT_FAIL_ON = {"oncall": "any", "scheduled": "any", "ci": "SEV2"}
+
+EXIT_HEALTHY = 0
+EXIT_FAILING = 1  # the verdict is at least as severe as --fail-on
+EXIT_INCOMPLETE = 6  # nothing failing at that severity, but a check was broken or not run
+
+
+def fails_gate(severity: str | None, fail_on: str) -> bool:
+    if severity is None or fail_on == "never":
+        return False
+    if fail_on == "any":
+        return True
+    return SEVERITY_ORDER.index(severity) <= SEVERITY_ORDER.index(fail_on)
+
+
+def exit_status(summary: dict[str, Any], fail_on: str) -> int:
+    verdict = summary["verdict"]
+    if verdict["status"] == "failing" and fails_gate(verdict["severity"], fail_on):
+        return EXIT_FAILING
+    if verdict["broken_checks"] or summary["counts"].get("not-run"):
+        return EXIT_INCOMPLETE
+    return EXIT_HEALTHY
+
+
+def explain(summary: dict[str, Any], fail_on: str, status: int) -> str:
+    """One line for the terminal: why the run exits as it does."""
+    severity = summary["verdict"]["severity"]
+    if status == EXIT_FAILING:
+        return f"exit {status}: verdict {severity} fails the gate (--fail-on {fail_on})"
+    if status == EXIT_INCOMPLETE:
+        below = (f"; {severity} is below --fail-on {fail_on}" if severity else "")
+        return f"exit {status}: verdict incomplete (a check was broken or not run){below}"
+    if severity:
+        return f"exit {status}: verdict {severity} is below the gate (--fail-on {fail_on})"
+    return f"exit {status}: healthy"

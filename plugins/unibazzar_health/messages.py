@@ -1,0 +1,244 @@
+"""The runbook's Communication Templates, filled in from run summaries, paste-ready.
+
+Knows only summaries (summary.json, docs/summary.md), the runbook's policy on time
+(policy.py) and its severity table (the catalog): never pytest, probes or the environment
+file. Three messages:
+
+- the Initial Notification, one per root cause of a failing summary (one dependency behind
+  several services' failures is one incident, one message);
+- the Status Update, from the incident's first failing summary, the previous one and the
+  current one: what changed, what is still open;
+- the Resolution Notification, from the first failing, the last failing and the first healthy
+  summary: how long it lasted and when the post-mortem is due.
+
+Each message is its template's lines (plain text, as the runbook writes them) and a details
+block in Markdown (evidence, fixes, commands, escalation, the report link) for a ticket or a
+chat thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from unibazzar_health.policy import (
+    BusinessCalendar,
+    clock,
+    human_duration,
+    next_update,
+    post_mortem_due,
+)
+from unibazzar_health.policy import parse_time as at
+
+ALERT, UPDATE, RESOLVED = "🚨", "📊", "✅"
+DEFAULT_WAR_ROOM = "#incidents"
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: str  # alert | update | resolved
+    key: str  # the root cause it speaks of (alerts), else "run"
+    severity: str
+    lines: list[str]  # the runbook's template, filled in
+    details: list[str] = field(default_factory=list)  # Markdown
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def markdown(self) -> str:
+        block = "\n".join(["```", *self.lines, "```"])
+        return block + ("\n\n" + "\n".join(self.details) if self.details else "") + "\n"
+
+
+def sev(level: str | None) -> str:
+    """`SEV2` -> `SEV 2`, as the runbook's templates write it."""
+    return (level or "SEV?").replace("SEV", "SEV ")
+
+
+def _incident(summary: dict[str, Any]) -> dict[str, Any]:
+    return summary.get("incident") or {}
+
+
+def _checks(summary: dict[str, Any], outcome: str = "failed") -> list[dict[str, Any]]:
+    return [c for c in summary.get("checks", []) if c["outcome"] == outcome]
+
+
+def _calendar(summary: dict[str, Any]) -> BusinessCalendar:
+    raw = _incident(summary).get("calendar") or {}
+    from datetime import date, time
+
+    return BusinessCalendar(
+        timezone=raw.get("timezone", "UTC"),
+        workdays=tuple(raw.get("workdays", (0, 1, 2, 3, 4))),
+        day_starts=time.fromisoformat(raw.get("day_starts", "09:00")),
+        holidays=tuple(date.fromisoformat(d) for d in raw.get("holidays", ())))
+
+
+def _eta(summary: dict[str, Any], level: str, now: datetime) -> str:
+    from unibazzar_health.catalog import load_catalog
+
+    minutes = load_catalog().severities[level].respond_within_minutes
+    due = next_update(level, minutes, now, _calendar(summary))
+    delta = due - now
+    return f"{human_duration(delta.total_seconds())} ({clock(due)})"
+
+
+def root_causes(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The summary's root causes (docs/summary.md), or for an older summary one per failing
+    service."""
+    if summary.get("root_causes") is not None:
+        return list(summary["root_causes"])
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for check in _checks(summary):
+        by_service.setdefault(check["service"], []).append(check)
+    return [{"key": f"service:{s}", "title": s, "services": [s], "dependency": None,
+             "checks": [c["id"] for c in cs], "severity": min(c["severity"] for c in cs)}
+            for s, cs in sorted(by_service.items())]
+
+
+def _impact_sentences(checks: list[dict[str, Any]]) -> str:
+    sentences: list[str] = []
+    for check in checks:
+        sentence = check.get("impact_statement") or check["title"]
+        if sentence not in sentences:
+            sentences.append(sentence)
+    return " ".join(s if s.endswith(".") else s + "." for s in sentences)
+
+
+def _details(summary: dict[str, Any], checks: list[dict[str, Any]],
+             cause: dict[str, Any] | None) -> list[str]:
+    lines = [f"**Details** — {summary['environment']}, run of {clock(at(summary['started_at']))}"]
+    if cause and cause.get("dependency"):
+        lines.append(f"Root cause: {cause['title']}")
+    for check in checks:
+        lines.append(f"- **{check['severity']}** {check['service']} · {check['step']} "
+                     f"[`{check['id']}`]")
+        lines.append(f"  - Evidence: {check['message']}")
+        lines.extend(f"  - Fix: {fix}" for fix in check.get("fixes", []))
+        lines.extend(f"  - Next: `{command}`" for command in check.get("commands", []))
+    lines.extend(_escalation_lines(summary))
+    incident = _incident(summary)
+    if incident.get("report_url"):
+        lines.append(f"Report: {incident['report_url']}")
+    if incident.get("runbook_url"):
+        lines.append(f"Runbook: {incident['runbook_url']}")
+    return lines
+
+
+def _escalation_lines(summary: dict[str, Any]) -> list[str]:
+    escalation = summary.get("escalation") or {}
+    lines = []
+    internal = escalation.get("internal")
+    if internal:
+        lines.append(f"Escalation: Level {internal['level']} — {internal['title']}"
+                     + (f" ({internal['contact']})" if internal.get("contact") else ""))
+    for team in escalation.get("external", []):
+        lines.append(f"External: {team['team']}"
+                     + (f" ({team['contact']})" if team.get("contact") else "")
+                     + f" — {team['why']}")
+    return lines
+
+
+def alerts(summary: dict[str, Any], now: datetime | None = None) -> list[Message]:
+    """One Initial Notification per root cause of a failing summary; none when healthy."""
+    now = now or at(summary["finished_at"])
+    failing = {c["id"]: c for c in _checks(summary)}
+    incident = _incident(summary)
+    messages = []
+    for cause in root_causes(summary):
+        checks = [failing[i] for i in cause["checks"] if i in failing]
+        if not checks:
+            continue
+        level = cause["severity"]
+        lines = [
+            f"{ALERT} INCIDENT ALERT - {sev(level)}",
+            f"Service: {', '.join(cause['services'])}",
+            f"Impact: {_impact_sentences(checks)}",
+            f"IC: {incident.get('ic') or 'unassigned'}",
+            f"War Room: {incident.get('war_room') or DEFAULT_WAR_ROOM}",
+            f"ETA for update: {_eta(summary, level, now)}",
+        ]
+        messages.append(Message("alert", cause["key"], level, lines,
+                                _details(summary, checks, cause)))
+    return messages
+
+
+def update(first: dict[str, Any], previous: dict[str, Any], current: dict[str, Any],
+           now: datetime | None = None) -> Message:
+    """The Status Update: how the incident that began with ``first`` moved from ``previous``
+    to ``current``."""
+    now = now or at(current["finished_at"])
+    before = {c["id"]: c for c in _checks(previous)}
+    after = {c["id"]: c for c in _checks(current)}
+    newly = [after[i] for i in after if i not in before]
+    recovered = [before[i] for i in before if i not in after]
+    level = current["verdict"]["severity"] or previous["verdict"]["severity"] or "SEV4"
+    if not after:
+        status = "RESOLVED"
+    elif len(after) < len(before) and not newly:
+        status = "MITIGATING"
+    else:
+        status = "INVESTIGATING"
+    actions = []
+    if newly:
+        actions.append("newly failing: " + ", ".join(c["id"] for c in newly))
+    if recovered:
+        actions.append("recovered: " + ", ".join(c["id"] for c in recovered))
+    was, now_level = previous["verdict"]["severity"], current["verdict"]["severity"]
+    if was and now_level and was != now_level:
+        actions.append(f"severity {sev(was)} → {sev(now_level)}")
+    if not actions:
+        actions.append(f"no change since {clock(at(previous['started_at']))}: "
+                       f"{len(after)} check(s) still failing")
+    open_steps: list[str] = []
+    for check in after.values():
+        for step in [*check.get("fixes", []), *(f"`{c}`" for c in check.get("commands", []))]:
+            if step not in open_steps:
+                open_steps.append(step)
+    services = sorted({c["service"] for c in after.values()} or
+                      {c["service"] for c in before.values()})
+    lines = [
+        f"{UPDATE} INCIDENT UPDATE - {sev(level)}",
+        f"Service: {', '.join(services)}",
+        f"Status: {status}",
+        f"Actions taken: {'; '.join(actions)}",
+        f"Next steps: {'; '.join(open_steps[:6]) if open_steps else 'confirm full restoration'}",
+        f"Next update: {_eta(current, level, now) if after else 'none: resolved'}",
+    ]
+    details = [f"Incident open since {clock(at(first['started_at']))} "
+               f"({human_duration((now - at(first['started_at'])).total_seconds())})"]
+    details += _details(current, list(after.values()), None)[1:] if after else []
+    return Message("update", "run", level, lines, details)
+
+
+def resolved(first: dict[str, Any], last_failing: dict[str, Any], healthy: dict[str, Any],
+             post_mortem_url: str | None = None) -> Message:
+    """The Resolution Notification: the incident from ``first`` to the ``healthy`` run."""
+    levels = [s["verdict"]["severity"] for s in (first, last_failing) if s["verdict"]["severity"]]
+    level = min(levels) if levels else "SEV4"
+    began, ended = at(first["started_at"]), at(healthy["started_at"])
+    failed_ids = {c["id"]: c for s in (first, last_failing) for c in _checks(s)}
+    services = sorted({c["service"] for c in failed_ids.values()})
+    due = post_mortem_due(level, ended)
+    post_mortem = (post_mortem_url or (f"due {clock(due)} (within 1 week, Post-Incident "
+                                       "Procedures)" if due else f"not required for {sev(level)}"))
+    lines = [
+        f"{RESOLVED} INCIDENT RESOLVED - {sev(level)}",
+        f"Service: {', '.join(services)}",
+        f"Resolution: every check of {', '.join(services)} passes again "
+        f"({len(failed_ids)} recovered: {', '.join(sorted(failed_ids))})",
+        f"Duration: {human_duration((ended - began).total_seconds())} "
+        f"({clock(began)} → {clock(ended)})",
+        f"Post-mortem: {post_mortem}",
+    ]
+    return Message("resolved", "run", level, lines)
+
+
+def incident_markdown(summary: dict[str, Any], now: datetime | None = None) -> str:
+    """reports/incident.md: every alert of a failing run with its details (a ticket's body)."""
+    messages = alerts(summary, now)
+    head = (f"# Incident: {summary['environment']} — {sev(summary['verdict']['severity'])} "
+            f"{summary['verdict'].get('title') or ''}".rstrip())
+    return "\n\n".join([head, *(m.markdown() for m in messages)])

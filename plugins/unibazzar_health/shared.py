@@ -1,0 +1,50 @@
+"""Measurements shared by the checks of one run: made once, read by every check that judges
+them, so two checks never disagree because each sampled at its own moment (connection usage
+read at 44/50 by one check and 46/50 by the next).
+
+Per process: under xdist the checks of one service run in one worker (distribution.py), and
+the checks that share a measurement belong to one service.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class _Cell:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class SharedObservations:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cells: dict[Hashable, _Cell] = {}
+
+    def get(self, key: Hashable, measure: Callable[[], T]) -> T:
+        """``measure()``'s value, measured by the first check to ask; the others wait for it.
+        Their wait needs no bound of its own: it runs on an observation thread, which the
+        observer abandons at the check's limit, and ``measure`` is bounded by its probes'."""
+        with self._lock:
+            cell = self._cells.get(key)
+            first = cell is None
+            if cell is None:
+                cell = self._cells[key] = _Cell()
+        if first:
+            try:
+                cell.value = measure()
+            except BaseException as exc:  # every check that shares it sees the same failure
+                cell.error = exc
+            finally:
+                cell.done.set()
+        else:
+            cell.done.wait()
+        if cell.error is not None:
+            raise cell.error
+        return cell.value  # type: ignore[no-any-return]

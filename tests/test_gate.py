@@ -1,0 +1,118 @@
+"""The exit status as a gate (--fail-on, defaults by run mode, the incomplete status) and the
+JUnit XML properties, end to end with pytester, with and without xdist."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from unibazzar_health.gate import EXIT_FAILING, EXIT_HEALTHY, EXIT_INCOMPLETE, exit_status
+
+MODES = pytest.mark.parametrize("mode", [["-p", "no:xdist"], ["-n", "2"]],
+                                ids=["serial", "xdist"])
+
+
+def summary(status: str, severity: str | None, broken: int = 0, not_run: int = 0) -> dict:
+    return {"verdict": {"status": status, "severity": severity,
+                        "broken_checks": ["x"] * broken},
+            "counts": {"not-run": not_run}}
+
+
+@pytest.mark.parametrize(("verdict", "fail_on", "expected"), [
+    (summary("failing", "SEV3"), "SEV2", EXIT_HEALTHY),
+    (summary("failing", "SEV2"), "SEV2", EXIT_FAILING),
+    (summary("failing", "SEV1"), "SEV2", EXIT_FAILING),
+    (summary("failing", "SEV4"), "any", EXIT_FAILING),
+    (summary("failing", "SEV1"), "never", EXIT_HEALTHY),
+    (summary("failing", "SEV3", broken=1), "SEV2", EXIT_INCOMPLETE),
+    (summary("failing", "SEV1", broken=1), "SEV2", EXIT_FAILING),
+    (summary("incomplete", None, not_run=2), "any", EXIT_INCOMPLETE),
+    (summary("incomplete", None, broken=1), "never", EXIT_INCOMPLETE),
+    (summary("healthy", None), "any", EXIT_HEALTHY),
+])
+def test_exit_status_by_verdict_and_threshold(verdict: dict, fail_on: str,
+                                              expected: int) -> None:
+    assert exit_status(verdict, fail_on) == expected
+
+
+CHECKS = '''
+from unibazzar_health.runbook import runbook_check
+
+def observe(ctx):
+    return {"served": "999", "stored": "1999"}
+
+@runbook_check("listing.cache-freshness", observe=observe)
+def test_stale(observed):
+    assert observed["served"] == observed["stored"], "stale data: served 999, stored 1999"
+
+@runbook_check("auth.postgresql-connectivity", observe=observe)
+def test_fine(observed):
+    pass
+'''
+
+BROKEN = '''
+from unibazzar_health.runbook import runbook_check
+
+def observe(ctx):
+    return {}["missing"]
+
+@runbook_check("auth.postgresql-connectivity", observe=observe)
+def test_crashes(observed):
+    pass
+'''
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
+    pytester.makefile(".toml", env='[environment]\nname = "gate"\n')
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        "--env-file=env.toml", f"--reports-dir={pytester.path / 'reports'}", *args)
+
+
+@MODES
+@pytest.mark.parametrize(("fail_on", "expected"), [("SEV2", 0), ("SEV3", 1), ("any", 1),
+                                                    ("never", 0)])
+def test_fail_on_sets_the_exit_status(suite: pytest.Pytester, mode: list[str], fail_on: str,
+                                      expected: int) -> None:
+    suite.makepyfile(test_checks=CHECKS)
+    result = run(suite, *mode, f"--fail-on={fail_on}")
+    assert result.ret == expected, result.stdout.str()
+    result.stdout.fnmatch_lines([f"exit {expected}: verdict SEV3 *--fail-on {fail_on})"])
+
+
+@pytest.mark.parametrize(("run_mode", "expected"), [("ci", 0), ("oncall", 1), ("scheduled", 1)])
+def test_fail_on_defaults_by_run_mode(suite: pytest.Pytester, run_mode: str,
+                                      expected: int) -> None:
+    suite.makepyfile(test_checks=CHECKS)
+    assert run(suite, "-p", "no:xdist", f"--run-mode={run_mode}").ret == expected
+
+
+@MODES
+def test_an_incomplete_verdict_has_its_own_status(suite: pytest.Pytester,
+                                                  mode: list[str]) -> None:
+    suite.makepyfile(test_checks=BROKEN)
+    result = run(suite, *mode, "--fail-on=any")
+    assert result.ret == EXIT_INCOMPLETE, result.stdout.str()
+    result.stdout.fnmatch_lines(["exit 6: verdict incomplete*"])
+
+
+@MODES
+def test_junit_properties_are_plain_strings(suite: pytest.Pytester, mode: list[str]) -> None:
+    suite.makepyfile(test_checks=CHECKS)
+    run(suite, *mode, "--junitxml=junit.xml")
+    root = ET.parse(suite.path / "junit.xml").getroot()
+    cases = {case.get("name"): {p.get("name"): p.get("value")
+                                for p in case.iter("property")}
+             for case in root.iter("testcase")}
+    assert cases["test_stale"] == {
+        "unibazzar.check": "listing.cache-freshness", "unibazzar.service": "listing-service",
+        "unibazzar.step": "Clear Redis cache if stale data: the API serves what DynamoDB holds",
+        "unibazzar.outcome": "failed", "unibazzar.impact": "minor", "unibazzar.severity": "SEV3"}
+    assert cases["test_fine"]["unibazzar.outcome"] == "passed"
+    assert "unibazzar.severity" not in cases["test_fine"]
