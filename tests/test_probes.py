@@ -126,8 +126,6 @@ PROBES: dict[str, tuple[str, Aimed]] = {
     "s3.head_bucket": ("s3", lambda ctx, at, d: s3.head_bucket(
         replace(ctx.aws("s3"), endpoint_url=f"http://{at}", deadline=d),
         "unibazzar-listing-images")),
-    "kubernetes.deployment_health": ("kubernetes", lambda ctx, at, d: kubernetes.deployment_health(
-        replace(ctx.kube(), api_url=f"http://{at}", deadline=d), "auth-service")),
     "kubernetes.rollout_history": ("kubernetes", lambda ctx, at, d: kubernetes.rollout_history(
         replace(ctx.kube(), api_url=f"http://{at}", deadline=d), "auth-service")),
     "kubernetes.pods_health": ("kubernetes", lambda ctx, at, d: kubernetes.pods_health(
@@ -444,15 +442,6 @@ def test_s3_canary_round_trip_leaves_nothing_behind(ctx: CheckContext) -> None:
     assert gone.value.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound")
 
 
-def test_kubernetes_deployment_health(ctx: CheckContext) -> None:
-    seen = kubernetes.deployment_health(ctx.kube(), "auth-service")
-    assert seen.exists
-    assert (seen.ready, seen.desired) == (2, 2)
-    assert seen.available == seen.updated == 2
-    assert seen.conditions["Available"].startswith("True")
-    assert seen.revision == "1"
-
-
 def test_kubernetes_rollout_history_and_pods_health(ctx: CheckContext) -> None:
     rollout = kubernetes.rollout_history(ctx.kube(), "auth-service")
     assert rollout.exists and rollout.revision == 1
@@ -465,6 +454,8 @@ def test_kubernetes_rollout_history_and_pods_health(ctx: CheckContext) -> None:
 
     pods = kubernetes.pods_health(ctx.kube(), "ai-service")
     assert pods.exists and pods.metrics_available
+    assert (pods.ready, pods.desired) == (2, 2)
+    assert not kubernetes.pods_health(ctx.kube(), "ai-service", metrics=False).metrics_available
     assert {c.pod for c in pods.containers} == {"ai-service-7d9f8-abc12",
                                                  "ai-service-7d9f8-def34"}
     for container in pods.containers:
@@ -526,7 +517,7 @@ def test_vectordb_collection_health(ctx: CheckContext) -> None:
                  id="dynamodb-table"),
     pytest.param(lambda ctx: s3.canary_round_trip(ctx.aws("s3"), "no-such-bucket", "x/"),
                  id="s3-bucket"),
-    pytest.param(lambda ctx: kubernetes.deployment_health(ctx.kube(), "no-such-deployment"),
+    pytest.param(lambda ctx: kubernetes.pods_health(ctx.kube(), "no-such-deployment"),
                  id="kubernetes-deployment"),
     pytest.param(lambda ctx: rabbitmq.queue_state(ctx.broker(), "no-such-queue"),
                  id="rabbitmq-queue"),
@@ -539,7 +530,7 @@ def test_a_missing_resource_is_reported_not_raised(
     if isinstance(seen, s3.RoundTrip):
         assert (seen.bucket_exists, seen.key, seen.left_behind) == (False, None, False)
     else:
-        assert isinstance(seen, dynamodb.TableStatus | kubernetes.DeploymentHealth
+        assert isinstance(seen, dynamodb.TableStatus | kubernetes.PodsHealth
                           | rabbitmq.QueueState | vectordb.CollectionHealth)
         assert seen.exists is False, seen
 

@@ -389,7 +389,10 @@ def test_an_oom_killed_pod_and_memory_pressure_are_named(tmp_path: Path, kube_ap
     result, summary = run_checks(tmp_path, "-m", "ai-service")
     assert result.returncode == 1
     failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
-    assert set(failed) == {"ai.model-loading-and-memory"}
+    # The restart is the scope check's (every service's); memory is ai-service step 2's.
+    assert set(failed) == {"ai.model-loading-and-memory", "ai.scope-and-impact"}
+    assert failed["ai.scope-and-impact"]["message"] == (
+        f"ai-service is degraded: {pod} was OOMKilled 5 min ago (3 restarts)")
     check = failed["ai.model-loading-and-memory"]
     assert check["severity"] == "SEV2"
     assert check["message"] == (f"{pod} was OOMKilled 5 min ago (3 restarts); "
@@ -397,6 +400,62 @@ def test_an_oom_killed_pod_and_memory_pressure_are_named(tmp_path: Path, kube_ap
     assert check["fixes"] == ["Restart service to reload models",
                               "Scale up instances if CPU/memory bound"]
     assert "kubectl top pods -l app=ai-service -n unibazzar" in check["commands"]
+
+
+def crash_loop(api: Any, service: str, pods: tuple[str, ...], restarts: int = 14) -> None:
+    """As a kubelet reports it: the pods' container waiting in CrashLoopBackOff after its last
+    run ended in an error a minute ago, and the Deployment short of those replicas."""
+    from datetime import UTC, datetime, timedelta
+
+    from kubernetes import client
+
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    ended = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for pod in pods:
+        status = core.read_namespaced_pod_status(pod, "unibazzar").status
+        container = api.sanitize_for_serialization(status.container_statuses[0])
+        container.update(ready=False, restartCount=restarts, state={"waiting": {
+            "reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting failed container"}},
+            lastState={"terminated": {"reason": "Error", "exitCode": 1, "startedAt": ended,
+                                      "finishedAt": ended}})
+        core.patch_namespaced_pod_status(pod, "unibazzar",
+                                         {"status": {"containerStatuses": [container]}})
+    ready = 2 - len(pods)
+    apps.patch_namespaced_deployment_status(service, "unibazzar", {"status": {
+        "readyReplicas": ready, "availableReplicas": ready, "unavailableReplicas": len(pods)}})
+
+
+@pytest.mark.parametrize("service", ["auth-service", "listing-service", "order-service",
+                                     "ai-service"])
+def test_a_crash_looping_pod_degrades_its_service(tmp_path: Path, kube_apps: Any,
+                                                  service: str) -> None:
+    """One pod of two in CrashLoopBackOff with 14 restarts, the Deployment at 1/2 ready: a
+    degradation (SEV2) for every service, never a healthy verdict."""
+    pod = f"{service}-7d9f8-abc12"
+    crash_loop(kube_apps.api_client, service, (pod,))
+    result, summary = run_checks(tmp_path, "-m", service)
+    assert result.returncode == 1, result.stdout[-3000:]
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    prefix = service.split("-")[0]
+    check = failed[f"{prefix}.scope-and-impact"]
+    assert check["message"] == (f"{service} is degraded: deployment {service} has 1/2 ready "
+                                f"pods; {pod} is in CrashLoopBackOff (14 restarts)")
+    assert (check["impact"], check["severity"]) == ("degradation", "SEV2")
+    assert f"kubectl describe pod {pod} -n unibazzar" in check["commands"]
+    assert f"kubectl logs {pod} -n unibazzar --previous --tail=200" in check["commands"]
+    assert summary["verdict"]["status"] == "failing"
+
+
+def test_a_service_whose_every_pod_crash_loops_is_down(tmp_path: Path, kube_apps: Any) -> None:
+    pods = ("order-service-7d9f8-abc12", "order-service-7d9f8-def34")
+    crash_loop(kube_apps.api_client, "order-service", pods, restarts=7)
+    _, summary = run_checks(tmp_path, "-m", "order-service")
+    check = {c["id"]: c for c in summary["checks"]}["order.scope-and-impact"]
+    assert check["message"] == (
+        "order-service is down: deployment order-service has 0/2 ready pods; "
+        f"{pods[0]} is in CrashLoopBackOff (7 restarts); {pods[1]} is in CrashLoopBackOff "
+        "(7 restarts)")
+    assert (check["impact"], check["severity"]) == ("outage", "SEV1")
 
 
 def test_a_partition_between_order_service_and_a_dependency_is_told_apart(

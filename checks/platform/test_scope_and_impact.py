@@ -1,13 +1,19 @@
-"""Initial Assessment — verify the incident scope and impact: for each service, its
-health endpoint answers and its Deployment has ready pods."""
+"""Initial Assessment — verify the incident scope and impact: for each service, its health
+endpoint answers and its Deployment's pods are up: none crash-looping or unable to start,
+none restarted or OOM-killed within the restart window, every desired replica ready.
+
+No ready pod, or no answer, is an outage; some pods down is a degradation. Without a
+[kubernetes] section only the health endpoint is judged."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from unibazzar_health.pods import pod_problems, replicas_problem
 from unibazzar_health.probes import ProbeFailure
 from unibazzar_health.runbook import CheckContext, Finding, gather, per_service
+from unibazzar_health.settings import Thresholds
 
 
 def observe_scope(service: str) -> Callable[[CheckContext], dict[str, Any]]:
@@ -17,38 +23,47 @@ def observe_scope(service: str) -> Callable[[CheckContext], dict[str, Any]]:
         spec = ctx.env.spec.service(service)
         deployment = ctx.deployment(service)
         health = spec.health_path if spec else "/health"
-        url, kube = ctx.service_url(service, health), ctx.kube()
-        return gather(
-            health=lambda: http.request(service, "GET", url, ctx.env.deadline("http")),
-            deployment=lambda: kubernetes.deployment_health(kube, deployment),
-        )
+        url = ctx.service_url(service, health)
+        calls: dict[str, Callable[[], Any]] = {
+            "health": lambda: http.request(service, "GET", url, ctx.env.deadline("http"))}
+        if ctx.env.spec.kubernetes is not None:
+            kube = ctx.kube()
+            calls["pods"] = lambda: kubernetes.pods_health(kube, deployment, metrics=False)
+        return gather(**calls)
 
     return observe
 
 
 @per_service("scope-and-impact", observe_scope)
-def test_service_answers_health_and_has_ready_pods(service: str, observed: dict[str, Any]) -> None:
-    health, deployment = observed["health"], observed["deployment"]
-    problems: list[str] = []
+def test_service_answers_health_and_its_pods_are_up(service: str, observed: dict[str, Any],
+                                                    thresholds: Thresholds) -> None:
+    health, pods = observed["health"], observed.get("pods")
+    down: list[str] = []
     unreachable: list[ProbeFailure] = []
     if isinstance(health, ProbeFailure):
-        problems.append(f"health endpoint: {health.message}")
+        down.append(f"health endpoint: {health.message}")
         unreachable.append(health)
     elif health.status != 200:
-        problems.append(f"health endpoint answered HTTP {health.status}")
-    if isinstance(deployment, ProbeFailure):
-        if not problems:
+        down.append(f"health endpoint answered HTTP {health.status}")
+    if isinstance(pods, ProbeFailure):
+        if not down:
             # The service answers; only its pods could not be read. That is our view of the
             # cluster failing (API down, VPN, expired credentials), not the service.
             raise Finding(f"{service} answers its health endpoint, but its pods cannot be "
-                          f"read: {deployment.message}", impact="non-critical",
-                          failures=(deployment,))
-        problems.append(f"deployment: {deployment.message}")
-        unreachable.append(deployment)
-    elif not deployment.exists:
-        problems.append(f"deployment {deployment.name} does not exist")
-    elif deployment.ready == 0:
-        problems.append(f"deployment {deployment.name} has 0/{deployment.desired} ready pods "
-                        f"({deployment.conditions.get('Available', 'no Available condition')})")
-    if problems:
-        raise Finding(f"{service} is down: " + "; ".join(problems), failures=unreachable)
+                          f"read: {pods.message}", impact="non-critical", failures=(pods,))
+        down.append(f"pods: {pods.message}")
+        unreachable.append(pods)
+        pods = None
+    if pods is not None and not pods.exists:
+        down.append(f"deployment {pods.deployment} does not exist")
+        pods = None
+    troubles = pod_problems(pods, thresholds.restart_window_minutes) if pods else []
+    short = replicas_problem(pods) if pods else None
+    details = ([short] if short else []) + [t.text for t in troubles]
+    names = {"pod": troubles[0].pod} if troubles else {}
+    if down or (pods is not None and pods.ready == 0):
+        raise Finding(f"{service} is down: " + "; ".join(down + details),
+                      failures=unreachable, names=names)
+    if details:
+        raise Finding(f"{service} is degraded: " + "; ".join(details), impact="degradation",
+                      names=names)

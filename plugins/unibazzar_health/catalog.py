@@ -160,6 +160,15 @@ class _KeepUnknown(dict[str, str]):
         return "{" + key + "}"
 
 
+# Placeholders only a check's Finding fills (the pod it names): a command that needs one the
+# finding did not give is left out rather than shown with a hole in it.
+FINDING_NAMES = frozenset({"pod"})
+
+
+def names_in(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
 def fill_commands(templates: tuple[str, ...], names: dict[str, str]) -> list[str]:
     formatter = string.Formatter()
     return [formatter.vformat(t, (), _KeepUnknown(names)) for t in templates]

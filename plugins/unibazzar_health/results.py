@@ -16,7 +16,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from unibazzar_health.catalog import Catalog, CheckEntry, fill_commands
+from unibazzar_health.catalog import FINDING_NAMES, Catalog, CheckEntry, fill_commands, names_in
 from unibazzar_health.redaction import Redactor
 from unibazzar_health.settings import Environment
 
@@ -175,8 +175,17 @@ def remedies(exc: BaseException | None, entry: CheckEntry, catalog: Catalog,
         commands += fill_commands(fix.commands, names | ({"failed_host": host} if host else {}))
     if generic:
         fixes += entry.fixes
-        commands += fill_commands(commands_for(generic_dependencies, entry.commands), names)
+        found = finding_names(exc)
+        templates = [t for t in commands_for(generic_dependencies, entry.commands)
+                     if all(name in found for name in names_in(t) & FINDING_NAMES)]
+        commands += fill_commands(tuple(templates), names | found)
     return list(dict.fromkeys(fixes)), list(dict.fromkeys(commands))
+
+
+def finding_names(exc: BaseException | None) -> dict[str, str]:
+    from unibazzar_health.runbook import Finding
+
+    return exc.names if isinstance(exc, Finding) else {}
 
 
 def failed_host(failure: ProbeFailure) -> str | None:

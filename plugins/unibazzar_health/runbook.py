@@ -9,7 +9,7 @@ plugin runs observe functions concurrently, ahead of the assertions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,10 +37,14 @@ class Finding(AssertionError):
     and picks fixes and commands by their kind (results.py)."""
 
     def __init__(self, message: str, *, impact: str | None = None,
-                 failures: Iterable[ProbeFailure] = ()) -> None:
+                 failures: Iterable[ProbeFailure] = (), names: Mapping[str, str] | None = None,
+                 ) -> None:
         super().__init__(message)
         self.impact = impact
         self.failures = tuple(failures)
+        # What the catalog's commands name that only this finding knows (catalog.FINDING_NAMES:
+        # the pod that crash-loops).
+        self.names = dict(names or {})
 
     @classmethod
     def of(cls, failures: Iterable[ProbeFailure], lead: str = "", *,

@@ -30,18 +30,6 @@ class KubeTarget:
         return self.api_url or (f"context {self.context}" if self.context else self.mode)
 
 
-@dataclass(frozen=True)
-class DeploymentHealth:
-    name: str
-    exists: bool
-    desired: int = 0
-    ready: int = 0
-    available: int = 0
-    updated: int = 0
-    revision: str | None = None
-    conditions: dict[str, str] = field(default_factory=dict)  # type -> "status (reason)"
-
-
 def api_client(target: KubeTarget) -> Any:
     from kubernetes import client, config
 
@@ -120,26 +108,6 @@ def _items(target: KubeTarget, what: str, fn: Any, *args: Any, **kwargs: Any) ->
         return list(_call(target, what, fn, *args, **kwargs).items)
     except ApiException as exc:
         raise _api_error(target, exc) from None
-
-
-def deployment_health(target: KubeTarget, name: str) -> DeploymentHealth:
-    from kubernetes import client
-
-    found = _deployment(target, client.AppsV1Api(api_client(target)), name)
-    if found is None:
-        return DeploymentHealth(name=name, exists=False)
-    d = found[0]
-    status = d.status
-    return DeploymentHealth(
-        name=name,
-        exists=True,
-        desired=d.spec.replicas or 0,
-        ready=status.ready_replicas or 0,
-        available=status.available_replicas or 0,
-        updated=status.updated_replicas or 0,
-        revision=(d.metadata.annotations or {}).get("deployment.kubernetes.io/revision"),
-        conditions={c.type: f"{c.status} ({c.reason})" for c in (status.conditions or [])},
-    )
 
 
 @dataclass(frozen=True)
