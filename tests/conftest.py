@@ -47,6 +47,19 @@ def fault(name: str, content: str = "") -> Iterator[None]:
         path.unlink()
 
 
+@contextmanager
+def sandbox_logs_kept() -> Iterator[None]:
+    """The stand-ins' logs cut back to where they were: what a test made them log (failed
+    logins with a wrong password, say) must not reach a later run's log window."""
+    logs = {path: path.stat().st_size for path in (SANDBOX_STATE / "logs").glob("*.log")}
+    try:
+        yield
+    finally:
+        for path, size in logs.items():
+            with path.open("r+") as handle:
+                handle.truncate(size)
+
+
 def environment_with(tmp_path: Path, **settings: str) -> Path:
     """A copy of the sandbox environment with some `key = value` lines changed (values as
     TOML: quote strings)."""

@@ -30,3 +30,11 @@ def test_docs_checks_lists_every_fix_by_failure_kind_in_the_catalogs_words() -> 
     assert {(dependency, kind) for dependency, kind, _ in rows} == set(catalog.failure_fixes)
     for dependency, kind, fix in rows:
         assert fix == " ".join(catalog.failure_fixes[(dependency, kind)].fixes), (dependency, kind)
+
+
+def test_docs_checks_lists_every_impact_class_under_its_severity() -> None:
+    text = (ROOT / "docs" / "checks.md").read_text()
+    section = text.split("## Impact classes", 1)[1].split("\n## ", 1)[0]
+    listed = {level: re.findall(r"`([a-z-]+)`", classes)
+              for level, classes in re.findall(r"^\| (SEV\d) \| (.+) \|$", section, re.MULTILINE)}
+    assert listed == {level: list(s.impacts) for level, s in load_catalog().severities.items()}

@@ -5,6 +5,7 @@ xdist (-n 2) and without it."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -165,12 +166,19 @@ def test_outcomes_severities_and_fixes_reach_the_summary(suite: pytest.Pytester,
     assert broken["severity"] is None and broken["message"] == "KeyError: 'missing'"
     assert checks["ai.vector-database-connectivity"]["message"] == \
         "not configured: the environment has no 'vector_db'"
-    assert summary["verdict"] == {
+    verdict = summary["verdict"]
+    # When the response and the next update are due: the runbook's 15 and 30 minutes.
+    started = datetime.fromisoformat(summary["started_at"])
+    assert datetime.fromisoformat(verdict.pop("respond_by")) == started + timedelta(minutes=15)
+    finished = datetime.fromisoformat(summary["finished_at"])
+    assert datetime.fromisoformat(verdict.pop("next_update_at")) == finished + timedelta(
+        minutes=30)
+    assert verdict == {
         "status": "failing", "severity": "SEV1", "title": "Critical",
         "respond_within": "15 minutes",
         "failing_checks": ["auth.jwt-secret-configuration", "listing.dynamodb-table-status",
                            "listing.s3-image-uploads", "ai.redis-cache-performance"],
-        "broken_checks": ["order.saga-orchestration"]}
+        "broken_checks": ["order.saga-orchestration"], "unchecked_services": []}
     assert summary["counts"] == {"passed": 1, "failed": 4, "broken": 1, "skipped": 1,
                                  "not-run": 0}
     result.stdout.fnmatch_lines([

@@ -175,7 +175,7 @@ def test_a_stalled_redis_gets_paused_or_blocked_and_its_clients(env: Environment
     assert result.fixes == [
         "Check Redis for a paused or blocked server (CLIENT PAUSE, a long-running command): "
         "unpause it or kill the blocking client"]
-    prefix = 'REDISCLI_AUTH="${CACHE_PASSWORD}" redis-cli -u redis://cache.internal:6379/1'
+    prefix = 'REDISCLI_AUTH="${CACHE_PASSWORD}" redis-cli -u \'redis://cache.internal:6379/1\''
     assert result.commands == [f"{prefix} info clients", f"{prefix} client list",
                                f"{prefix} slowlog get 10"]
     # Refused is no stall: the check's own commands.
@@ -216,6 +216,40 @@ def test_a_rejected_webhook_signature_gets_sync_the_secret(env: Environment) -> 
                                   "'https://api.stripe.com/v1/webhook_endpoints?limit=100'")
 
 
+def test_a_canary_login_answered_with_a_5xx_is_auth_service_failing_not_its_secrets(
+        env: Environment) -> None:
+    """The JWT check's own fix is "Rotate JWT secrets if compromised": wrong for a 503."""
+    failing = ProbeFailure("auth-service", "https://auth.internal/login",
+                           FailureKind.UNEXPECTED_ANSWER,
+                           "canary login answered HTTP 503 (database unavailable)")
+    result = result_of("auth.jwt-secret-configuration",
+                       Finding("auth-service is failing: canary login answered HTTP 503",
+                               impact="degradation", failures=(failing,)), env)
+    assert (result.impact, result.severity) == ("degradation", "SEV2")
+    assert "Rotate JWT secrets if compromised" not in result.fixes
+    assert result.fixes == list(CATALOG.fix_for("auth-service", "unexpected_answer").fixes)
+    assert result.fixes[0].startswith("Restart auth-service")
+    assert result.failed_dependencies == ["auth-service"]
+    # Its logs and its rollouts, as kubectl names them for this environment's cluster.
+    assert [c.split(" ", 3)[-1] for c in result.commands] == [
+        "logs deployment/auth-service -n unibazzar --tail=100",
+        "rollout status deployment/auth-service -n unibazzar",
+        "rollout history deployment/auth-service -n unibazzar"], result.commands
+
+
+def test_auth_service_failing_seen_from_order_service_names_auth_services_deployment(
+        env: Environment) -> None:
+    """order-service's downstream check finds the same failure: the commands are about
+    auth-service's Deployment, not the check's own service's."""
+    failing = ProbeFailure("auth-service", "https://auth.internal/health",
+                           FailureKind.UNEXPECTED_ANSWER, "health endpoint answered HTTP 503")
+    result = result_of("order.downstream-dependencies",
+                       Finding("auth-service is down", failures=(failing,)), env)
+    assert result.fixes[0].startswith("Restart auth-service")
+    assert result.commands and all("deployment/auth-service " in c for c in result.commands)
+    assert not any("order-service" in c for c in result.commands)
+
+
 def test_failures_without_a_fix_for_their_kind_keep_the_checks_own(env: Environment) -> None:
     entry = CATALOG.check("listing.dynamodb-table-status")
     refused = ProbeError("dynamodb", "table t (eu-west-1)", "connection refused", 2.0,
@@ -244,6 +278,52 @@ def test_the_failures_cross_workers_as_plain_data(env: Environment) -> None:
                                  "kind": "missing_object", "problem": "gone", "deadline": 2.0}]
     assert CheckResult.from_dict(data) == result
     assert ProbeFailure.from_dict(data["failures"][0]) == gone
+
+
+# ---- what stakeholders are told ------------------------------------------------------------
+def test_a_failed_check_carries_its_impact_statement_for_stakeholders(env: Environment) -> None:
+    refused = ProbeError("postgresql", "db.internal:5432/auth", "connection refused", 2.0,
+                         kind=FailureKind.REFUSED)
+    result = result_of("auth.postgresql-connectivity", refused, env)
+    assert result.impact_statement == "Customers may be unable to log in or sign up."
+    assert CheckResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    passed = build_result(entry=CATALOG.check("auth.postgresql-connectivity"), nodeid="n",
+                          catalog=CATALOG, env=env, redactor=Redactor(), exc=None,
+                          skipped=False, skip_reason="", observed=None, duration_s=0.1)
+    assert passed.impact_statement is None
+
+
+def test_every_check_has_one_plain_sentence_for_stakeholders() -> None:
+    for entry in CATALOG.checks.values():
+        statement = entry.impact_statement
+        assert statement.endswith(".") and statement.count(". ") == 0, entry.id
+        assert not any(word in statement.lower() for word in ("p95", "probe", "deadline")), \
+            entry.id
+
+
+def test_a_check_without_an_impact_statement_is_a_catalog_error() -> None:
+    import tomllib
+    from importlib import resources
+
+    raw = tomllib.loads(resources.files("unibazzar_health").joinpath("catalog.toml")
+                        .read_text("utf-8"))
+    del raw["checks"]["order.saga-orchestration"]["impact_statement"]
+    with pytest.raises(CatalogError, match=r"check order\.saga-orchestration: needs an "
+                                           "impact_statement"):
+        parse_catalog(raw)
+
+
+# ---- fixes that fit the failure -------------------------------------------------------------
+@pytest.mark.parametrize("kind", [FailureKind.UNREACHABLE, FailureKind.REFUSED,
+                                  FailureKind.TIMEOUT])
+@pytest.mark.parametrize("check_id", ["ai.vector-database-connectivity", "ai.related-systems"])
+def test_a_vector_database_that_does_not_answer_gets_no_cache_clearing(
+        kind: FailureKind, check_id: str, env: Environment) -> None:
+    down = failure("vector-db", kind, "https://vectors.invalid/api/v2/heartbeat")
+    result = result_of(check_id, Finding("x", failures=(down,)), env)
+    assert "Clear vector database cache" not in result.fixes
+    assert result.fixes == list(CATALOG.fix_for("vector-db", kind).fixes)  # type: ignore[union-attr]
+    assert result.commands
 
 
 # ---- the catalog's failure_fixes are checked like the rest ----------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,13 @@ def test_a_stopped_backend_fails_exactly_its_dependents(tmp_path: Path, stopped:
         if check["outcome"] == "failed":
             entry = CATALOG.checks[check["id"]]
             assert check["severity"] == CATALOG.severity_of(check["impact"]).level
-            assert check["fixes"] == list(entry.fixes)
+            if check["id"] == "auth.jwt-secret-configuration" and stopped == "postgresql":
+                # auth-service, its database gone, answers the canary's login with 503:
+                # auth-service failing (its logs say why), not its JWT secrets.
+                assert (check["impact"], check["fixes"]) == ("degradation", list(
+                    CATALOG.fix_for("auth-service", "unexpected_answer").fixes)), check
+            else:
+                assert check["fixes"] == list(entry.fixes)
             assert check["commands"], check["id"]
             assert check["message"]
             assert f"FAIL {check['severity']} {check['service']} · {check['step']}" \
@@ -361,7 +368,8 @@ def test_a_recent_rollout_is_named_and_a_stuck_one_fails(tmp_path: Path, kube_ap
         'rollout of auth-service revision 2 is stuck: ProgressDeadlineExceeded: ReplicaSet '
         '"auth-service-5c6d7" has timed out progressing. (1/2 updated, 1 unavailable)')
     assert stuck["fixes"] == ["Roll back the latest deployment if it preceded the failures"]
-    assert "kubectl rollout undo deployment/auth-service -n unibazzar" in stuck["commands"]
+    assert ("kubectl --server 'http://127.0.0.1:25443' rollout undo deployment/auth-service "
+            "-n unibazzar") in stuck["commands"]
     assert {c["id"] for c in summary["checks"] if c["outcome"] == "failed"} == {
         "auth.recent-deployments"}
     assert ("       if it preceded the failures: kubectl rollout undo "
@@ -399,7 +407,8 @@ def test_an_oom_killed_pod_and_memory_pressure_are_named(tmp_path: Path, kube_ap
                                 f"{pod} uses 98% of its memory limit (>= 90%)")
     assert check["fixes"] == ["Restart service to reload models",
                               "Scale up instances if CPU/memory bound"]
-    assert "kubectl top pods -l app=ai-service -n unibazzar" in check["commands"]
+    assert ("kubectl --server 'http://127.0.0.1:25443' top pods -l app=ai-service "
+            "-n unibazzar") in check["commands"]
 
 
 def crash_loop(api: Any, service: str, pods: tuple[str, ...], restarts: int = 14) -> None:
@@ -441,8 +450,9 @@ def test_a_crash_looping_pod_degrades_its_service(tmp_path: Path, kube_apps: Any
     assert check["message"] == (f"{service} is degraded: deployment {service} has 1/2 ready "
                                 f"pods; {pod} is in CrashLoopBackOff (14 restarts)")
     assert (check["impact"], check["severity"]) == ("degradation", "SEV2")
-    assert f"kubectl describe pod {pod} -n unibazzar" in check["commands"]
-    assert f"kubectl logs {pod} -n unibazzar --previous --tail=200" in check["commands"]
+    kubectl = "kubectl --server 'http://127.0.0.1:25443'"
+    assert f"{kubectl} describe pod {pod} -n unibazzar" in check["commands"]
+    assert f"{kubectl} logs {pod} -n unibazzar --previous --tail=200" in check["commands"]
     assert summary["verdict"]["status"] == "failing"
 
 
@@ -537,12 +547,60 @@ def test_orders_and_payments_that_disagree_are_named(tmp_path: Path,
     failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
     assert set(failed) == {"order.payment-reconciliation"}, result.stdout[-2000:]
     check = failed["order.payment-reconciliation"]
-    assert (check["impact"], check["severity"]) == ("data", "SEV1")
+    # No money lost (the order exists and can be put right): a payment processing issue.
+    assert (check["impact"], check["severity"]) == ("payments", "SEV2")
     assert check["message"] == (
         "2 order(s) disagree with the payment provider: order order-selftest-paid is paid in "
         "the database, but the provider has no payment pi_selftest_missing; payment "
         f"{intent['id']} (created 0 min ago) succeeded for order order-selftest-lost, which "
         "is 'pending' in the orders database")
+    assert check["fixes"] == ["Reconcile payment provider state"]
+
+
+def test_money_taken_with_no_order_or_twice_is_data_loss(tmp_path: Path,
+                                                         payments_reset: None) -> None:
+    """A customer charged for an order the database does not have, and one charged twice
+    for one order: money lost, SEV1."""
+    import psycopg
+    import requests
+
+    api, auth = "http://127.0.0.1:25420/v1", (sandbox_secrets()["UNIBAZZAR_STRIPE_API_KEY"], "")
+
+    def charge(order_id: str, amount: int) -> dict[str, Any]:
+        method = requests.post(f"{api}/payment_methods", auth=auth, timeout=10, data={
+            "type": "card", "card[number]": "4242424242424242", "card[exp_month]": "12",
+            "card[exp_year]": "2030", "card[cvc]": "123"}).json()["id"]
+        intent = requests.post(f"{api}/payment_intents", auth=auth, timeout=10, data={
+            "amount": str(amount), "currency": "eur", "payment_method": method,
+            "confirm": "true", "metadata[order_id]": order_id}).json()
+        assert intent["status"] == "succeeded", intent
+        return dict(intent)
+
+    admin = admin_dsn("orders")
+    try:
+        gone = charge("order-selftest-gone", 300)
+        twice = sorted((charge("order-selftest-twice", 900) for _ in range(2)),
+                       key=lambda i: (i["created"], i["id"]))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            # Paid, with the first payment: the second took the money again.
+            conn.execute("INSERT INTO orders (id, user_email, listing_id, amount_cents, status, "
+                         "payment_intent_id) VALUES ('order-selftest-twice', "
+                         "'x@unibazzar.test', 'l-1', 900, 'paid', %s)", (twice[0]["id"],))
+        env_file = environment_with(tmp_path, reconcile_grace_minutes="0")
+        result, summary = run_checks(tmp_path, "-m", "order-service", env_file=env_file)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DELETE FROM orders WHERE id LIKE 'order-selftest-%'")
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"order.payment-reconciliation"}, result.stdout[-2000:]
+    check = failed["order.payment-reconciliation"]
+    assert (check["impact"], check["severity"]) == ("data", "SEV1")
+    assert check["message"] == (
+        "2 order(s) disagree with the payment provider (2 with money lost): payment "
+        f"{gone['id']} (created 0 min ago) succeeded for order order-selftest-gone, which does "
+        "not exist in the orders database; order order-selftest-twice was charged 2 times: "
+        f"payments {twice[0]['id']}, {twice[1]['id']} succeeded")
+    assert check["evidence"]["payment_issues"] == []
     assert check["fixes"] == ["Reconcile payment provider state"]
 
 
@@ -592,7 +650,7 @@ def test_stale_cached_data_is_named_with_the_fix(tmp_path: Path) -> None:
     assert check["fixes"] == ["Clear Redis cache if stale data"]
 
 
-def test_a_brute_force_on_login_is_a_security_finding(tmp_path: Path) -> None:
+def test_a_brute_force_on_login_is_an_attempt_not_a_breach(tmp_path: Path) -> None:
     """Failed logins from one source, read back from auth-service's pod logs; the log is
     cut back afterwards, so later runs see the window as it was."""
     import requests
@@ -612,9 +670,91 @@ def test_a_brute_force_on_login_is_a_security_finding(tmp_path: Path) -> None:
     assert set(failed) == {"auth.authentication-logs"}, result.stdout[-2000:]
     check = failed["auth.authentication-logs"]
     # Both pods of the emulated Deployment serve the same log file: each attempt counts twice.
-    assert check["message"] == ("brute force? 30 of 30 failed logins in the last 15 min come "
-                                "from 127.0.0.1")
-    assert (check["impact"], check["severity"]) == ("security", "SEV1")
+    assert check["message"] == ("brute-force attempt: 30 of 30 failed logins in the last 15 "
+                                "min come from 127.0.0.1, 0 of them blocked")
+    # An attempt, not a breach: nobody got in.
+    assert (check["impact"], check["severity"]) == ("security-attempt", "SEV2")
     assert len(check["evidence"]["last_failures"]) == 20
+    result, _ = run_checks(tmp_path, "-m", "auth-service")
+    assert result.returncode == 0, result.stdout[-2000:]
+
+
+@contextmanager
+def auth_log_lines(*lines: str) -> Iterator[None]:
+    """Lines in auth-service's log as its logger writes them (local time, the level, the
+    service), stamped now; the log is cut back afterwards, so later runs see the window as
+    it was. For what the stand-in never logs itself: a rate limiter, another host."""
+    from datetime import datetime
+
+    log = SANDBOX_STATE / "logs" / "auth-service.log"
+    size = log.stat().st_size
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,000")
+    try:
+        with log.open("a") as handle:
+            handle.writelines(f"{stamp} {line}\n" for line in lines)
+        yield
+    finally:
+        with log.open("r+") as handle:
+            handle.truncate(size)
+
+
+def test_a_brute_force_the_rate_limiter_blocks_is_sev3(tmp_path: Path) -> None:
+    source = "198.51.100.7"
+    with auth_log_lines(
+            *[f"WARNING auth-service login failed: bad credentials source={source}"] * 4,
+            *[f"WARNING auth-service login blocked: rate limited source={source}"] * 16):
+        result, summary = run_checks(tmp_path, "-m", "auth-service")
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"auth.authentication-logs"}, result.stdout[-2000:]
+    check = failed["auth.authentication-logs"]
+    # Both pods serve the same log file: each line counts twice.
+    assert check["message"] == ("brute-force attempt, being blocked: 40 of 40 failed logins "
+                                f"in the last 15 min come from {source}, 32 of them blocked")
+    assert (check["impact"], check["severity"]) == ("security-attempt-blocked", "SEV3")
+    assert check["evidence"]["blocked_by_source"] == {source: 32}
+
+
+def test_the_canary_logging_in_from_an_unknown_source_is_a_breach(tmp_path: Path) -> None:
+    """The sandbox's canary logs in from 127.0.0.1 only (canary.known_sources): its password
+    used anywhere else is out."""
+    with auth_log_lines(
+            "INFO auth-service login ok email=canary@unibazzar.test source=203.0.113.9"):
+        result, summary = run_checks(tmp_path, "-m", "auth-service")
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"auth.authentication-logs"}, result.stdout[-2000:]
+    check = failed["auth.authentication-logs"]
+    assert check["message"] == (
+        "canary account canary@unibazzar.test logged in from an unknown source in the last 15 "
+        "min: 203.0.113.9 (2 login(s)); it logs in only from 127.0.0.1")
+    assert (check["impact"], check["severity"]) == ("security", "SEV1")
+
+
+def test_a_canary_login_answered_with_a_5xx_is_auth_service_failing(tmp_path: Path) -> None:
+    """auth-service refused by its own database answers logins with 503: auth-service is
+    failing (restart it, roll it back), not its JWT secrets (the check's own fix)."""
+    import psycopg
+
+    admin = admin_dsn("auth")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("ALTER ROLE auth_service NOLOGIN")
+    try:
+        result, summary = run_checks(tmp_path, "-m", "auth-service")
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("ALTER ROLE auth_service LOGIN")
+    failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"auth.jwt-secret-configuration"}, result.stdout[-2000:]
+    check = failed["auth.jwt-secret-configuration"]
+    assert check["message"] == ("auth-service is failing: canary login answered HTTP 503 "
+                                "(database unavailable)")
+    assert (check["impact"], check["severity"]) == ("degradation", "SEV2")
+    assert [(f["backend"], f["kind"], f["target"]) for f in check["failures"]] == [
+        ("auth-service", "unexpected_answer", "http://127.0.0.1:28001/login")]
+    assert "Rotate JWT secrets if compromised" not in check["fixes"]
+    assert check["fixes"] == list(CATALOG.fix_for("auth-service", "unexpected_answer").fixes)
+    assert any(c.endswith(" logs deployment/auth-service -n unibazzar --tail=100")
+               for c in check["commands"]), check["commands"]
+    assert any(c.endswith(" rollout status deployment/auth-service -n unibazzar")
+               for c in check["commands"]), check["commands"]
     result, _ = run_checks(tmp_path, "-m", "auth-service")
     assert result.returncode == 0, result.stdout[-2000:]

@@ -10,6 +10,7 @@ from unibazzar_health.probes import FailureKind, ProbeFailure, connection_failur
 from unibazzar_health.runbook import (
     CheckContext,
     Finding,
+    NotConfigured,
     failures_among,
     gather,
     runbook_check,
@@ -179,6 +180,10 @@ def observe_downstream(ctx: CheckContext) -> dict[str, Any]:
         url = ctx.service_url("order-service", order.dependencies_path)
         ours["order-service's view"] = lambda: http.request(
             "order-service", "GET", url, deadline)
+    if not ours:
+        # Nothing to compare: passing would claim dependencies nobody looked at.
+        raise NotConfigured("services.order-service.dependencies_path, or any of "
+                            + ", ".join(DOWNSTREAM))
     seen = gather(**ours)
     view = seen.pop("order-service's view", None)
     return {"from_here": seen, "from_order_service": view, "targets": targets}
@@ -247,7 +252,9 @@ MAX_LOOKUPS = 5  # paid orders whose payment is not on that page, looked up one 
 
 def observe_reconciliation(ctx: CheckContext) -> dict[str, Any]:
     """Both ways, over the time the provider's newest page covers (and at most the window):
-    older orders are not judged rather than judged on missing data."""
+    older orders are not judged rather than judged on missing data. Each mismatch is sorted
+    by what it is: ``loss`` (money taken with no order for it, or taken twice) or
+    ``payment_issues`` (the two sides disagree about an order that can be put right)."""
     from unibazzar_health.probes import payments, postgresql
 
     limits = ctx.env.spec.thresholds
@@ -270,7 +277,8 @@ def observe_reconciliation(ctx: CheckContext) -> dict[str, Any]:
     covered_from = (max(window_start, min(i.created for i in page))
                     if len(page) >= PROVIDER_PAGE else window_start)
     intents = {i.id: i for i in page}
-    mismatches: list[str] = []
+    loss: list[str] = []
+    issues: list[str] = []
     lookups, not_judged = 0, 0
     # The database says paid: the provider must have taken that payment.
     for order_id, status, intent_id, amount, updated in seen["orders"]:
@@ -286,33 +294,50 @@ def observe_reconciliation(ctx: CheckContext) -> dict[str, Any]:
                 continue
             lookups += 1
             intent = payments.payment_intent(provider, intent_id)
+        # Paid in our books, not (or not this much) at the provider: the order is what is
+        # wrong, and it can be put right.
         if intent is None:
-            mismatches.append(f"order {order_id} is paid in the database, but the provider "
-                              f"has no payment {intent_id}")
+            issues.append(f"order {order_id} is paid in the database, but the provider "
+                          f"has no payment {intent_id}")
         elif intent.status != "succeeded":
-            mismatches.append(f"order {order_id} is paid in the database, but its payment "
-                              f"{intent_id} is {intent.status}")
+            issues.append(f"order {order_id} is paid in the database, but its payment "
+                          f"{intent_id} is {intent.status}")
         elif intent.amount != amount:
-            mismatches.append(f"order {order_id} is {amount} cents, its payment {intent_id} "
-                              f"{intent.amount}")
+            issues.append(f"order {order_id} is {amount} cents, its payment {intent_id} "
+                          f"{intent.amount}")
     # The provider took a payment: its order must say so once the webhook had time to land.
-    # (Stripe gives no success time: the grace runs from the payment's creation.)
+    # (Stripe gives no success time: the grace runs from the payment's creation.) A payment
+    # refunded in full took nothing.
     grace_start = now - limits.reconcile_grace_minutes * 60
-    taken = {i.order_id: i for i in page if i.status == "succeeded" and i.order_id
-             and covered_from <= i.created <= grace_start}
+    taken: dict[str, list[payments.PaymentIntent]] = {}
+    for i in page:
+        if (i.status == "succeeded" and i.order_id and i.amount_refunded < i.amount
+                and covered_from <= i.created <= grace_start):
+            taken.setdefault(i.order_id, []).append(i)
     if taken:
         rows = postgresql.fetch(database, "SELECT id, status FROM orders WHERE id = ANY(%s)",
                                 (sorted(taken),))
         statuses = {row[0]: row[1] for row in rows}
-        for order_id, intent in sorted(taken.items()):
-            if statuses.get(order_id) != "paid":
-                state = (f"is {statuses[order_id]!r}" if order_id in statuses
-                         else "does not exist")
-                mismatches.append(
-                    f"payment {intent.id} (created {(now - intent.created) / 60:.0f} min ago) "
-                    f"succeeded for order {order_id}, which {state} in the orders database")
+        for order_id, charges in sorted(taken.items()):
+            charges.sort(key=lambda i: (i.created, i.id))
+            state = (f"is {statuses[order_id]!r}" if order_id in statuses
+                     else "does not exist")
+            if len(charges) > 1:
+                # Money taken twice, whatever the order says.
+                loss.append(f"order {order_id} was charged {len(charges)} times: payments "
+                            f"{', '.join(i.id for i in charges)} succeeded"
+                            + ("" if statuses.get(order_id) == "paid"
+                               else f", and the order {state} in the orders database"))
+            elif statuses.get(order_id) != "paid":
+                [intent] = charges
+                words = (f"payment {intent.id} (created {(now - intent.created) / 60:.0f} min "
+                         f"ago) succeeded for order {order_id}, which {state} in the orders "
+                         "database")
+                # No order: the customer was charged for nothing. An order that exists but
+                # is not paid is a lost webhook: the order can still be put right.
+                (issues if order_id in statuses else loss).append(words)
     return {"orders_checked": len(seen["orders"]) - not_judged, "not_judged": not_judged,
-            "payments_checked": len(page), "mismatches": mismatches}
+            "payments_checked": len(page), "loss": loss, "payment_issues": issues}
 
 
 @runbook_check("order.payment-reconciliation", observe=observe_reconciliation)
@@ -324,6 +349,12 @@ def test_orders_and_payments_reconcile(observed: dict[str, Any]) -> None:
         raise Finding.of(failures, "cannot reconcile: ",
                          impact=("payments" if any(f.backend == "payments" for f in failures)
                                  else "degradation"))
-    mismatches = observed["mismatches"]
-    assert not mismatches, (f"{len(mismatches)} order(s) disagree with the payment provider: "
-                            + "; ".join(mismatches[:10]))
+    loss, issues = observed["loss"], observed["payment_issues"]
+    if loss or issues:
+        # The runbook: a payment processing issue is SEV2; money lost is data loss, SEV1.
+        # Lost money first: it is what the reader must act on.
+        mismatches = loss + issues
+        lost = f" ({len(loss)} with money lost)" if loss else ""
+        raise Finding(f"{len(mismatches)} order(s) disagree with the payment provider{lost}: "
+                      + "; ".join(mismatches[:10]),
+                      impact="data" if loss else "payments")

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from unibazzar_health.catalog import SEVERITY_ORDER, load_catalog
 from unibazzar_health.probes import ProbeFailure
 from unibazzar_health.runbook import (
     SERVICE_PREFIX,
@@ -20,6 +19,7 @@ from unibazzar_health.runbook import (
     gather,
     per_service,
 )
+from unibazzar_health.severity import impact_of_losing, worst_impact
 
 Probe = Callable[[], Any]
 
@@ -115,29 +115,12 @@ def observe_related_systems(service: str) -> Callable[[CheckContext], dict[str, 
     return observe
 
 
-# Classes that describe what a check found in data it did read (a mismatch, an accepted
-# forgery), not what losing the dependency does: they do not rate an unreachable backend.
-NOT_FROM_UNAVAILABILITY = {"data", "security"}
-
-
-def impact_of_losing(service: str, dependency: str) -> str:
-    """The worst impact class among the service's checks that depend on ``dependency``."""
-    catalog = load_catalog()
-    own = catalog.check(f"{SERVICE_PREFIX[service]}.related-systems")
-    impacts = [entry.impact for entry in catalog.checks.values()
-               if entry.service == service and dependency in entry.depends_on
-               and entry.id != own.id and entry.impact not in NOT_FROM_UNAVAILABILITY]
-    return min(impacts or [own.impact],
-               key=lambda i: SEVERITY_ORDER.index(catalog.severity_of(i).level))
-
-
 @per_service("related-systems", observe_related_systems, DEPENDENCIES)
 def test_related_systems_and_dependencies_answer(service: str, observed: dict[str, Any]) -> None:
     down = {name: answer for name, answer in sorted(observed.items())
             if isinstance(answer, ProbeFailure)}
     if down:
-        impacts = [impact_of_losing(service, name) for name in down]
-        catalog = load_catalog()
-        worst = min(impacts, key=lambda i: SEVERITY_ORDER.index(catalog.severity_of(i).level))
+        own = f"{SERVICE_PREFIX[service]}.related-systems"
+        impact = worst_impact(impact_of_losing(service, name, own) for name in down)
         raise Finding.of(down.values(), f"{service} cannot reach {', '.join(down)}: ",
-                         impact=worst)
+                         impact=impact)

@@ -107,7 +107,7 @@ def allure_command(root: Path, environ: Mapping[str, str]) -> list[str]:
     chosen = environ.get("UNIBAZZAR_ALLURE")
     if chosen:
         return [chosen]
-    local = root / "tools" / "allure" / "node_modules" / ".bin" / "allure"
+    local = root.resolve() / "tools" / "allure" / "node_modules" / ".bin" / "allure"
     if not local.exists():
         raise ReportError(f"Allure 3 is not installed at {local}: run scripts/bootstrap, or "
                           "set UNIBAZZAR_ALLURE to an allure (3.x) command")
@@ -141,3 +141,36 @@ def build_single_file(results_dir: Path, output_dir: Path, history: Path, name: 
         raise ReportError(f"allure generate failed (exit {done.returncode}): "
                           f"{(done.stderr or done.stdout).strip()[-500:]}")
     return index
+
+
+def annotate(result: Mapping[str, Any], catalog: Any, env: Any, test: Any) -> None:
+    """Label, link and describe the current Allure test case as ``result`` (a CheckResult
+    dict) says, attach its redacted evidence, and set its status to our outcome. ``test`` is
+    allure-pytest's current TestResult (its listener's), whose status we own from here."""
+    import allure
+
+    from unibazzar_health.severity import severity_of
+
+    entry = catalog.check(result["id"])
+    level = result.get("severity") or severity_of(entry.impact, catalog).level
+    for name, value in labels(result, catalog.severities[level].allure):
+        allure.dynamic.label(name, value)
+    allure.dynamic.title(f"{result['service']} · {result['title']}")
+    allure.dynamic.description(description(result))
+    report = env.spec.report
+    if report.runbook_url:
+        allure.dynamic.link(report.runbook_url, name="runbook")
+    if report.tms_pattern:
+        allure.dynamic.testcase(
+            report.tms_pattern.format(result["id"]), name=result["id"])
+    if result.get("evidence") is not None or result.get("failures"):
+        allure.attach(json.dumps({"evidence": result.get("evidence"),
+                                  "failures": result.get("failures", [])}, indent=2,
+                                 ensure_ascii=False),
+                      name="evidence (redacted)", attachment_type=allure.attachment_type.JSON)
+    status = {"failed": "failed", "broken": "broken", "passed": "passed",
+              "skipped": "skipped", "not-run": "skipped"}[result["outcome"]]
+    if test is not None:
+        test.status = status
+        if result.get("message") and test.statusDetails is not None:
+            test.statusDetails.message = result["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 import tomllib
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ class CheckEntry:
     step: str
     title: str
     impact: str
+    # One sentence for stakeholders (the runbook's Initial Notification "Impact:"): what
+    # users or the business see when this check fails, in their words, never the probe's.
+    impact_statement: str
     depends_on: tuple[str, ...]
     fixes: tuple[str, ...]  # the runbook's words, already looked up
     commands: tuple[str, ...]  # templates, see fill_commands
@@ -115,9 +119,16 @@ def parse_catalog(raw: dict[str, Any]) -> Catalog:
         unknown = [f for f in c.get("fixes", []) if f not in fixes]
         if unknown:
             raise CatalogError(f"check {check_id}: unknown fixes {unknown}")
+        statement = c.get("impact_statement")
+        if not isinstance(statement, str) or not statement.strip():
+            raise CatalogError(f"check {check_id}: needs an impact_statement (one sentence: "
+                               "what users or the business see when it fails)")
+        for template in c.get("commands", []):
+            check_command(f"check {check_id}", template)
         checks[check_id] = CheckEntry(
             id=check_id, service=c["service"], step=c["step"], title=c["title"],
-            impact=c["impact"], depends_on=tuple(c.get("depends_on", [])),
+            impact=c["impact"], impact_statement=statement.strip(),
+            depends_on=tuple(c.get("depends_on", [])),
             fixes=tuple(fixes[f] for f in c.get("fixes", [])),
             commands=tuple(c.get("commands", [])),
         )
@@ -147,10 +158,27 @@ def parse_failure_fixes(raw: dict[str, Any], fixes: dict[str, str],
         if not f.get("fixes") or not f.get("commands"):
             # An entry replaces the check's own fixes and commands: empty would leave nothing.
             raise CatalogError(f"failure_fixes.{key}: needs fixes and commands")
+        for template in f["commands"]:
+            check_command(f"failure_fixes.{key}", template)
         parsed[(dependency, kind)] = KindFix(
             dependency=dependency, kind=kind, fixes=tuple(fixes[name] for name in f["fixes"]),
             commands=tuple(f["commands"]))
     return parsed
+
+
+# kubectl written bare, at the start of a command or after a pipe or separator.
+_BARE_KUBECTL = re.compile(r"(?:^|[|;&(]\s*)kubectl\b")
+
+
+def check_command(where: str, template: str) -> None:
+    """A command is pasted into a shell during an incident: a kubectl command must name the
+    environment's cluster ({kubectl}, filled by results.command_names with --context or
+    --server) and the namespace, never act on whatever cluster the shell points at."""
+    if _BARE_KUBECTL.search(template):
+        raise CatalogError(f"{where}: write {{kubectl}}, not kubectl, so the command names "
+                           f"the environment's cluster: {template!r}")
+    if "{kubectl}" in template and "-n {namespace}" not in template:
+        raise CatalogError(f"{where}: a kubectl command needs -n {{namespace}}: {template!r}")
 
 
 class _KeepUnknown(dict[str, str]):

@@ -118,6 +118,7 @@ def _details(summary: dict[str, Any], checks: list[dict[str, Any]],
         lines.append(f"  - Evidence: {check['message']}")
         lines.extend(f"  - Fix: {fix}" for fix in check.get("fixes", []))
         lines.extend(f"  - Next: `{command}`" for command in check.get("commands", []))
+    lines.append("")  # what follows is no longer part of the last check's list item
     lines.extend(_escalation_lines(summary))
     incident = _incident(summary)
     if incident.get("report_url"):

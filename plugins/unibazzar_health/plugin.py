@@ -53,6 +53,7 @@ class RunState:
     results: dict[str, CheckResult] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
     summary_path: Path | None = None
+    incident_path: Path | None = None
     measurements: SharedObservations = field(default_factory=SharedObservations)
 
 
@@ -65,6 +66,7 @@ class CheckItem:
     # Time the test spent waiting for its observation: part of call.duration, but the
     # observation's own elapsed time already counts it.
     waited_s: float = 0.0
+    result: CheckResult | None = None
 
 
 RUN_KEY = pytest.StashKey[RunState]()
@@ -187,6 +189,39 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ResultCollector(config.stash[RUN_KEY]), "unibazzar-results")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(), "unibazzar-xdist")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Here, not in pytest_configure: allure-pytest registers its listener in its own
+    # pytest_configure, which may run after ours.
+    config = session.config
+    listener = config.pluginmanager.get_plugin("allure_listener")
+    state = config.stash.get(RUN_KEY, None)
+    if listener is not None and state is not None and state.env is not None:
+        config.pluginmanager.register(AllureHooks(listener, state), "unibazzar-allure")
+
+
+class AllureHooks:
+    """Registered only when allure-pytest writes results (--alluredir): every check's
+    result carries its severity, runbook place, backends, links, fixes, commands and
+    redacted evidence, and Allure's status says failed or broken exactly as summary.json
+    does (Allure alone would call a probe failure broken: it is not an AssertionError)."""
+
+    def __init__(self, listener: Any, state: RunState) -> None:
+        self.listener, self.state = listener, state
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
+        # tryfirst: the outermost wrapper, so both allure's status and our result exist here.
+        yield
+        info = item.stash.get(ITEM_KEY, None)
+        if info is None or info.result is None or call.when == "teardown":
+            return
+        result, info.result = info.result, None  # once per check
+        from unibazzar_health.allure_report import annotate
+
+        annotate(result.to_dict(), self.state.catalog, self.state.env,
+                 self.listener.allure_logger.get_test(None))
 
 
 def _shares_up_front(config: pytest.Config) -> bool:
@@ -339,6 +374,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         # Plain strings on the item: JUnit XML writes the teardown report's, which are the
         # item's. The whole result crosses xdist as JSON on this report only, and the
         # controller takes it off (ResultCollector).
+        info.result = result
         item.user_properties.extend(result.properties())
         report.user_properties = [*report.user_properties, *result.properties(),
                                   (PROPERTY_KEY, json.dumps(result.to_dict()))]
@@ -375,7 +411,8 @@ class ResultCollector:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     from unibazzar_health.gate import exit_status
-    from unibazzar_health.summary import RunInfo, build_summary, now, write_json
+    from unibazzar_health.outputs import write_outputs
+    from unibazzar_health.summary import RunInfo, build_summary, now
 
     config = session.config
     if _is_worker(config) or RUN_KEY not in config.stash:
@@ -385,11 +422,47 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     run = RunInfo(environment=state.env.name, environment_file=str(state.env.path),
                   started_at=state.started_at, finished_at=now(),
-                  arguments=[state.redactor.text(a) for a in sys.argv[1:]])
-    state.summary = build_summary(list(state.results.values()), state.catalog, run)
-    state.summary_path = write_json(state.reports_dir / "summary.json", state.summary)
+                  arguments=[state.redactor.text(a) for a in sys.argv[1:]],
+                  version=_version())
+    state.summary = build_summary(list(state.results.values()), state.catalog, run,
+                                  response(state.env))
+    written = write_outputs(state.summary, state.reports_dir, state.redactor, os.environ,
+                            _alluredir(config))
+    state.summary_path, state.incident_path = written.summary, written.incident
     if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         session.exitstatus = exit_status(state.summary, state.fail_on)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("unibazzar-health")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def _alluredir(config: pytest.Config) -> Path | None:
+    chosen = config.getoption("allure_report_dir", None)
+    return Path(chosen) if chosen else None
+
+
+def response(env: Environment) -> Any:
+    """Who answers and where, as the summary names them (summary.Response)."""
+    from unibazzar_health.policy import WEEKDAY_NUMBERS, BusinessCalendar
+    from unibazzar_health.summary import Response
+
+    spec = env.spec
+    contacts = {k: v for k, v in spec.contacts.model_dump().items() if v}
+    contacts.setdefault("level_3", spec.oncall.manager)
+    return Response(
+        ic=spec.oncall.primary, war_room=spec.report.war_room, report_url=spec.report.url,
+        runbook_url=spec.report.runbook_url, contacts=contacts,
+        escalation_minutes=spec.escalation.minutes(),
+        calendar=BusinessCalendar(
+            timezone=spec.calendar.timezone,
+            workdays=tuple(WEEKDAY_NUMBERS[d] for d in spec.calendar.workdays),
+            day_starts=spec.calendar.day_starts, holidays=tuple(spec.calendar.holidays)))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -406,6 +479,16 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_line(lines[0], bold=True, **colour)
     for line in lines[1:]:
         terminalreporter.write_line(line)
+    if state.incident_path is not None:
+        from unibazzar_health.messages import alerts
+
+        for message in alerts(state.summary):
+            terminalreporter.write_line("")
+            for line in message.lines:
+                terminalreporter.write_line(state.redactor.text(line), bold=True)
+        terminalreporter.write_line("")
+        terminalreporter.write_line(f"incident: {state.incident_path} (the alert with its "
+                                    "details, for the ticket)")
     terminalreporter.write_line(f"summary: {state.summary_path}")
     status = exit_status(state.summary, state.fail_on)
     terminalreporter.write_line(explain(state.summary, state.fail_on, status))

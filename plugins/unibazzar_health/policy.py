@@ -42,6 +42,9 @@ CHECKLIST_WITHIN = {"Immediate": timedelta(hours=2), "Follow-up": timedelta(hour
                     "Post-Mortem": timedelta(weeks=1)}
 
 
+WEEKDAY_NUMBERS = {"Mon": 0, "Tue": 1, "Wed": 2, "Thu": 3, "Fri": 4, "Sat": 5, "Sun": 6}
+
+
 @dataclass(frozen=True)
 class BusinessCalendar:
     """When "next business day" begins: working weekdays (0 = Monday), the hour a day
@@ -100,7 +103,8 @@ def external_teams(impacts: Iterable[str], dependencies: Iterable[str]) -> list[
         teams.append(("aws_support", f"infrastructure: {', '.join(aws)} failing"))
     if "payments" in impacts or "payments" in dependencies:
         teams.append(("payment_provider", "payment processing issue"))
-    if "security" in impacts:
+    # An attack that has not got in (security-attempt, -blocked) is a security incident too.
+    if any(i == "security" or i.startswith("security-") for i in impacts):
         teams.append(("security_team", "security incident"))
     return teams
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from unibazzar_health.catalog import FINDING_NAMES, Catalog, CheckEntry, fill_commands, names_in
 from unibazzar_health.redaction import Redactor
 from unibazzar_health.settings import Environment
+from unibazzar_health.severity import severity_of
 
 if TYPE_CHECKING:
     from unibazzar_health.probes import ProbeFailure
@@ -44,6 +46,9 @@ class CheckResult:
     nodeid: str
     outcome: Outcome
     impact: str | None = None
+    # For failed checks: the catalog's sentence for stakeholders (what users experience),
+    # the Initial Notification's "Impact:" line.
+    impact_statement: str | None = None
     severity: str | None = None
     message: str | None = None
     fixes: list[str] = field(default_factory=list)
@@ -241,11 +246,41 @@ SERVICE_DATABASE = {"auth-service": "auth", "order-service": "orders"}
 SERVICE_CACHE = {"listing-service": "listing-cache", "ai-service": "ai-cache"}
 
 
+def kubectl(env: Environment) -> str:
+    """``kubectl`` with the environment's cluster selection, for catalog.toml's {kubectl}:
+    every printed kubectl command starts with it (catalog.check_command refuses a bare one),
+    so pasted during an incident it acts on the cluster the checks looked at, never on
+    whatever cluster the engineer's shell points at. Kubeconfig mode: --context, the file's
+    or the kubeconfig's current-context when loaded; url mode: --server (and --token from
+    the variable the file names, so no other cluster's credentials are sent); in-cluster:
+    the pod's own. Without [kubernetes] the context stays a visible {kube_context}."""
+    kube, context = env.spec.kubernetes, env.kube_context
+    if kube is None or (kube.mode == "kubeconfig" and not context):
+        return "kubectl --context {kube_context}"
+    if kube.mode == "kubeconfig" and context:
+        return f"kubectl --context {shlex.quote(context)}"
+    if kube.mode == "url" and kube.api_url:
+        token = f' --token "${{{kube.token_env}}}"' if kube.token_env else ""
+        return f"kubectl --server {quoted(kube.api_url)}{token}"
+    return "kubectl"
+
+
+def quoted(text: str) -> str:
+    """Single-quoted for a shell, always (shlex.quote leaves a URL bare when it can, but a
+    printed URL is quoted wherever it appears)."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def _duration(minutes: float) -> str:
+    """A window as kubectl's --since takes it: whole minutes, else seconds."""
+    return f"{minutes:.0f}m" if minutes == int(minutes) else f"{round(minutes * 60)}s"
+
+
 def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
     """The names the runbook's commands need, filled in from the environment."""
     from urllib.parse import urlsplit
 
-    from unibazzar_health.settings import DEFAULT_NAMESPACE
+    from unibazzar_health.settings import DEFAULT_NAMESPACE, SERVICES
 
     spec = env.spec
     service = spec.service(entry.service)
@@ -253,7 +288,18 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
         "namespace": spec.kubernetes.namespace if spec.kubernetes else DEFAULT_NAMESPACE,
         "service": entry.service,
         "deployment": (service.deployment if service and service.deployment else entry.service),
+        "kubectl": kubectl(env),
+        # The authentication-logs check's own window and failure pattern (grep -E).
+        "auth_logs_window": _duration(spec.auth_logs.window_minutes),
+        "auth_logs_failure": shlex.quote(spec.auth_logs.failure),
+        "saga_timeout_minutes": f"{spec.thresholds.saga_timeout_minutes:g}",
     }
+    # Every service's Deployment by its id prefix ({auth_deployment}): a failure_fixes entry
+    # about one service is shown by other services' checks too.
+    for name in SERVICES:
+        other = spec.service(name)
+        names[f"{name.split('-')[0]}_deployment"] = (
+            other.deployment if other and other.deployment else name)
     if spec.aws:
         names |= {"listings_table": spec.aws.listings_table,
                   "images_bucket": spec.aws.images_bucket, "aws_region": spec.aws.region}
@@ -281,6 +327,8 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
                   "rabbitmq_user": unquote(amqp.username or "guest"),
                   "rabbitmq_vhost": quote(vhost, safe=""),
                   "rabbitmq_password_var": spec.rabbitmq.password_env or "RABBITMQ_PASSWORD"}
+        if spec.rabbitmq.consumer_deployment:
+            names["consumer_deployment"] = spec.rabbitmq.consumer_deployment
     if spec.vector_db:
         names |= {"vector_db_url": spec.vector_db.url.rstrip("/"),
                   "vector_collection": spec.vector_db.collection}
@@ -314,8 +362,9 @@ def build_result(
     if outcome is Outcome.FAILED:
         assert exc is not None
         result.impact = impact_of(exc, entry)
+        result.impact_statement = entry.impact_statement
         result.failed_dependencies = attribute(exc, entry)
-        result.severity = catalog.severity_of(result.impact).level
+        result.severity = severity_of(result.impact, catalog).level
         names = command_names(env, entry) if env is not None else {}
         fixes, commands = remedies(exc, entry, catalog, names)
         result.fixes = fixes

@@ -13,6 +13,8 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
@@ -215,6 +217,10 @@ class RabbitMQTarget(_Section):
     management_url: HttpUrl
     events_exchange: str
     events_queue: str
+    # The Deployment consuming events_queue (the search indexer), which "Restart RabbitMQ
+    # consumers" restarts: not the publisher (listing-service). Unset: commands show
+    # {consumer_deployment} for the engineer to fill in.
+    consumer_deployment: str | None = None
 
 
 class AwsTarget(_Section):
@@ -264,12 +270,80 @@ class CanaryUser(_Section):
     listing_writes: bool = False
     # A listing that never changes: the API must serve it as DynamoDB holds it (cache freshness).
     listing_id: str | None = None
+    # Where the canary logs in from, as auth-service's log names the source (our checks'
+    # hosts): a successful canary login from anywhere else means its password is out, a
+    # breach (auth-service step 3). Empty: not judged.
+    known_sources: tuple[str, ...] = ()
 
 
 class OnCall(_Section):
-    primary: str = "on-call primary"
+    primary: str = "on-call primary"  # the Incident Commander the messages name
     secondary: str = "on-call secondary"
     manager: str = "engineering manager"
+
+
+class Contacts(_Section):
+    """Who each escalation reaches (the runbook's Escalation Procedures and Vendor
+    Contacts): names, handles, channels or URLs, never secrets."""
+
+    level_2: str = "senior engineer / team lead"
+    level_3: str | None = None  # default: [oncall] manager
+    level_4: str = "VP Engineering / CTO"
+    aws_support: str | None = None  # e.g. the AWS support case URL
+    payment_provider: str | None = None  # e.g. Stripe support
+    security_team: str | None = None
+
+
+Minutes = Annotated[float, Field(ge=0)]
+
+
+class Escalation(_Section):
+    """Minutes open after which an incident reaches internal levels 1, 2, 3, 4, by
+    severity (a shorter list: never by time alone). Defaults: policy.py."""
+
+    SEV1: list[Minutes] | None = None
+    SEV2: list[Minutes] | None = None
+    SEV3: list[Minutes] | None = None
+    SEV4: list[Minutes] | None = None
+
+    def minutes(self) -> dict[str, dict[int, float]]:
+        return {level: {n + 1: float(m) for n, m in enumerate(values)}
+                for level, values in self.model_dump().items() if values is not None}
+
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _timezone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("not an IANA time zone (e.g. UTC, Europe/Berlin)") from None
+    return value
+
+
+class Calendar(_Section):
+    """The team's business days: SEV4's "next business day" starts at day_starts of the
+    first one after the failure."""
+
+    timezone: Annotated[str, AfterValidator(_timezone)] = "UTC"
+    workdays: list[Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]] = [
+        "Mon", "Tue", "Wed", "Thu", "Fri"]
+    day_starts: dt_time = dt_time(9, 0)
+    holidays: list[date] = []
+
+
+class ReportLinks(_Section):
+    """Where a run's outputs are read: the published single-file Allure report, the
+    runbook, the war room; Allure link patterns for tickets ({} is the id)."""
+
+    url: HttpUrl | None = None
+    runbook_url: HttpUrl | None = None
+    war_room: str = "#incidents"
+    issue_pattern: str | None = None
+    tms_pattern: str | None = None
 
 
 def _regex(value: str) -> str:
@@ -290,6 +364,10 @@ class AuthLogs(_Section):
     success: Regex = r"login ok"
     failure: Regex = r"login failed: bad credentials"
     source: Regex = r"source=(\S+)"  # group 1: who tried
+    # A login the rate limiter refused: a failed attempt that never reached the password
+    # check. "429" only after "status"/"HTTP": bare, it matches a timestamp's milliseconds.
+    blocked: Regex = r"login blocked|rate limited|(?:status|HTTP)[ =:]*429\b"
+    email: Regex = r"email=(\S+)"  # group 1: whose login succeeded (canary.known_sources)
     failed_min: PositiveInt = 20  # below this many failures nothing is judged
     failed_share: Annotated[float, Field(gt=0, le=1)] = 0.5  # failures / login attempts
     one_source_share: Annotated[float, Field(gt=0, le=1)] = 0.8  # brute force
@@ -312,6 +390,10 @@ class EnvironmentFile(_Section):
     canary: CanaryUser | None = None
     auth_logs: AuthLogs = AuthLogs()
     oncall: OnCall = OnCall()
+    contacts: Contacts = Contacts()
+    escalation: Escalation = Escalation()
+    calendar: Calendar = Calendar()
+    report: ReportLinks = ReportLinks()
 
     def service(self, name: str) -> ServiceTarget | None:
         return self.services.get(name)  # type: ignore[call-overload, no-any-return]
@@ -324,6 +406,9 @@ class Environment:
     path: Path
     spec: EnvironmentFile
     secrets: Mapping[str, str] = field(repr=False)
+    # The kubeconfig context the run uses (kubernetes.context, else the kubeconfig's
+    # current-context when the file was loaded): what printed kubectl commands name.
+    kube_context: str | None = None
 
     @property
     def name(self) -> str:
@@ -342,12 +427,12 @@ class Environment:
     def to_wire(self) -> dict[str, Any]:
         """Plain data, to hand the resolved settings to xdist workers."""
         return {"path": str(self.path), "spec": self.spec.model_dump(mode="json"),
-                "secrets": dict(self.secrets)}
+                "secrets": dict(self.secrets), "kube_context": self.kube_context}
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> Environment:
         return cls(Path(data["path"]), EnvironmentFile.model_validate(data["spec"]),
-                   dict(data["secrets"]))
+                   dict(data["secrets"]), data.get("kube_context"))
 
 
 def choose_environment_file(
@@ -375,8 +460,8 @@ def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> En
         spec = EnvironmentFile.model_validate(raw)
     except ValidationError as exc:
         raise _first_error(path, exc) from None
-    _check_consistency(path, spec, environ)
-    return Environment(path, spec, _resolve_secrets(path, spec, raw, environ))
+    kube_context = _check_consistency(path, spec, environ)
+    return Environment(path, spec, _resolve_secrets(path, spec, raw, environ), kube_context)
 
 
 def _first_error(path: Path, exc: ValidationError) -> EnvironmentFileError:
@@ -390,12 +475,16 @@ def _first_error(path: Path, exc: ValidationError) -> EnvironmentFileError:
     return EnvironmentFileError(path, key, error["input"], reason)
 
 
-def _check_consistency(path: Path, spec: EnvironmentFile, environ: Mapping[str, str]) -> None:
+def _check_consistency(path: Path, spec: EnvironmentFile,
+                       environ: Mapping[str, str]) -> str | None:
+    """Raises on a file that cannot be used; returns the kubeconfig context it resolved."""
     if spec.kubernetes is not None:
-        _check_kubernetes(path, spec.kubernetes, environ)
+        return _check_kubernetes(path, spec.kubernetes, environ)
+    return None
 
 
-def _check_kubernetes(path: Path, kube: KubernetesTarget, environ: Mapping[str, str]) -> None:
+def _check_kubernetes(path: Path, kube: KubernetesTarget,
+                      environ: Mapping[str, str]) -> str | None:
     """A [kubernetes] that cannot be used is the file's error, named once before any probe,
     not a ConfigException in each of the Kubernetes checks."""
     if kube.mode == "url":
@@ -417,7 +506,8 @@ def _check_kubernetes(path: Path, kube: KubernetesTarget, environ: Mapping[str, 
                 f"the service-account token ({SERVICE_ACCOUNT_TOKEN}) is not readable: "
                 "is a service account mounted in this pod?")
     else:
-        _check_kubeconfig(path, kube, environ)
+        return _check_kubeconfig(path, kube, environ)
+    return None
 
 
 def _kubeconfig_paths(environ: Mapping[str, str]) -> tuple[str, list[Path]]:
@@ -436,7 +526,8 @@ def _kubeconfig_paths(environ: Mapping[str, str]) -> tuple[str, list[Path]]:
     return str(default), [default]
 
 
-def _check_kubeconfig(path: Path, kube: KubernetesTarget, environ: Mapping[str, str]) -> None:
+def _check_kubeconfig(path: Path, kube: KubernetesTarget,
+                      environ: Mapping[str, str]) -> str | None:
     where, candidates = _kubeconfig_paths(environ)
     # Like the client: files of the list that do not exist are passed over.
     files = [candidate for candidate in candidates if candidate.is_file()]
@@ -466,6 +557,7 @@ def _check_kubeconfig(path: Path, kube: KubernetesTarget, environ: Mapping[str, 
             path, "kubernetes.context", kube.context,
             f"the kubeconfig ({shown}) defines no such context "
             f"(it has: {', '.join(contexts) or 'none'})")
+    return kube.context or current
 
 
 def _read_kubeconfig(path: Path, kube: KubernetesTarget, file: Path) -> dict[str, Any]:

@@ -10,15 +10,24 @@ import json
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from unibazzar_health.catalog import SEVERITY_ORDER, Catalog, worst
+from unibazzar_health.catalog import Catalog
+from unibazzar_health.policy import (
+    LEVELS,
+    BusinessCalendar,
+    external_teams,
+    internal_level,
+    next_update,
+    respond_by,
+)
 from unibazzar_health.results import CheckResult, Outcome
+from unibazzar_health.severity import OUTAGE, rank, service_outages, worst
 
-SCHEMA = "unibazzar-health/summary/v1"
+SCHEMA = "unibazzar-health/summary/v2"
 
 
 @dataclass(frozen=True)
@@ -28,58 +37,180 @@ class RunInfo:
     started_at: datetime
     finished_at: datetime
     arguments: list[str]
+    version: str = ""
 
 
-def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Response:
+    """Who answers and where, from the environment: what the runbook's messages name."""
+
+    ic: str = "unassigned"
+    war_room: str = "#incidents"
+    report_url: str | None = None
+    runbook_url: str | None = None
+    # level_2, level_3, level_4, aws_support, payment_provider, security_team
+    contacts: dict[str, str] = field(default_factory=dict)
+    escalation_minutes: dict[str, dict[int, float]] = field(default_factory=dict)
+    calendar: BusinessCalendar = field(default_factory=BusinessCalendar)
+    # When the incident began, where a state store remembers it; else this run.
+    first_failure_at: datetime | None = None
+
+
+def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo,
+                  response: Response | None = None) -> dict[str, Any]:
+    response = response or Response()
     ordered = sorted(results, key=_order)
     failed = [r for r in ordered if r.outcome is Outcome.FAILED]
     broken = [r for r in ordered if r.outcome is Outcome.BROKEN]
     incidents = shared_incidents(failed)
     outages = service_outages(ordered)
-    level = worst([r.severity for r in failed if r.severity] + (["SEV1"] if outages else []))
+    level = worst([r.severity for r in failed] + [o["severity"] for o in outages])
     counts = Counter(str(r.outcome) for r in ordered)
+    services = _services(ordered, outages)
+    unchecked = sorted(s for s, entry in services.items() if entry["status"] == "unchecked")
     if failed:
         status = "failing"
-    elif broken or counts[str(Outcome.NOT_RUN)]:
+    elif broken or counts[str(Outcome.NOT_RUN)] or unchecked:
         status = "incomplete"
     else:
         status = "healthy"
     severity = catalog.severities[level] if level else None
-    services: dict[str, Any] = {}
-    for r in ordered:
-        entry = services.setdefault(r.service, {"worst_severity": None, "failed": [],
-                                                 "broken": [], "checks": 0})
-        entry["checks"] += 1
-        if r.outcome is Outcome.FAILED:
-            entry["failed"].append(r.id)
-            entry["worst_severity"] = worst([s for s in (entry["worst_severity"], r.severity) if s])
-        elif r.outcome is Outcome.BROKEN:
-            entry["broken"].append(r.id)
-    for outage in outages:
-        services[outage["service"]]["worst_severity"] = outage["severity"]
-    return {
+    began = response.first_failure_at or run.started_at
+    verdict: dict[str, Any] = {
+        "status": status,
+        "severity": level,
+        "title": severity.title if severity else None,
+        "respond_within": severity.respond_within if severity else None,
+        "failing_checks": [r.id for r in failed],
+        "broken_checks": [r.id for r in broken],
+        "unchecked_services": unchecked,
+    }
+    if severity is not None:
+        verdict["respond_by"] = respond_by(
+            severity.level, severity.respond_within_minutes, began, response.calendar
+        ).isoformat(timespec="seconds")
+        verdict["next_update_at"] = next_update(
+            severity.level, severity.respond_within_minutes, run.finished_at, response.calendar
+        ).isoformat(timespec="seconds")
+    summary: dict[str, Any] = {
         "schema": SCHEMA,
+        "version": run.version,
         "environment": run.environment,
         "environment_file": run.environment_file,
         "started_at": run.started_at.isoformat(timespec="seconds"),
         "finished_at": run.finished_at.isoformat(timespec="seconds"),
         "duration_s": round((run.finished_at - run.started_at).total_seconds(), 3),
         "arguments": run.arguments,
-        "verdict": {
-            "status": status,
-            "severity": level,
-            "title": severity.title if severity else None,
-            "respond_within": severity.respond_within if severity else None,
-            "failing_checks": [r.id for r in failed],
-            "broken_checks": [r.id for r in broken],
-        },
+        "verdict": verdict,
         "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
         "services": services,
         "incidents": incidents,
         "outages": outages,
+        "root_causes": root_causes(failed, incidents, outages),
+        "incident": _incident(response, began if failed else None, run.finished_at),
+        "escalation": escalation(failed, level, began, run.finished_at, response),
         "recent_changes": recent_changes(ordered),
         "checks": [r.to_dict() for r in ordered],
     }
+    return summary
+
+
+def _services(ordered: list[CheckResult], outages: list[dict[str, Any]]) -> dict[str, Any]:
+    services: dict[str, Any] = {}
+    for r in ordered:
+        entry = services.setdefault(r.service, {"status": "healthy", "worst_severity": None,
+                                                 "failed": [], "broken": [], "skipped": [],
+                                                 "checks": 0})
+        entry["checks"] += 1
+        if r.outcome is Outcome.FAILED:
+            entry["failed"].append(r.id)
+            entry["worst_severity"] = worst([entry["worst_severity"], r.severity])
+        elif r.outcome is Outcome.BROKEN:
+            entry["broken"].append(r.id)
+        elif r.outcome is Outcome.SKIPPED:
+            entry["skipped"].append(r.id)
+    for outage in outages:
+        services[outage["service"]]["worst_severity"] = outage["severity"]
+    for name, entry in services.items():
+        outcomes = [r.outcome for r in ordered if r.service == name]
+        if entry["failed"]:
+            entry["status"] = "failing"
+        elif all(o is Outcome.SKIPPED for o in outcomes):
+            # Nothing of it was looked at: not healthy, not judged (e.g. its sections missing).
+            entry["status"] = "unchecked"
+        elif entry["broken"] or Outcome.NOT_RUN in outcomes:
+            entry["status"] = "incomplete"
+    return services
+
+
+def root_causes(failed: list[CheckResult], incidents: list[dict[str, Any]],
+                outages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What one Initial Notification each speaks of, worst first: a dependency behind
+    several services' failures, then each service's remaining failures. A service in outage
+    makes its cause SEV1."""
+    down = {o["service"] for o in outages}
+    causes: list[dict[str, Any]] = []
+    claimed: set[str] = set()
+    for incident in incidents:
+        checks = [c for c in incident["checks"] if c not in claimed]
+        claimed.update(checks)
+        services = incident["services"]
+        causes.append({
+            "key": f"dependency:{incident['dependency']}",
+            "title": f"{incident['dependency']} failing for {', '.join(services)}",
+            "dependency": incident["dependency"], "services": services, "checks": checks,
+            "severity": worst([incident["severity"],
+                               *(OUTAGE for s in services if s in down)]),
+        })
+    by_service: dict[str, list[CheckResult]] = {}
+    for r in failed:
+        if r.id not in claimed:
+            by_service.setdefault(r.service, []).append(r)
+    for service, results in by_service.items():
+        causes.append({
+            "key": f"service:{service}", "title": service, "dependency": None,
+            "services": [service], "checks": [r.id for r in results],
+            "severity": worst([*(r.severity for r in results),
+                               OUTAGE if service in down else None]),
+        })
+    return sorted(causes, key=lambda c: (rank(c["severity"]), -len(c["services"]), c["key"]))
+
+
+def _incident(response: Response, began: datetime | None, now: datetime) -> dict[str, Any]:
+    calendar = response.calendar
+    return {
+        "ic": response.ic, "war_room": response.war_room,
+        "report_url": response.report_url, "runbook_url": response.runbook_url,
+        "first_failure_at": began.isoformat(timespec="seconds") if began else None,
+        "open_minutes": round((now - began).total_seconds() / 60, 1) if began else None,
+        "calendar": {"timezone": calendar.timezone, "workdays": list(calendar.workdays),
+                     "day_starts": calendar.day_starts.strftime("%H:%M"),
+                     "holidays": [d.isoformat() for d in calendar.holidays]},
+    }
+
+
+def escalation(failed: list[CheckResult], level: str | None, began: datetime, now: datetime,
+               response: Response) -> dict[str, Any] | None:
+    """The runbook's Escalation Procedures for this verdict: the internal level reached by
+    severity and time open, and the external teams its causes call for."""
+    if level is None:
+        return None
+    contacts = response.contacts
+    reached = internal_level(level, (now - began).total_seconds() / 60,
+                             response.escalation_minutes or None)
+    who = {1: response.ic, 2: contacts.get("level_2"), 3: contacts.get("level_3"),
+           4: contacts.get("level_4")}.get(reached)
+    external = [{"team": EXTERNAL_TEAMS[key], "contact": contacts.get(key), "why": why}
+                for key, why in external_teams(
+                    (r.impact for r in failed if r.impact),
+                    (d for r in failed for d in r.failed_dependencies))]
+    return {"internal": {"level": reached, "title": LEVELS[reached], "contact": who},
+            "external": external}
+
+
+# The runbook's names for the external teams (Escalation Procedures).
+EXTERNAL_TEAMS = {"aws_support": "AWS Support", "payment_provider": "Payment Providers",
+                  "security_team": "Security Team"}
 
 
 def shared_incidents(failed: list[CheckResult]) -> list[dict[str, Any]]:
@@ -98,23 +229,10 @@ def shared_incidents(failed: list[CheckResult]) -> list[dict[str, Any]]:
             "dependency": dependency,
             "services": services,
             "checks": [r.id for r in results],
-            "severity": worst([r.severity for r in results if r.severity]),
+            "severity": worst([r.severity for r in results]),
         })
-    return sorted(incidents, key=lambda i: (SEVERITY_ORDER.index(i["severity"] or "SEV4"),
-                                            -len(i["services"]), i["dependency"]))
-
-
-def service_outages(results: list[CheckResult]) -> list[dict[str, Any]]:
-    """A service whose every check ran and failed is down: an outage (SEV1), whatever each
-    check's own class. Needs at least two checks, so one failing check is not an outage."""
-    by_service: dict[str, list[CheckResult]] = {}
-    for r in results:
-        by_service.setdefault(r.service, []).append(r)
-    outages = []
-    for service, checks in sorted(by_service.items()):
-        if len(checks) >= 2 and all(r.outcome is Outcome.FAILED for r in checks):
-            outages.append({"service": service, "checks": len(checks), "severity": "SEV1"})
-    return outages
+    return sorted(incidents, key=lambda i: (rank(i["severity"]), -len(i["services"]),
+                                            i["dependency"]))
 
 
 def recent_changes(results: list[CheckResult]) -> list[dict[str, Any]]:
@@ -126,10 +244,9 @@ def recent_changes(results: list[CheckResult]) -> list[dict[str, Any]]:
 
 
 def _order(r: CheckResult) -> tuple[int, int, str]:
-    rank = {Outcome.FAILED: 0, Outcome.BROKEN: 1, Outcome.NOT_RUN: 2, Outcome.SKIPPED: 3,
-            Outcome.PASSED: 4}[r.outcome]
-    sev = SEVERITY_ORDER.index(r.severity) if r.severity else len(SEVERITY_ORDER)
-    return (rank, sev, r.id)
+    outcome = {Outcome.FAILED: 0, Outcome.BROKEN: 1, Outcome.NOT_RUN: 2, Outcome.SKIPPED: 3,
+               Outcome.PASSED: 4}[r.outcome]
+    return (outcome, rank(r.severity), r.id)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
@@ -154,11 +271,16 @@ def render(summary: dict[str, Any]) -> list[str]:
                      f"{verdict['respond_within']} — {len(verdict['failing_checks'])} of {total} "
                      f"checks failing ({tally}) in {summary['environment']}")
     elif verdict["status"] == "incomplete":
+        unchecked = verdict.get("unchecked_services") or []
+        why = (f"; nothing of {', '.join(unchecked)} was checked (every check skipped)"
+               if unchecked else "")
         lines.append(f"VERDICT INCOMPLETE: no failing check, but not every check ran ({tally}) "
-                     f"in {summary['environment']}")
+                     f"in {summary['environment']}{why}")
+    elif counts.get("skipped"):
+        lines.append(f"VERDICT HEALTHY: {counts['passed']} of {total} checks ran and passed in "
+                     f"{summary['environment']}; {counts['skipped']} skipped (not configured)")
     else:
-        lines.append(f"VERDICT HEALTHY: all {total} checks passed in {summary['environment']}"
-                     + (f" ({tally})" if counts.get("skipped") else ""))
+        lines.append(f"VERDICT HEALTHY: all {total} checks passed in {summary['environment']}")
     for outage in summary.get("outages", []):
         lines.append(f"  OUTAGE {outage['service']}: every check failing ({outage['checks']} of "
                      f"{outage['checks']}): treated as {outage['severity']}")
@@ -178,6 +300,17 @@ def render(summary: dict[str, Any]) -> list[str]:
             label = "BROKEN" if outcome == "broken" else "NOT RUN"
             lines.append(f"  {label} {check['service']} · {check['step']} [{check['id']}]")
             lines.append(f"       {check['message']}")
+    if verdict["status"] == "healthy" and counts.get("skipped"):
+        skipped = [c["id"] for c in summary["checks"] if c["outcome"] == "skipped"]
+        lines.append(f"  SKIPPED {', '.join(skipped)}")
+    escalation = summary.get("escalation")
+    if escalation:
+        internal = escalation["internal"]
+        lines.append(f"  ESCALATE Level {internal['level']} {internal['title']}"
+                     + (f" ({internal['contact']})" if internal.get("contact") else "")
+                     + "".join(f"; {t['team']}" + (f" ({t['contact']})" if t.get("contact")
+                                                    else "") + f": {t['why']}"
+                               for t in escalation["external"]))
     for change in summary.get("recent_changes", []):
         at = f" ({change['rolled_out_at']})" if change.get("rolled_out_at") else ""
         lines.append(f"  CHANGE {change['service']}: deployment {change['deployment']} revision "

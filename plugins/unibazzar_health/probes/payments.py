@@ -91,6 +91,16 @@ class PaymentIntent:
     currency: str
     created: int  # unix time
     order_id: str | None  # metadata.order_id, as order-service sets it
+    # Refunded of its charges, where the answer carries them (API versions before 2022-11-15
+    # list them; later ones only when latest_charge is expanded): else 0.
+    amount_refunded: int = 0
+
+
+def _refunded(data: dict[str, Any]) -> int:
+    latest = data.get("latest_charge")
+    charges = ([latest] if isinstance(latest, dict)
+               else (data.get("charges") or {}).get("data") or [])
+    return sum(int(c.get("amount_refunded") or 0) for c in charges if isinstance(c, dict))
 
 
 def _intent(data: dict[str, Any]) -> PaymentIntent:
@@ -98,7 +108,7 @@ def _intent(data: dict[str, Any]) -> PaymentIntent:
         id=str(data.get("id", "")), status=str(data.get("status", "")),
         amount=int(data.get("amount") or 0), currency=str(data.get("currency", "")),
         created=int(data.get("created") or 0),
-        order_id=(data.get("metadata") or {}).get("order_id"))
+        order_id=(data.get("metadata") or {}).get("order_id"), amount_refunded=_refunded(data))
 
 
 def _provider_error(target: ProviderTarget, url: str, answer: http.HttpAnswer) -> ProbeError:

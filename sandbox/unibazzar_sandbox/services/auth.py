@@ -36,7 +36,9 @@ def login() -> Any:
     now = int(time.time())
     token = jwt.encode({"sub": body["email"], "iss": ISSUER, "iat": now, "exp": now + 900},
                        secret("UNIBAZZAR_JWT_SECRET"), algorithm="HS256")
-    log.info("login ok")
+    # Who logged in, and from where: what lets a check tell the canary's own logins from a
+    # stolen password's (auth_logs.email, auth_logs.source).
+    log.info("login ok email=%s source=%s", body["email"], request.remote_addr)
     return {"token": token, "token_type": "Bearer", "expires_in": 900}
 
 
