@@ -116,3 +116,93 @@ def test_junit_properties_are_plain_strings(suite: pytest.Pytester, mode: list[s
         "unibazzar.outcome": "failed", "unibazzar.impact": "minor", "unibazzar.severity": "SEV3"}
     assert cases["test_fine"]["unibazzar.outcome"] == "passed"
     assert "unibazzar.severity" not in cases["test_fine"]
+
+
+ALLURE_CHECKS = '''
+from unibazzar_health.probes import FailureKind, ProbeError
+from unibazzar_health.runbook import runbook_check
+
+def observe(ctx):
+    return {"served": "999", "stored": "1999"}
+
+def observe_unreachable(ctx):
+    raise ProbeError("redis", "127.0.0.1:6379/0", "connection refused", 1.0,
+                     kind=FailureKind.REFUSED)
+
+def observe_crash(ctx):
+    return {}["missing"]
+
+@runbook_check("listing.cache-freshness", observe=observe)
+def test_stale(observed):
+    assert observed["served"] == observed["stored"], "stale data: served 999, stored 1999"
+
+@runbook_check("ai.redis-cache-performance", observe=observe_unreachable)
+def test_unreachable(observed):
+    pass
+
+@runbook_check("order.saga-orchestration", observe=observe_crash)
+def test_crash(observed):
+    pass
+
+@runbook_check("auth.postgresql-connectivity", observe=observe)
+def test_fine(observed):
+    pass
+'''
+
+
+@MODES
+def test_allure_results_agree_with_the_summary(suite: pytest.Pytester, mode: list[str]) -> None:
+    """Every check's Allure result has the summary's outcome (a probe failure is failed, not
+    broken), its severity as Allure's, the runbook's place as epic/feature/story, a tag per
+    backend, and its redacted evidence attached; the run files sit beside the results."""
+    import json
+
+    suite.makepyfile(test_checks=ALLURE_CHECKS)
+    results = suite.path / "allure-results"
+    run(suite, *mode, f"--alluredir={results}")
+    summary = json.loads((suite.path / "reports" / "summary.json").read_text())
+    allure = {}
+    for path in results.glob("*-result.json"):
+        data = json.loads(path.read_text())
+        labels = {}
+        for label in data["labels"]:
+            labels.setdefault(label["name"], []).append(label["value"])
+        allure[data["fullName"].rsplit("#", 1)[-1]] = (data, labels)
+    by_test = {c["nodeid"].rsplit("::", 1)[-1]: c for c in summary["checks"]}
+    assert set(allure) == set(by_test)
+    allure_status = {"failed": "failed", "broken": "broken", "passed": "passed"}
+    for name, check in by_test.items():
+        data, labels = allure[name]
+        assert data["status"] == allure_status[check["outcome"]], name
+        assert labels["epic"] == ["UniBazzar"]
+        assert labels["feature"] == [check["service"]]
+        assert labels["story"] == [check["step"]]
+        assert set(check["depends_on"]) <= set(labels["tag"])
+    assert allure["test_unreachable"][0]["status"] == "failed"  # a ProbeError: the platform
+    assert allure["test_crash"][0]["status"] == "broken"
+    assert allure["test_stale"][1]["severity"] == ["normal"]  # SEV3
+    assert allure["test_fine"][1]["severity"] == ["blocker"]  # its class (outage), passed or not
+    stale = allure["test_stale"][0]
+    assert "Clear Redis cache if stale data" in stale["description"]
+    [attachment] = stale["attachments"]
+    evidence = json.loads((results / attachment["source"]).read_text())
+    assert evidence["evidence"] == {"served": "999", "stored": "1999"}
+    properties = (results / "environment.properties").read_text()
+    assert "environment=gate\n" in properties and "verdict=failing SEV3\n" in properties
+    categories = json.loads((results / "categories.json").read_text())
+    assert [c["name"] for c in categories][:1] == ["Budget exhausted (not run)"]
+
+
+def test_allure_executor_names_the_ci_run(suite: pytest.Pytester,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    for name, value in {"GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "https://github.com",
+                        "GITHUB_REPOSITORY": "unibazzar/health", "GITHUB_RUN_ID": "42",
+                        "GITHUB_RUN_NUMBER": "7", "GITHUB_WORKFLOW": "post-deploy"}.items():
+        monkeypatch.setenv(name, value)
+    suite.makepyfile(test_checks=CHECKS)
+    run(suite, "-p", "no:xdist", f"--alluredir={suite.path / 'ar'}")
+    executor = json.loads((suite.path / "ar" / "executor.json").read_text())
+    assert executor["buildUrl"] == "https://github.com/unibazzar/health/actions/runs/42"
+    assert executor["buildName"] == "post-deploy #7"

@@ -11,7 +11,7 @@ from flask import request
 
 from unibazzar_sandbox.layout import HOST, PORTS
 from unibazzar_sandbox.seed import check_password
-from unibazzar_sandbox.services.common import app_for, make_logger, run, secret
+from unibazzar_sandbox.services.common import app_for, layout, make_logger, run, secret
 
 SERVICE = "auth-service"
 ISSUER = "unibazzar-auth"
@@ -42,13 +42,21 @@ def login() -> Any:
     return {"token": token, "token_type": "Bearer", "expires_in": 900}
 
 
+def accepts_forged_tokens() -> bool:
+    """faults/auth-service.accept-forged-tokens: signatures go unchecked (a verifier
+    misconfigured to trust the token's own header, the classic alg-none hole)."""
+    return (layout().faults / "auth-service.accept-forged-tokens").exists()
+
+
 @app.post("/verify")
 def verify() -> Any:
     header = request.headers.get("Authorization", "")
     token = header.removeprefix("Bearer ").strip()
     try:
         claims = jwt.decode(token, secret("UNIBAZZAR_JWT_SECRET"), algorithms=["HS256"],
-                            issuer=ISSUER, options={"require": ["exp", "sub", "iss"]})
+                            issuer=ISSUER, options={"require": ["exp", "sub", "iss"],
+                                                    "verify_signature":
+                                                        not accepts_forged_tokens()})
     except jwt.PyJWTError as exc:
         log.warning("token rejected: %s", type(exc).__name__)
         return {"valid": False, "reason": type(exc).__name__}, 401
