@@ -152,7 +152,7 @@ def test_outcomes_severities_and_fixes_reach_the_summary(suite: pytest.Pytester,
     assert unreachable["message"] == \
         "postgresql at 127.0.0.1:5432/auth: connection refused (deadline 1 s)"
     assert unreachable["commands"] == [
-        "aws dynamodb describe-table --table-name {listings_table} --region {aws_region}"]
+        "{aws} dynamodb describe-table --table-name {listings_table} --region {aws_region}"]
     # The probe's failure, kind and all, as plain data (across xdist workers too).
     assert unreachable["failures"] == [{"backend": "postgresql", "target": "127.0.0.1:5432/auth",
                                         "kind": "refused", "problem": "connection refused",

@@ -158,13 +158,16 @@ def test_a_deleted_table_or_bucket_and_a_refused_webhook_signature_get_their_own
         assert [f["kind"] for f in check["failures"]] == ["missing_object"], check
         assert check["fixes"] == list(CATALOG.fix_for("dynamodb", "missing_object").fixes)
         assert check["commands"] == [
-            "aws dynamodb describe-table --table-name unibazzar-health-no-such-table "
+            "aws --endpoint-url 'http://127.0.0.1:25000' dynamodb describe-table --table-name "
+            "unibazzar-health-no-such-table "
             "--region eu-west-1",
-            "aws dynamodb list-backups --table-name unibazzar-health-no-such-table "
+            "aws --endpoint-url 'http://127.0.0.1:25000' dynamodb list-backups --table-name "
+            "unibazzar-health-no-such-table "
             "--region eu-west-1"]
     bucket = failed["listing.s3-image-uploads"]
     assert bucket["fixes"] == list(CATALOG.fix_for("s3", "missing_object").fixes)
-    assert ("aws s3api head-bucket --bucket unibazzar-health-no-such-bucket --region eu-west-1"
+    assert ("aws --endpoint-url 'http://127.0.0.1:25000' s3api head-bucket --bucket "
+            "unibazzar-health-no-such-bucket --region eu-west-1"
             in bucket["commands"])
     webhook = failed["order.payment-provider-webhooks"]
     assert webhook["message"] == ("our webhook receiver rejects a correctly signed event: "
@@ -350,7 +353,7 @@ def test_a_recent_rollout_is_named_and_a_stuck_one_fails(tmp_path: Path, kube_ap
     assert 9.5 <= change["age_minutes"] <= 12
     assert "CHANGE auth-service: deployment auth-service revision 2 rolled out 10 min ago" \
         in result.stdout
-    assert "kubectl rollout undo" not in result.stdout
+    assert "rollout undo" not in result.stdout
 
     # The same rollout, stuck past its progress deadline: a failure, with the rollback.
     kube_apps.patch_namespaced_deployment_status("auth-service", "unibazzar", {"status": {
@@ -372,8 +375,8 @@ def test_a_recent_rollout_is_named_and_a_stuck_one_fails(tmp_path: Path, kube_ap
             "-n unibazzar") in stuck["commands"]
     assert {c["id"] for c in summary["checks"] if c["outcome"] == "failed"} == {
         "auth.recent-deployments"}
-    assert ("       if it preceded the failures: kubectl rollout undo "
-            "deployment/auth-service -n unibazzar") in result.stdout.splitlines()
+    assert ("       if it preceded the failures: kubectl --server 'http://127.0.0.1:25443' "
+            "rollout undo deployment/auth-service -n unibazzar") in result.stdout.splitlines()
 
 
 def test_an_oom_killed_pod_and_memory_pressure_are_named(tmp_path: Path, kube_apps: Any) -> None:

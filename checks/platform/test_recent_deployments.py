@@ -20,7 +20,7 @@ ROLLED_OUT = {"NewReplicaSetAvailable", "ReplicaSetUpdated", "FoundNewReplicaSet
 def observe_rollout(service: str) -> Callable[[CheckContext], dict[str, Any]]:
     def observe(ctx: CheckContext) -> dict[str, Any]:
         from unibazzar_health.probes import kubernetes
-        from unibazzar_health.results import as_evidence
+        from unibazzar_health.results import as_evidence, kubectl
 
         deployment = ctx.deployment(service)
         rollout = kubernetes.rollout_history(ctx.kube(), deployment)
@@ -42,6 +42,9 @@ def observe_rollout(service: str) -> Callable[[CheckContext], dict[str, Any]]:
                 "revision": rollout.revision, "replica_set": latest.name,
                 "rolled_out_at": latest.created_at if age == latest.age_minutes else None,
                 "age_minutes": age,
+                # Pinned to the checked cluster, like every command the verdict prints.
+                "rollback": (f"{kubectl(ctx.env)} rollout undo deployment/{deployment} "
+                             f"-n {ctx.kube().namespace}"),
             }
         return seen
 

@@ -301,6 +301,9 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
         names[f"{name.split('-')[0]}_deployment"] = (
             other.deployment if other and other.deployment else name)
     if spec.aws:
+        # An emulator or VPC endpoint: the pasted command must reach what the checks read.
+        names["aws"] = (f"aws --endpoint-url {quoted(spec.aws.endpoint_url)}"
+                        if spec.aws.endpoint_url else "aws")
         names |= {"listings_table": spec.aws.listings_table,
                   "images_bucket": spec.aws.images_bucket, "aws_region": spec.aws.region}
     database = (spec.postgresql.get(SERVICE_DATABASE.get(entry.service, ""))

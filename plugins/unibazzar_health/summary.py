@@ -316,8 +316,10 @@ def render(summary: dict[str, Any]) -> list[str]:
         lines.append(f"  CHANGE {change['service']}: deployment {change['deployment']} revision "
                      f"{change['revision']} rolled out {change['age_minutes']:.0f} min ago{at}")
         if verdict["status"] == "failing":
-            lines.append(f"       if it preceded the failures: kubectl rollout undo "
-                         f"deployment/{change['deployment']} -n {change['namespace']}")
+            rollback = change.get("rollback") or (f"kubectl rollout undo deployment/"
+                                                  f"{change['deployment']} -n "
+                                                  f"{change['namespace']}")
+            lines.append(f"       if it preceded the failures: {rollback}")
     return lines
 
 
