@@ -125,7 +125,11 @@ def build_single_file(results_dir: Path, output_dir: Path, history: Path, name: 
     history.parent.mkdir(parents=True, exist_ok=True)
     config = {"name": name, "output": str(output_dir.resolve()),
               "historyPath": str(history.resolve()),
-              "plugins": {"awesome": {"options": {"singleFile": True, "reportName": name}}}}
+              # The tree a ticket's reader wants: worst severity first, then service and
+              # runbook step (Allure's default groups by test file).
+              "plugins": {"awesome": {"options": {
+                  "singleFile": True, "reportName": name,
+                  "groupBy": ["severity", "feature", "story"]}}}}
     with tempfile.TemporaryDirectory(prefix="unibazzar-allure-") as tmp:
         rc = Path(tmp) / "allurerc.mjs"
         rc.write_text(f"export default {json.dumps(config, indent=2)};\n", encoding="utf-8")
