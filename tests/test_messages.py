@@ -201,7 +201,7 @@ def test_a_healthy_verdict_names_what_was_skipped_and_an_unchecked_service() -> 
                              skipped])
     lines = render(healthy)
     assert lines[0] == ("VERDICT HEALTHY: 2 of 3 checks ran and passed in production; "
-                        "1 skipped (not configured)")
+                        "1 skipped (1 not configured)")
     assert "  SKIPPED ai.end-to-end-search" in lines
     unchecked = summary_at(0, [passed("auth.postgresql-connectivity"), skipped])
     assert unchecked["verdict"]["status"] == "incomplete"

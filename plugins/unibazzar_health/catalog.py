@@ -10,7 +10,16 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from unibazzar_health.settings import SERVICES
+
 SEVERITY_ORDER = ("SEV1", "SEV2", "SEV3", "SEV4")
+# The backends a check may depend on (catalog depends_on), each with the pytest marker that
+# selects the checks standing on it: `pytest -m "order-service and postgres"`.
+BACKEND_MARKERS = {"postgresql": "postgres", "redis": "redis", "rabbitmq": "rabbitmq",
+                   "dynamodb": "dynamodb", "s3": "s3", "kubernetes": "kubernetes",
+                   "payments": "payments", "vector-db": "vector-db", "logs": "logs"}
+# The marker of checks that write (a canary in its own names, removed by the same check).
+CANARY_WRITE = "canary_write"
 
 
 class CatalogError(Exception):
@@ -44,6 +53,14 @@ class CheckEntry:
     depends_on: tuple[str, ...]
     fixes: tuple[str, ...]  # the runbook's words, already looked up
     commands: tuple[str, ...]  # templates, see fill_commands
+    # What the check writes to the platform, in its own names (None: read-only).
+    writes: str | None = None
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        """Its service, a marker per backend it stands on, canary_write if it writes."""
+        backends = [BACKEND_MARKERS[d] for d in self.depends_on if d in BACKEND_MARKERS]
+        return (self.service, *backends, *([CANARY_WRITE] if self.writes else []))
 
 
 @dataclass(frozen=True)
@@ -125,12 +142,18 @@ def parse_catalog(raw: dict[str, Any]) -> Catalog:
                                "what users or the business see when it fails)")
         for template in c.get("commands", []):
             check_command(f"check {check_id}", template)
+        strange = [d for d in c.get("depends_on", [])
+                   if d not in BACKEND_MARKERS and d not in SERVICES]
+        if strange or c["service"] not in SERVICES:
+            raise CatalogError(f"check {check_id}: unknown service or dependency "
+                               f"{strange or c['service']!r}")
         checks[check_id] = CheckEntry(
             id=check_id, service=c["service"], step=c["step"], title=c["title"],
             impact=c["impact"], impact_statement=statement.strip(),
             depends_on=tuple(c.get("depends_on", [])),
             fixes=tuple(fixes[f] for f in c.get("fixes", [])),
             commands=tuple(c.get("commands", [])),
+            writes=c.get("writes"),
         )
     return Catalog(severities=severities, checks=checks,
                    failure_fixes=parse_failure_fixes(raw.get("failure_fixes", {}), fixes,

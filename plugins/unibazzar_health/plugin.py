@@ -14,11 +14,24 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.catalog import Catalog, CatalogError, CheckEntry, load_catalog
+from unibazzar_health.catalog import (
+    BACKEND_MARKERS,
+    CANARY_WRITE,
+    Catalog,
+    CatalogError,
+    CheckEntry,
+    load_catalog,
+)
 from unibazzar_health.gate import DEFAULT_FAIL_ON, FAIL_ON_CHOICES
 from unibazzar_health.observer import BudgetExhausted, Observation, Observer
 from unibazzar_health.redaction import Redactor
-from unibazzar_health.results import PROPERTY_KEY, CheckResult, Outcome, build_result
+from unibazzar_health.results import (
+    PROPERTY_KEY,
+    READ_ONLY_PREFIX,
+    CheckResult,
+    Outcome,
+    build_result,
+)
 from unibazzar_health.settings import (
     SERVICES,
     Environment,
@@ -67,6 +80,8 @@ class CheckItem:
     # observation's own elapsed time already counts it.
     waited_s: float = 0.0
     result: CheckResult | None = None
+    # Never observed: --read-only holds back a check that writes.
+    held_back: bool = False
 
 
 RUN_KEY = pytest.StashKey[RunState]()
@@ -110,6 +125,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="exit non-zero (1) when the verdict is this severe or worse: SEV1..SEV4, "
                          "any, never; an incomplete verdict exits 6 (default by run mode: "
                          + ", ".join(f"{m} {f}" for m, f in DEFAULT_FAIL_ON.items()) + ")")
+    group.addoption("--read-only", dest="unibazzar_read_only", action="store_true",
+                    help="skip every check that writes to the platform (their canaries), and "
+                         "say which")
     group.addoption("--concurrency", dest="unibazzar_concurrency", type=_positive_int,
                     metavar="N", help=f"observations in flight at once "
                                       f"(default {DEFAULT_CONCURRENCY})")
@@ -160,6 +178,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _freeze_heap_at_exit()
     for service in SERVICES:
         config.addinivalue_line("markers", f"{service}: {service} runbook checks")
+    for dependency, marker in BACKEND_MARKERS.items():
+        config.addinivalue_line("markers", f"{marker}: checks that stand on {dependency}")
+    config.addinivalue_line("markers", f"{CANARY_WRITE}: checks that write a canary (in its "
+                                       "own names, removed by the check); --read-only skips them")
     config.addinivalue_line("markers", "check(id, observe): a runbook check (catalog id)")
     env: Environment | None = None
     if _is_worker(config):
@@ -264,8 +286,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             entry = catalog.check(mark.args[0])
         except CatalogError as exc:
             raise pytest.UsageError(f"{item.nodeid}: {exc}") from None
-        item.add_marker(entry.service)
-        item.stash[ITEM_KEY] = CheckItem(entry=entry, observe=mark.kwargs["observe"])
+        for marker in entry.markers:
+            item.add_marker(marker)
+        read_only = bool(entry.writes and config.option.unibazzar_read_only)
+        if read_only:
+            item.add_marker(pytest.mark.skip(reason=f"{READ_ONLY_PREFIX} writes {entry.writes}"))
+        item.stash[ITEM_KEY] = CheckItem(entry=entry, observe=mark.kwargs["observe"],
+                                         held_back=read_only)
 
 
 def _start(state: RunState, item: pytest.Item, info: CheckItem) -> Observation:
@@ -305,7 +332,8 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     state = config.stash[RUN_KEY]
     for item in _own_items(session):
         info = item.stash.get(ITEM_KEY, None)
-        if info is not None and "observed" in getattr(item, "fixturenames", ()):
+        if (info is not None and not info.held_back
+                and "observed" in getattr(item, "fixturenames", ())):
             info.observation = _start(state, item, info)
 
 

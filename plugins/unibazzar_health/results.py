@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 PROPERTY_KEY = "unibazzar"
 NOT_RUN_PREFIX = "not run:"
+READ_ONLY_PREFIX = "read-only run:"
 
 
 class Outcome(enum.StrEnum):

@@ -24,7 +24,7 @@ from unibazzar_health.policy import (
     next_update,
     respond_by,
 )
-from unibazzar_health.results import CheckResult, Outcome
+from unibazzar_health.results import READ_ONLY_PREFIX, CheckResult, Outcome
 from unibazzar_health.severity import OUTAGE, rank, service_outages, worst
 
 SCHEMA = "unibazzar-health/summary/v2"
@@ -277,8 +277,13 @@ def render(summary: dict[str, Any]) -> list[str]:
         lines.append(f"VERDICT INCOMPLETE: no failing check, but not every check ran ({tally}) "
                      f"in {summary['environment']}{why}")
     elif counts.get("skipped"):
+        held = sum(1 for c in summary["checks"] if c["outcome"] == "skipped"
+                   and str(c.get("message") or "").startswith(READ_ONLY_PREFIX))
+        why = ", ".join(part for part in (
+            f"{counts['skipped'] - held} not configured" if counts["skipped"] - held else "",
+            f"{held} writing (--read-only)" if held else "") if part)
         lines.append(f"VERDICT HEALTHY: {counts['passed']} of {total} checks ran and passed in "
-                     f"{summary['environment']}; {counts['skipped']} skipped (not configured)")
+                     f"{summary['environment']}; {counts['skipped']} skipped ({why})")
     else:
         lines.append(f"VERDICT HEALTHY: all {total} checks passed in {summary['environment']}")
     for outage in summary.get("outages", []):
@@ -303,6 +308,10 @@ def render(summary: dict[str, Any]) -> list[str]:
     if verdict["status"] == "healthy" and counts.get("skipped"):
         skipped = [c["id"] for c in summary["checks"] if c["outcome"] == "skipped"]
         lines.append(f"  SKIPPED {', '.join(skipped)}")
+    read_only = [c["id"] for c in summary["checks"] if c["outcome"] == "skipped"
+                 and str(c.get("message") or "").startswith(READ_ONLY_PREFIX)]
+    if read_only:
+        lines.append(f"  READ-ONLY skipped the checks that write: {', '.join(read_only)}")
     escalation = summary.get("escalation")
     if escalation:
         internal = escalation["internal"]
