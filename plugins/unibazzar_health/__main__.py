@@ -4,6 +4,7 @@
     python -m unibazzar_health message update FIRST PREVIOUS CURRENT
     python -m unibazzar_health message resolved FIRST LAST_FAILING HEALTHY [--post-mortem URL]
     python -m unibazzar_health report [--results DIR] [--output DIR] [--history FILE]
+    python -m unibazzar_health coverage
 
 SUMMARY files are summary.json files written by runs (reports/summary.json).
 """
@@ -68,6 +69,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _coverage(args: argparse.Namespace) -> int:
+    from unibazzar_health.coverage import CoverageError, coverage, render
+
+    try:
+        rows = coverage()
+    except CoverageError as exc:
+        print(f"coverage: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(render(rows)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unibazzar_health", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--name", default="UniBazzar health checks")
     report.add_argument("--root", default=".", help="the project folder (tools/allure)")
     report.set_defaults(run=_report)
+    cover = commands.add_parser("coverage", help="each actionable runbook line and what "
+                                                 "automates it, or 'manual'")
+    cover.set_defaults(run=_coverage)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

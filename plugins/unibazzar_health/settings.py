@@ -21,12 +21,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    model_validator,
 )
 
 from unibazzar_health.redaction import MASK, Redactor, url_without_password
@@ -373,6 +375,101 @@ class AuthLogs(_Section):
     one_source_share: Annotated[float, Field(gt=0, le=1)] = 0.8  # brute force
 
 
+# ---- incident lifecycle and posting (issue #8; docs/notifications.md) ---------------------
+class SlackNotify(_Section):
+    # The whole incoming-webhook URL is the secret (its path is the token).
+    webhook_url_env: EnvVar
+
+
+class PagerDutyNotify(_Section):
+    routing_key_env: EnvVar
+    api_url: HttpUrl = "https://events.pagerduty.com/v2/enqueue"
+
+
+class WebhookNotify(_Section):
+    url: HttpUrl  # carries no secret (refused with one); sign with secret_env instead
+    secret_env: EnvVar | None = None  # HMAC-SHA256 of each body, X-UniBazzar-Signature
+
+
+class TicketNotify(_Section):
+    kind: Literal["github"] = "github"
+    api_url: HttpUrl = "https://api.github.com"
+    repository: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")]
+    token_env: EnvVar
+    labels: list[str] = ["incident"]
+
+
+class Notify(_Section):
+    """Where incidents are posted. Absent: nothing is posted and no incident state kept."""
+
+    deadline: PositiveFloat = 5.0  # seconds, per request
+    retries: Annotated[int, Field(ge=0, le=5)] = 2  # more tries of a request never delivered
+    # Seconds all posting of a run may take, retries included: past it, what is left waits
+    # for the next run. The verdict and the exit status never wait on it beyond this.
+    budget: PositiveFloat = 20.0
+    slack: SlackNotify | None = None
+    pagerduty: PagerDutyNotify | None = None
+    webhook: WebhookNotify | None = None
+    ticket: TicketNotify | None = None
+
+
+class IncidentState(_Section):
+    """Where incidents are remembered between runs: a SQLite file (one machine) or Redis
+    (runners on several machines or pods)."""
+
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    path: str = "state/incidents.sqlite3"  # sqlite: relative to the reports directory
+    url: Annotated[str, _url("redis", "rediss")] | None = None  # redis (required for it)
+    password_env: EnvVar | None = None
+    key_prefix: str = "unibazzar-health"
+    deadline: PositiveFloat = 2.0  # seconds, per store operation
+    lock_wait: PositiveFloat = 10.0  # seconds a run waits for another to finish deciding
+    keep_runs: PositiveInt = 500  # run summaries kept, at most…
+    keep_days: PositiveFloat = 30.0  # …and none older (except those an open incident needs)
+
+
+class UpdateEvery(_Section):
+    """Minutes between Status Updates for SEV3/SEV4 (SEV1/2: the runbook's 30); unset: the
+    severity's response time."""
+
+    SEV3: PositiveFloat | None = None
+    SEV4: PositiveFloat | None = None
+
+
+class Alerting(_Section):
+    """Unset counts take the run mode's default (oncall 1/1, scheduled 2/2, ci 1/1)."""
+
+    alert_after: PositiveInt | None = None  # consecutive failing runs before the alert
+    resolve_after: PositiveInt | None = None  # consecutive passing runs before the resolution
+    update_every_minutes: UpdateEvery = UpdateEvery()
+
+
+class Silence(_Section):
+    service: ServiceName | None = None
+    check: str | None = None  # a catalog id
+    until: AwareDatetime
+    reason: Annotated[str, Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Silence:
+        if (self.service is None) == (self.check is None):
+            raise ValueError("a silence names exactly one of 'service' or 'check'")
+        return self
+
+
+class Maintenance(_Section):
+    start: AwareDatetime
+    end: AwareDatetime
+    services: list[ServiceName] = []  # empty: every service
+    reason: Annotated[str, Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Maintenance:
+        if self.end <= self.start:
+            raise ValueError("'end' must be after 'start'")
+        return self
+
+
 class EnvironmentFile(_Section):
     environment: EnvironmentInfo
     deadlines: Deadlines = Deadlines()
@@ -394,6 +491,11 @@ class EnvironmentFile(_Section):
     escalation: Escalation = Escalation()
     calendar: Calendar = Calendar()
     report: ReportLinks = ReportLinks()
+    notify: Notify | None = None
+    incident_state: IncidentState | None = None
+    alerting: Alerting = Alerting()
+    silences: list[Silence] = []
+    maintenance: list[Maintenance] = []
 
     def service(self, name: str) -> ServiceTarget | None:
         return self.services.get(name)  # type: ignore[call-overload, no-any-return]
@@ -461,7 +563,13 @@ def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> En
     except ValidationError as exc:
         raise _first_error(path, exc) from None
     kube_context = _check_consistency(path, spec, environ)
-    return Environment(path, spec, _resolve_secrets(path, spec, raw, environ), kube_context)
+    secrets = _resolve_secrets(path, spec, raw, environ)
+    if spec.notify is not None or spec.incident_state is not None:
+        # Imported here: a run that posts nothing never loads the notifiers' code.
+        from unibazzar_health.incidents.config import check_incident_settings
+
+        check_incident_settings(path, spec, secrets)
+    return Environment(path, spec, secrets, kube_context)
 
 
 def _first_error(path: Path, exc: ValidationError) -> EnvironmentFileError:

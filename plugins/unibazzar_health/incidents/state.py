@@ -1,0 +1,252 @@
+"""What an environment remembers between runs, and the interface of the stores that keep it.
+
+The data is plain (dataclasses of strings, numbers, lists and dicts) and round-trips through
+JSON: the SQLite and Redis stores keep the same documents. Times are ISO 8601 strings in UTC.
+
+- ``EnvironmentState``: per environment, the open incidents (and those failing but not yet
+  alerted) keyed by the root cause key they opened with (``dependency:redis``,
+  ``service:order-service``), the last resolved ones (for the timeline and the post-mortem),
+  and consecutive failing/passing runs per check.
+- ``RunRecord``: one run's summary, kept with bounded retention, so first/previous summaries of
+  an incident can be read back.
+- ``Delivery``: one message to one notifier, in the outbox. Its status moves
+  pending → sending (claimed by one runner, compare-and-set) → sent | pending (failed, retried
+  by the next run) | failed (given up) | unknown (the runner died while sending: a human
+  checks) | superseded (a newer update of the same incident replaced it before it went out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+KINDS = ("alert", "update", "escalation", "resolved")
+PENDING, SENDING, SENT, FAILED, UNKNOWN, SUPERSEDED = (
+    "pending", "sending", "sent", "failed", "unknown", "superseded")
+STATUSES = (PENDING, SENDING, SENT, FAILED, UNKNOWN, SUPERSEDED)
+
+
+class StoreError(Exception):
+    """The state store could not be read or written in time (its text names the store,
+    never a password)."""
+
+
+class StoreBusy(StoreError):
+    """Another run held the environment's lock for longer than we wait."""
+
+
+@dataclass
+class Event:
+    """One line of an incident's timeline."""
+
+    at: str
+    kind: str  # failing | alert | update | severity | checks | escalation | silenced |
+    #            unsilenced | resolved
+    text: str
+
+
+@dataclass
+class Incident:
+    id: str  # this occurrence: a key that fails again after resolving is a new incident
+    key: str  # the root cause key it opened with: its identity while open
+    title: str
+    services: list[str]
+    dependency: str | None
+    severity: str
+    first_failure_at: str
+    first_run_id: str
+    last_failure_at: str
+    last_failing_run_id: str
+    checks: list[str]  # failing now, as far as the runs observed them
+    all_checks: list[str]  # every check it has involved
+    # What an update or resolution says of a check when its run summary is no longer kept.
+    check_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failing_runs: int = 0
+    passing_runs: int = 0
+    first_passing_run_id: str | None = None
+    first_passing_at: str | None = None
+    alerted: bool = False
+    alerted_at: str | None = None
+    last_update_at: str | None = None  # when the last alert or update was decided
+    last_posted_run_id: str | None = None  # the run that alert or update told of
+    posted_checks: list[str] = field(default_factory=list)  # …its failing checks
+    posted_severity: str | None = None  # …and its severity
+    next_update_at: str | None = None
+    escalation_level: int = 1
+    silenced: dict[str, Any] | None = None  # {"reason", "until"} while every check is muted
+    messages: dict[str, int] = field(default_factory=dict)  # kind -> how many decided
+    resolved_at: str | None = None
+    resolved_run_id: str | None = None
+    events: list[Event] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Incident:
+        values = dict(data)
+        values["events"] = [Event(**e) for e in values.get("events", [])]
+        return cls(**values)
+
+
+@dataclass
+class CheckStreak:
+    """Consecutive runs a check failed or passed (only runs that observed it count)."""
+
+    failing: int = 0
+    passing: int = 0
+    since: str | None = None  # when the current streak began
+
+
+@dataclass
+class Delivery:
+    id: str  # deterministic: incident occurrence, kind, its number, notifier
+    environment: str
+    incident_id: str
+    incident_key: str
+    kind: str  # one of KINDS
+    notifier: str
+    payload: dict[str, Any]  # {"message", "summary", "incident"}: redacted before it is stored
+    dedup_key: str  # the same for every message of one incident key in one environment
+    created_at: str
+    status: str = PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    updated_at: str | None = None
+    claimed_by: str | None = None  # host:pid:run of the runner sending it
+    claimed_at: str | None = None
+    receipt: dict[str, Any] | None = None  # what the service answered (an issue number…)
+    sent_at: str | None = None
+    seq: int = 0  # order of enqueueing, assigned by the store
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Delivery:
+        return cls(**dict(data))
+
+
+@dataclass
+class EnvironmentState:
+    environment: str
+    incidents: dict[str, Incident] = field(default_factory=dict)  # open or pending, by key
+    closed: list[Incident] = field(default_factory=list)  # resolved, oldest first
+    checks: dict[str, CheckStreak] = field(default_factory=dict)
+    # The outbox as it stood when the state was loaded (kept by the store in its own rows,
+    # not in this document).
+    outbox: list[Delivery] = field(default_factory=list)
+
+    def document(self) -> dict[str, Any]:
+        """What the store saves as the state document (the outbox is stored apart)."""
+        return {"environment": self.environment,
+                "incidents": {k: dataclasses.asdict(v) for k, v in self.incidents.items()},
+                "closed": [dataclasses.asdict(i) for i in self.closed],
+                "checks": {k: dataclasses.asdict(v) for k, v in self.checks.items()}}
+
+    @classmethod
+    def from_document(cls, environment: str, data: Mapping[str, Any] | None,
+                      outbox: Iterable[Delivery] = ()) -> EnvironmentState:
+        data = data or {}
+        return cls(
+            environment=environment,
+            incidents={k: Incident.from_dict(v) for k, v in data.get("incidents", {}).items()},
+            closed=[Incident.from_dict(v) for v in data.get("closed", [])],
+            checks={k: CheckStreak(**v) for k, v in data.get("checks", {}).items()},
+            outbox=list(outbox))
+
+    def find(self, key: str | None = None) -> Incident | None:
+        """The incident named by key (open first, then the latest resolved); without a key,
+        the latest opened one still open, else the latest resolved."""
+        if key is not None:
+            if key in self.incidents:
+                return self.incidents[key]
+            matches = [i for i in self.closed if key in (i.key, i.id)]
+            return matches[-1] if matches else None
+        alerted = sorted((i for i in self.incidents.values() if i.alerted),
+                         key=lambda i: i.first_failure_at)
+        if alerted:
+            return alerted[-1]
+        return self.closed[-1] if self.closed else None
+
+    def deliveries_of(self, incident: Incident) -> list[Delivery]:
+        return sorted((d for d in self.outbox if d.incident_id == incident.id),
+                      key=lambda d: d.seq)
+
+    def ticket_of(self, incident_id: str) -> dict[str, Any] | None:
+        """The tracking ticket created for this incident (its create delivery's receipt)."""
+        for delivery in self.outbox:
+            if (delivery.incident_id == incident_id and delivery.notifier == "ticket"
+                    and delivery.kind == "alert" and delivery.status == SENT):
+                return delivery.receipt
+        return None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    started_at: str
+    status: str  # the verdict's: failing | incomplete | healthy
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """An outbox row moved by the deciding transaction (stale claims, superseded updates)."""
+
+    delivery_id: str
+    status: str
+    error: str | None = None
+    # Only change it while it still has this status (another runner may have moved it).
+    expected: str | None = None
+
+
+class Transaction(Protocol):
+    """The environment's state under its lock: read, decide, then save once (or leave the
+    block without saving to change nothing)."""
+
+    state: EnvironmentState
+
+    def runs(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The stored summaries of these runs (those still kept)."""
+        ...
+
+    def save(self, state: EnvironmentState, *, run: RunRecord | None,
+             deliveries: list[Delivery], changes: list[StatusChange], now: str) -> None:
+        """The new state, the run, new deliveries (pending) and status changes, at once."""
+        ...
+
+
+class StateStore(Protocol):
+    """One environment's incident memory. Every operation is bounded in time (socket
+    timeouts, busy timeouts, a bounded lock wait) and raises StoreError when it cannot."""
+
+    @property
+    def where(self) -> str:
+        """The store as a person names it (a path, a host:port/db): never a password."""
+        ...
+
+    def peek(self, environment: str) -> EnvironmentState:
+        """The state and outbox as they are now, without the lock (read only)."""
+        ...
+
+    def transaction(self, environment: str) -> AbstractContextManager[Transaction]:
+        """The environment's lock for one short read-decide-save."""
+        ...
+
+    def runs(self, environment: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        ...
+
+    def claim(self, environment: str, delivery_id: str, claimant: str, now: str) -> bool:
+        """Compare-and-set pending → sending: True for exactly one caller."""
+        ...
+
+    def finish(self, environment: str, delivery_id: str, claimant: str, status: str, *,
+               now: str, attempts: int, error: str | None = None,
+               receipt: dict[str, Any] | None = None) -> bool:
+        """Record what became of a delivery this claimant was sending (sending → status);
+        False when it was not ours any more."""
+        ...
+
+    def close(self) -> None:
+        ...
