@@ -23,6 +23,8 @@ NEVER = {"moto", "localstripe", "kmock", "flask", "chromadb", "werkzeug", "uniba
 # plugin being registered.)
 TEST_PLUGINS = {"pytester", "kmock", "anyio"}
 CLIENTS = {"psycopg", "redis", "pika", "boto3", "botocore", "kubernetes", "requests"}
+# Imported only by a run that asks for metrics (--metrics-file, --pushgateway).
+METRICS = "prometheus_client"
 
 
 def closed_port() -> int:
@@ -55,23 +57,32 @@ def pytest_unconfigure(config):
 """
 
 
-def imported_top_level(tmp_path: Path, *args: str) -> set[str]:
-    """Every module (and its top-level package) a checks run had imported when it ended."""
+def run_dumping_modules(tmp_path: Path, cwd: Path, *args: str,
+                        **environ: str) -> tuple[subprocess.CompletedProcess[str], set[str],
+                                                 set[str]]:
+    """A pytest run in ``cwd``: its result, every module (and its top-level package) it had
+    imported when it ended, and the names of the plugins registered."""
     (tmp_path / "modules_dump.py").write_text(MODULES_DUMP)
     dump = tmp_path / "modules.txt"
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
     env.update(MODULES_DUMP=str(dump),
-               PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]))
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "modules_dump",
-         f"--env-file={dead_environment(tmp_path)}", f"--reports-dir={tmp_path / 'reports'}",
-         "-q", *args],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
-    assert (tmp_path / "reports" / "summary.json").exists(), result.stdout + result.stderr
+               PYTHONPATH=os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]),
+               **environ)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "modules_dump", "-q", *args],
+                            capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
     names = dump.read_text().split()
     plugins = set(Path(f"{dump}.plugins").read_text().split())
+    return result, set(names) | {name.split(".")[0] for name in names}, plugins
+
+
+def imported_top_level(tmp_path: Path, *args: str) -> set[str]:
+    """Every module (and its top-level package) a checks run had imported when it ended."""
+    result, modules, plugins = run_dumping_modules(
+        tmp_path, ROOT, f"--env-file={dead_environment(tmp_path)}",
+        f"--reports-dir={tmp_path / 'reports'}", *args)
+    assert (tmp_path / "reports" / "summary.json").exists(), result.stdout + result.stderr
     assert not (TEST_PLUGINS & plugins), f"test-only plugins registered: {TEST_PLUGINS & plugins}"
-    return set(names) | {name.split(".")[0] for name in names}
+    return modules
 
 
 @pytest.mark.parametrize(("marker", "needed", "not_needed"), [
@@ -91,3 +102,27 @@ def test_the_whole_catalog_loads_no_emulator_or_test_plugin(tmp_path: Path) -> N
     modules = imported_top_level(tmp_path)
     assert modules >= CLIENTS, f"the whole catalog never imported {sorted(CLIENTS - modules)}"
     assert not (NEVER & modules), f"a checks run loaded {sorted(NEVER & modules)}"
+    assert METRICS not in modules, "a run without --metrics-file imported prometheus_client"
+
+
+def test_only_a_run_asking_for_metrics_imports_their_library(tmp_path: Path) -> None:
+    modules = imported_top_level(tmp_path, "-m", "ai-service",
+                                 f"--metrics-file={tmp_path / 'metrics.prom'}")
+    assert METRICS in modules
+    assert (tmp_path / "metrics.prom").exists()
+
+
+def test_a_run_without_checks_loads_the_plugin_and_nothing_it_would_use(tmp_path: Path) -> None:
+    """The pytest11 entry point loads the plugin into every pytest run where the package is
+    installed; one that collects no runbook check reads no environment file (the one named
+    here does not exist), imports no client and no metrics library, writes no report."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_plain.py").write_text("def test_plain():\n    pass\n")
+    result, modules, plugins = run_dumping_modules(
+        tmp_path, project, UNIBAZZAR_ENV_FILE=str(tmp_path / "no-such-environment.toml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "unibazzar_health.plugin" in plugins, "the entry point did not load the plugin"
+    assert not (CLIENTS & modules), f"a run without checks imported {sorted(CLIENTS & modules)}"
+    assert METRICS not in modules
+    assert not (project / "reports").exists()

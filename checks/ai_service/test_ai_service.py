@@ -33,13 +33,13 @@ def test_step1_vector_database_connectivity(observed: CollectionHealth,
 
 # ---- 2. Review model loading and memory usage -------------------------------------------
 def observe_model_and_memory(ctx: CheckContext) -> dict[str, Any]:
-    from unibazzar_health.probes import http, kubernetes
+    from unibazzar_health.probes import http
 
-    deployment = ctx.deployment("ai-service")
-    url, kube = ctx.service_url("ai-service", "/model"), ctx.kube()
+    url = ctx.service_url("ai-service", "/model")
+    ctx.kube()  # not configured: skipped, as before any probe
     return gather(
         model=lambda: http.request("ai-service", "GET", url, ctx.env.deadline("http")),
-        pods=lambda: kubernetes.pods_health(kube, deployment),
+        pods=lambda: ctx.pods("ai-service"),  # one reading, shared with its scope check
     )
 
 
@@ -48,6 +48,7 @@ def test_step2_model_loading_and_memory_usage(observed: dict[str, Any],
                                               thresholds: Thresholds) -> None:
     model, pods = observed["model"], observed["pods"]
     problems = []
+    bound = False  # CPU- or memory-bound: more replicas would help
     if isinstance(model, ProbeFailure):
         problems.append(f"model endpoint: {model.message}")
     elif model.status != 200 or not (isinstance(model.body, dict) and model.body.get("loaded")):
@@ -66,12 +67,23 @@ def test_step2_model_loading_and_memory_usage(observed: dict[str, Any],
                     and c.last_terminated_minutes_ago <= window):
                 problems.append(f"{c.pod} was OOMKilled {c.last_terminated_minutes_ago:.0f} min "
                                 f"ago ({c.restarts} restarts)")
+                bound = True
             if c.memory_usage is not None and c.memory_usage >= thresholds.pod_memory_usage:
                 problems.append(f"{c.pod} uses {c.memory_usage:.0%} of its memory limit "
                                 f"(>= {thresholds.pod_memory_usage:.0%})")
+                bound = True
+            if c.cpu_usage is not None and c.cpu_usage >= thresholds.pod_cpu_usage:
+                problems.append(f"{c.pod} uses {c.cpu_usage:.0%} of its CPU limit "
+                                f"({c.cpu_millicores:g}m of {c.cpu_limit_millicores:g}m, "
+                                f">= {thresholds.pod_cpu_usage:.0%})")
+                bound = True
     if problems:
+        # Scaling out is the runbook's fix for a CPU- or memory-bound service: half as many
+        # replicas again (one at least) fills in its `kubectl scale`.
+        names = ({"replicas": str(pods.desired + max(1, pods.desired // 2))}
+                 if bound and not isinstance(pods, ProbeFailure) else {})
         raise Finding("; ".join(problems), impact="degradation",
-                      failures=failures_among(model, pods))
+                      failures=failures_among(model, pods), names=names)
 
 
 # ---- 3. Verify Redis cache performance ----------------------------------------------------
@@ -127,6 +139,40 @@ def test_step4_embedding_service_health(observed: dict[str, Any],
     assert observed["deterministic"], "the same canary text embedded to different vectors"
     assert observed["embed_ms"] <= thresholds.embedding_ms, (
         f"embedding took {observed['embed_ms']:.0f} ms > {thresholds.embedding_ms:g} ms")
+
+
+# ---- Symptoms: recommendation failures (end to end) ---------------------------------------
+def observe_recommendations(ctx: CheckContext) -> dict[str, Any]:
+    from urllib.parse import urlencode
+
+    from unibazzar_health.probes import http
+
+    canary = ctx.require("canary", ctx.env.spec.canary)
+    spec = ctx.env.spec.service("ai-service")
+    path = ctx.require("services.ai-service.recommendations_path",
+                       spec.recommendations_path if spec else None)
+    url = ctx.service_url("ai-service", path + ("&" if "?" in path else "?")
+                          + urlencode({"user": canary.email}))
+    answer = http.request("ai-service", "GET", url, ctx.env.deadline("http"))
+    body = answer.body if isinstance(answer.body, dict) else {}
+    items = body.get("recommendations")
+    return {"url": url, "user": canary.email, "status": answer.status,
+            "count": len(items) if isinstance(items, list) else None,
+            "first": items[:3] if isinstance(items, list) else None,
+            "elapsed_ms": answer.elapsed_ms}
+
+
+@runbook_check("ai.end-to-end-recommendations", observe=observe_recommendations)
+def test_recommendations_for_the_canary_user_within_budget(observed: dict[str, Any],
+                                                          thresholds: Thresholds) -> None:
+    assert observed["status"] == 200, (
+        f"recommendations for the canary user answered HTTP {observed['status']}")
+    assert observed["count"], (
+        f"recommendations for the canary user {observed['user']} are empty "
+        f"({'no recommendations list' if observed['count'] is None else 'none returned'})")
+    if observed["elapsed_ms"] > thresholds.recommendations_ms:
+        raise Finding(f"recommendations for the canary user took {observed['elapsed_ms']:.0f} "
+                      f"ms > {thresholds.recommendations_ms:g} ms", impact="performance-major")
 
 
 # ---- Symptoms: search returning no results, high latency (end to end) ---------------------

@@ -10,8 +10,9 @@ from typing import Any
 
 from unibazzar_health.authlogs import LoginActivity
 from unibazzar_health.probes import FailureKind, ProbeFailure
+from unibazzar_health.probes.http import HttpAnswer
 from unibazzar_health.probes.postgresql import Activity
-from unibazzar_health.runbook import CheckContext, Finding, runbook_check
+from unibazzar_health.runbook import CheckContext, Finding, NotConfigured, runbook_check
 from unibazzar_health.settings import Environment, Thresholds
 
 
@@ -65,15 +66,35 @@ def _forgeries(token: str) -> dict[str, str]:
     }
 
 
+# The canary's normal rate: a few logins in a row, as a user signing in on a few devices.
+CANARY_LOGINS = 3
+
+
+def canary_logins(ctx: CheckContext) -> list[HttpAnswer]:
+    """The canary's logins of this run, made once for every check that judges them (its
+    token in step 2, its rate in step 4), and always before step 4's burst: our own burst
+    must never be what refuses the canary."""
+    from unibazzar_health.probes import http
+
+    def log_in() -> list[HttpAnswer]:
+        email, password = ctx.canary_login()
+        url, deadline = ctx.service_url("auth-service", "/login"), ctx.env.deadline("http")
+        return [http.request("auth-service", "POST", url, deadline,
+                             json={"email": email, "password": password})
+                for _ in range(CANARY_LOGINS)]
+
+    return ctx.shared("auth.canary-logins", log_in)
+
+
 def observe_jwt(ctx: CheckContext) -> JwtObservation:
     from unibazzar_health.probes import http
 
-    email, password = ctx.canary_login()
     deadline = ctx.env.deadline("http")
     login_url = ctx.service_url("auth-service", "/login")
     verify_url = ctx.service_url("auth-service", "/verify")
-    login = http.request("auth-service", "POST", login_url, deadline,
-                         json={"email": email, "password": password})
+    answers = canary_logins(ctx)
+    # A refusal by the rate limiter is step 4's: the first login it let through is judged.
+    login = next((a for a in answers if a.status != 429), answers[0])
     body = login.body if isinstance(login.body, dict) else {}
     token = body.get("token")
     error = body.get("error")
@@ -112,6 +133,10 @@ def test_step2_jwt_secret_configuration(observed: JwtObservation) -> None:
     if accepted:
         raise Finding(f"auth-service accepts forged tokens: {', '.join(accepted)}",
                       impact="security")
+    if observed.login_status == 429:
+        raise Finding("every canary login was rate-limited (HTTP 429): its token could not be "
+                      "checked (auth.rate-limit-legitimate-traffic judges the limits)",
+                      impact="degradation")
     failing = _server_error(observed)
     if failing:
         # auth-service itself is failing, not its secrets: restart or roll it back (the
@@ -138,7 +163,8 @@ def observe_auth_logs(ctx: CheckContext) -> LoginActivity:
     lines = (line for text in logs.values() for line in text.splitlines())
     return login_activity(lines, rules.success, rules.failure, rules.source,
                           blocked=rules.blocked, email=rules.email,
-                          canary=canary.email if canary else None)
+                          canary=canary.email if canary else None,
+                          ignore=canary.probe_account if canary else None)
 
 
 @runbook_check("auth.authentication-logs", observe=observe_auth_logs)
@@ -174,3 +200,79 @@ def test_step3_authentication_logs(observed: LoginActivity, env: Environment) ->
         raise Finding(f"failed-login spike: {observed.failures} of "
                       f"{observed.failures + observed.successes} logins failed in the last "
                       f"{window} ({observed.failed_share:.0%})", impact="degradation")
+
+
+# ---- 4. Check rate limiting and DDoS protection -------------------------------------------
+def observe_canary_rate(ctx: CheckContext) -> dict[str, Any]:
+    return {"url": ctx.service_url("auth-service", "/login"),
+            "statuses": [answer.status for answer in canary_logins(ctx)]}
+
+
+@runbook_check("auth.rate-limit-legitimate-traffic", observe=observe_canary_rate)
+def test_step4_legitimate_traffic_is_not_rate_limited(observed: dict[str, Any]) -> None:
+    statuses = observed["statuses"]
+    # Only 429 is this step's: any other refusal is step 2's to judge.
+    blocked = [n for n, status in enumerate(statuses, 1) if status == 429]
+    if blocked:
+        raise Finding(f"legitimate traffic is rate-limited: the canary's login {blocked[0]} of "
+                      f"{len(statuses)} in a row was answered HTTP 429 (too many requests)",
+                      impact="degradation")
+
+
+# The burst stops after this many 5xx answers in a row: auth-service is failing, and its
+# limiter cannot be judged.
+SERVER_ERRORS_STOP = 3
+
+
+def _failing(statuses: list[int]) -> bool:
+    last = statuses[-SERVER_ERRORS_STOP:]
+    return len(last) == SERVER_ERRORS_STOP and all(status >= 500 for status in last)
+
+
+def observe_rate_limit_burst(ctx: CheckContext) -> dict[str, Any]:
+    """A bounded burst of logins from this host for an account that does not exist, until
+    the first HTTP 429: a write-like probe (it fills that account's limiter window and the
+    auth log), only where the environment sets canary.rate_limit_probe."""
+    import secrets
+    import time
+
+    from unibazzar_health.probes import DeadlineExceeded, http
+
+    canary = ctx.require("canary", ctx.env.spec.canary)
+    if not canary.rate_limit_probe:
+        raise NotConfigured("canary.rate_limit_probe")
+    url, deadline = ctx.service_url("auth-service", "/login"), ctx.env.deadline("http")
+    # First, and its failure is this check's too: an auth-service that does not answer the
+    # canary cannot be judged by a burst (which would only wait for it again).
+    canary_logins(ctx)
+    # Within about two deadlines, whatever the size of the burst.
+    budget, started = 2 * deadline, time.monotonic()
+    statuses: list[int] = []
+    password = secrets.token_urlsafe(16)
+    while len(statuses) < canary.rate_limit_burst:
+        if time.monotonic() - started > budget:
+            raise DeadlineExceeded("auth-service", url, budget,
+                                   f"answer a burst of {canary.rate_limit_burst} logins")
+        answer = http.request("auth-service", "POST", url, deadline,
+                              json={"email": canary.probe_account, "password": password})
+        statuses.append(answer.status)
+        if answer.status == 429 or _failing(statuses):
+            break
+    failing = _failing(statuses)
+    return {"url": url, "account": canary.probe_account, "burst": canary.rate_limit_burst,
+            "sent": len(statuses), "seconds": round(time.monotonic() - started, 3),
+            "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
+            "limited_after": statuses.index(429) if 429 in statuses else None,
+            # Failing logins say nothing of the limiter (and each would log an error).
+            "not_judged": "auth-service answers logins with 5xx" if failing else None}
+
+
+@runbook_check("auth.rate-limit-protection", observe=observe_rate_limit_burst)
+def test_step4_a_burst_from_one_source_is_rate_limited(observed: dict[str, Any]) -> None:
+    if observed["not_judged"]:
+        return  # auth-service itself failing is step 2's finding (and the scope check's)
+    if observed["limited_after"] is None:
+        answers = ", ".join(f"{n} x HTTP {s}" for s, n in observed["statuses"].items())
+        raise Finding(f"no rate limiting: a burst of {observed['sent']} logins from one source "
+                      f"in {observed['seconds']:.1f} s was never answered HTTP 429 ({answers})",
+                      impact="security")

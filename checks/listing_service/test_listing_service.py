@@ -19,15 +19,71 @@ from unibazzar_health.settings import Thresholds
 
 
 # ---- 1. Check DynamoDB table status and capacity ------------------------------------------
-def observe_listings_table(ctx: CheckContext) -> TableStatus:
-    from unibazzar_health.probes import dynamodb
+def observe_listings_table(ctx: CheckContext) -> dict[str, Any]:
+    """The table's status and its capacity use over the window. The capacity metrics are
+    CloudWatch's: where they cannot be read, status is still judged (the reason is kept)."""
+    from unibazzar_health.probes import ProbeError, dynamodb
 
     aws = ctx.aws("dynamodb")
-    return dynamodb.describe_table(aws, ctx.env.spec.aws.listings_table)  # type: ignore[union-attr]
+    table = dynamodb.describe_table(aws, ctx.env.spec.aws.listings_table)  # type: ignore[union-attr]
+    capacity: dynamodb.CapacityUse | ProbeFailure | None = None
+    if table.exists:
+        try:
+            capacity = dynamodb.capacity_use(aws, table.table, list(table.index_statuses),
+                                             ctx.env.spec.thresholds.dynamodb_window_minutes)
+        except ProbeError as exc:
+            capacity = ProbeFailure.of(exc)
+    return {"table": table, "capacity": capacity}
+
+
+def _capacity_problems(table: TableStatus, capacity: Any,
+                       thresholds: Thresholds) -> tuple[list[str], dict[str, str]]:
+    """Throttling, and consumption near what is provisioned, for the table and its indexes;
+    with the read and write capacity to scale the table to (twice what it has, for what
+    is short) where it is provisioned."""
+    problems: list[str] = []
+    scale = {"read": False, "write": False}
+    window = f"{capacity.window_minutes:g} min"
+    for kind, throttles in (("read", capacity.read_throttles),
+                            ("write", capacity.write_throttles)):
+        for name, events in throttles.items():
+            if events > thresholds.dynamodb_throttles_max:
+                where = f"index {name}" if name else f"table {table.table}"
+                problems.append(f"{where} throttled {events} {kind}s in the last {window}")
+                scale[kind] = True
+    provisioned = {"": (table.read_capacity, table.write_capacity), **table.index_capacity}
+    for kind, peaks, at in (("read", capacity.read_peak, 0), ("write", capacity.write_peak, 1)):
+        for name, peak in peaks.items():
+            units = (provisioned.get(name) or (None, None))[at]
+            if units and peak >= thresholds.dynamodb_capacity_usage * units:
+                where = f"index {name}" if name else f"table {table.table}"
+                problems.append(f"{where} consumed {peak:g} of {units} provisioned {kind} "
+                                f"units/s at its busiest minute ({peak / units:.0%} >= "
+                                f"{thresholds.dynamodb_capacity_usage:.0%})")
+                scale[kind] = True
+    names = {}
+    if any(scale.values()) and table.read_capacity and table.write_capacity:
+        names = {"read_capacity": str(table.read_capacity * (2 if scale["read"] else 1)),
+                 "write_capacity": str(table.write_capacity * (2 if scale["write"] else 1))}
+    return problems, names
 
 
 @runbook_check("listing.dynamodb-table-status", observe=observe_listings_table)
-def test_step1_dynamodb_table_status_and_capacity(observed: TableStatus) -> None:
+def test_step1_dynamodb_table_status_and_capacity(observed: dict[str, Any],
+                                                  thresholds: Thresholds) -> None:
+    table: TableStatus = observed["table"]
+    _judge_table(table)
+    capacity = observed["capacity"]
+    if capacity is None or isinstance(capacity, ProbeFailure):
+        return  # no capacity metrics: status is what could be judged
+    problems, names = _capacity_problems(table, capacity, thresholds)
+    if problems:
+        mode = "on demand" if table.billing_mode == "PAY_PER_REQUEST" else "provisioned"
+        raise Finding(f"DynamoDB table {table.table} ({mode}) is short of capacity: "
+                      + "; ".join(problems), impact="degradation", names=names)
+
+
+def _judge_table(observed: TableStatus) -> None:
     if not observed.exists:
         # Named as a missing object, so the verdict says restore it, not scale it.
         missing = ProbeFailure("dynamodb", f"table {observed.table}", FailureKind.MISSING_OBJECT,
@@ -95,6 +151,49 @@ def test_step2_indexing_performance(observed: dict[str, Any]) -> None:
     if observed.get("delete_status") != 200:
         raise Finding(f"canary listing {observed['listing_id']} could not be deleted: HTTP "
                       f"{observed.get('delete_status')} (delete it by hand)", impact="minor")
+
+
+def observe_indexing_lag(ctx: CheckContext) -> dict[str, Any]:
+    """Read-only: the events queue as the search indexer leaves it (the management API's
+    last sample), so an environment that writes no canary still gets an answer."""
+    import time
+
+    from unibazzar_health.probes import rabbitmq
+
+    spec = ctx.require("rabbitmq", ctx.env.spec.rabbitmq)
+    queue = rabbitmq.queue_state(ctx.broker(), spec.events_queue)
+    now, backlog = time.time(), queue.messages
+    return {
+        "queue": queue.queue, "exists": queue.exists, "waiting": backlog,
+        "consumers": queue.consumers, "ack_rate": queue.ack_rate,
+        # Where publishers stamp their events.
+        "oldest_waiting_s": (round(now - queue.head_message_timestamp, 1)
+                             if backlog and queue.head_message_timestamp else None),
+        # Events waiting, and nothing taken or acknowledged since.
+        "still_s": round(now - queue.idle_since, 1) if backlog and queue.idle_since else None,
+        "catch_up_s": (round(backlog / queue.ack_rate, 1)
+                       if backlog and queue.ack_rate else None),
+    }
+
+
+@runbook_check("listing.indexing-lag", observe=observe_indexing_lag)
+def test_step2_the_search_indexer_keeps_up(observed: dict[str, Any],
+                                           thresholds: Thresholds) -> None:
+    # A missing queue or one without consumers is step 3's finding.
+    if not observed["exists"] or not observed["waiting"]:
+        return
+    limit, lags = thresholds.indexing_lag_s, []
+    if observed["oldest_waiting_s"] is not None and observed["oldest_waiting_s"] > limit:
+        lags.append(f"the oldest waiting event is {observed['oldest_waiting_s']:.0f} s old")
+    if observed["still_s"] is not None and observed["still_s"] > limit:
+        lags.append(f"nothing taken or acknowledged for {observed['still_s']:.0f} s")
+    if observed["catch_up_s"] is not None and observed["catch_up_s"] > limit:
+        lags.append(f"at {observed['ack_rate']:g} events/s it needs {observed['catch_up_s']:.0f} "
+                    "s to catch up")
+    if lags:
+        raise Finding(f"the search indexer lags behind {observed['queue']}: "
+                      f"{observed['waiting']} events waiting; " + "; ".join(lags)
+                      + f" (> {limit:g} s)", impact="degradation")
 
 
 # ---- 3. Check event publishing to RabbitMQ ------------------------------------------------

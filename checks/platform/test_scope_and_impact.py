@@ -18,17 +18,16 @@ from unibazzar_health.settings import Thresholds
 
 def observe_scope(service: str) -> Callable[[CheckContext], dict[str, Any]]:
     def observe(ctx: CheckContext) -> dict[str, Any]:
-        from unibazzar_health.probes import http, kubernetes
+        from unibazzar_health.probes import http
 
         spec = ctx.env.spec.service(service)
-        deployment = ctx.deployment(service)
         health = spec.health_path if spec else "/health"
         url = ctx.service_url(service, health)
         calls: dict[str, Callable[[], Any]] = {
             "health": lambda: http.request(service, "GET", url, ctx.env.deadline("http"))}
         if ctx.env.spec.kubernetes is not None:
-            kube = ctx.kube()
-            calls["pods"] = lambda: kubernetes.pods_health(kube, deployment, metrics=False)
+            # With CPU and memory: shared with ai-service step 2 and a failed check's context.
+            calls["pods"] = lambda: ctx.pods(service)
         return gather(**calls)
 
     return observe

@@ -5,6 +5,9 @@
     python -m unibazzar_health message resolved FIRST LAST_FAILING HEALTHY [--post-mortem URL]
     python -m unibazzar_health report [--results DIR] [--output DIR] [--history FILE]
     python -m unibazzar_health coverage
+    python -m unibazzar_health run [PYTEST OPTIONS]    (also: unibazzar-health run ...)
+    python -m unibazzar_health timeline [--env-file=PATH | --state FILE] [INCIDENT_KEY]
+    python -m unibazzar_health postmortem [--env-file=PATH | --state FILE] [INCIDENT_KEY]
 
 SUMMARY files are summary.json files written by runs (reports/summary.json).
 """
@@ -82,6 +85,12 @@ def _coverage(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["run"]:
+        # Everything after `run` is pytest's, options included: argparse would claim them.
+        from unibazzar_health.runner import main as run_checks
+
+        return run_checks(arguments[1:])
     parser = argparse.ArgumentParser(prog="python -m unibazzar_health", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -104,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     cover = commands.add_parser("coverage", help="each actionable runbook line and what "
                                                  "automates it, or 'manual'")
     cover.set_defaults(run=_coverage)
-    args = parser.parse_args(argv)
+    from unibazzar_health.incidents.timeline import add_commands
+
+    add_commands(commands)  # timeline, postmortem: incidents from the store
+    commands.add_parser("run", help="the checks installed with this package, run by pytest: "
+                                    "run [pytest options, e.g. -m order-service --env-file=F]")
+    args = parser.parse_args(arguments)
     return int(args.run(args))
 
 

@@ -172,6 +172,10 @@ def annotate(result: Mapping[str, Any], catalog: Any, env: Any, test: Any) -> No
                                   "failures": result.get("failures", [])}, indent=2,
                                  ensure_ascii=False),
                       name="evidence (redacted)", attachment_type=allure.attachment_type.JSON)
+    if result.get("context"):
+        allure.attach(json.dumps(result["context"], indent=2, ensure_ascii=False),
+                      name=f"{result['service']}: last log lines, CPU and memory (redacted)",
+                      attachment_type=allure.attachment_type.JSON)
     status = {"failed": "failed", "broken": "broken", "passed": "passed",
               "skipped": "skipped", "not-run": "skipped"}[result["outcome"]]
     if test is not None:

@@ -36,18 +36,23 @@ def _group(pattern: re.Pattern[str], line: str, default: str) -> str:
 
 def login_activity(lines: Iterable[str], success: str, failure: str, source: str,
                    keep_last: int = 20, *, blocked: str | None = None,
-                   email: str | None = None, canary: str | None = None) -> LoginActivity:
+                   email: str | None = None, canary: str | None = None,
+                   ignore: str | None = None) -> LoginActivity:
     """Count successful and failed logins; group failures by the ``source`` pattern's first
     group. A line matching ``blocked`` is a failed attempt the rate limiter refused. With
     ``canary``, its successful logins are counted per source (the ``email`` pattern's first
-    group names the account). Lines matching none are other traffic and do not count."""
+    group names the account). Lines of the account ``ignore`` (our own rate-limit probe's:
+    its burst is no attack) and lines matching none do not count."""
     ok, bad, src = re.compile(success), re.compile(failure), re.compile(source)
     limited = re.compile(blocked) if blocked else None
     account = re.compile(email) if email and canary else None
+    ours = re.compile(email) if email and ignore else None
     successes, sources, last = 0, Counter[str](), []
     refused, canary_sources = Counter[str](), Counter[str]()
     failures = 0
     for line in lines:
+        if ours and ignore and _group(ours, line, "").lower() == ignore.lower():
+            continue
         was_blocked = bool(limited and limited.search(line))
         if was_blocked or bad.search(line):
             failures += 1

@@ -211,9 +211,10 @@ class _KeepUnknown(dict[str, str]):
         return "{" + key + "}"
 
 
-# Placeholders only a check's Finding fills (the pod it names): a command that needs one the
-# finding did not give is left out rather than shown with a hole in it.
-FINDING_NAMES = frozenset({"pod"})
+# Placeholders only a check's Finding fills (the pod it names, the replicas or capacity to
+# scale to): a
+# command that needs one the finding did not give is left out rather than shown with a hole.
+FINDING_NAMES = frozenset({"pod", "replicas", "read_capacity", "write_capacity"})
 
 
 def names_in(template: str) -> set[str]:

@@ -27,11 +27,12 @@ SHARE_KEY = "unibazzar_share_up_front"
 
 
 def group_of(nodeid: str) -> str:
-    """The service a check belongs to, read from its node id (``checks/auth_service/...`` or
-    a per-service parameter ``[auth-service]``); the node id itself when none is named.
-    Both xdist sides have only node ids in common, so the grouping must come from them."""
+    """The service a check belongs to, read from its node id (``checks/auth_service/...``,
+    ``auth_service/...`` when run from the installed package, or a per-service parameter
+    ``[auth-service]``); the node id itself when none is named. Both xdist sides have only
+    node ids in common, so the grouping must come from them."""
     for service in SERVICES:
-        if f"[{service}]" in nodeid or f"/{service.replace('-', '_')}/" in nodeid:
+        if f"[{service}]" in nodeid or f"/{service.replace('-', '_')}/" in f"/{nodeid}":
             return service
     return nodeid
 

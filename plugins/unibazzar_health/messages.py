@@ -32,6 +32,8 @@ from unibazzar_health.policy import (
 from unibazzar_health.policy import parse_time as at
 
 ALERT, UPDATE, RESOLVED = "🚨", "📊", "✅"
+# Not a runbook template: its Internal Escalation, told in the templates' shape.
+ESCALATION = "⏫"
 DEFAULT_WAR_ROOM = "#incidents"
 
 
@@ -235,6 +237,27 @@ def resolved(first: dict[str, Any], last_failing: dict[str, Any], healthy: dict[
         f"Post-mortem: {post_mortem}",
     ]
     return Message("resolved", "run", level, lines)
+
+
+def escalated(current: dict[str, Any], level: int, title: str, contact: str | None,
+              after_minutes: float, first_failure_at: datetime) -> Message:
+    """Internal Escalation: the incident of ``current`` (a summary narrowed to it) has been
+    open past the policy's time for ``level``."""
+    now = at(current["finished_at"])
+    failing = _checks(current)
+    severity = current["verdict"]["severity"] or "SEV4"
+    incident = _incident(current)
+    open_for = human_duration((now - first_failure_at).total_seconds())
+    lines = [
+        f"{ESCALATION} INCIDENT ESCALATION - {sev(severity)}",
+        f"Service: {', '.join(sorted({c['service'] for c in failing}))}",
+        f"Escalated to: Level {level} — {title}" + (f" ({contact})" if contact else ""),
+        f"Why: open {open_for} at {sev(severity)}; Internal Escalation reaches Level {level} "
+        f"after {human_duration(after_minutes * 60)}",
+        f"IC: {incident.get('ic') or 'unassigned'}",
+        f"War Room: {incident.get('war_room') or DEFAULT_WAR_ROOM}",
+    ]
+    return Message("escalation", "run", severity, lines, _details(current, failing, None))
 
 
 def incident_markdown(summary: dict[str, Any], now: datetime | None = None) -> str:

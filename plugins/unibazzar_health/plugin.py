@@ -68,6 +68,10 @@ class RunState:
     summary_path: Path | None = None
     incident_path: Path | None = None
     measurements: SharedObservations = field(default_factory=SharedObservations)
+    metrics_lines: list[str] = field(default_factory=list)  # what --metrics-file/--pushgateway did
+    posting: Any = None  # incidents.posting.Report: what this run decided and posted
+    posting_thread: Any = None  # the posting under way, beside the verdict's printing
+    posting_budget: float = 0.0
 
 
 @dataclass
@@ -86,6 +90,13 @@ class CheckItem:
 
 RUN_KEY = pytest.StashKey[RunState]()
 ITEM_KEY = pytest.StashKey[CheckItem]()
+# When the run started (monotonic, wall clock): taken at configure, before collection, so the
+# budget and started_at count from the start even though the run resolves its settings later.
+START_KEY = pytest.StashKey[tuple[float, Any]]()
+CATALOG_KEY = pytest.StashKey[Catalog]()
+# xdist: the controller's environment error, for a worker that collected checks (workerinput),
+# and that worker's report of it back to the controller (workeroutput).
+WIRE_ERROR_KEY = "unibazzar_env_error"
 
 
 def _positive_float(value: str) -> float:
@@ -96,6 +107,15 @@ def _positive_float(value: str) -> float:
     if number <= 0:
         raise pytest.UsageError(f"expected a positive number of seconds, got {value!r}")
     return number
+
+
+def _http_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise pytest.UsageError(f"expected an http(s) URL, got {value!r}")
+    return value
 
 
 def _positive_int(value: str) -> int:
@@ -128,6 +148,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--read-only", dest="unibazzar_read_only", action="store_true",
                     help="skip every check that writes to the platform (their canaries), and "
                          "say which")
+    group.addoption("--metrics-file", dest="unibazzar_metrics_file", metavar="PATH",
+                    help="write the run's Prometheus metrics to PATH, atomically, for "
+                         "node_exporter's textfile collector (name it *.prom; docs/metrics.md)")
+    group.addoption("--pushgateway", dest="unibazzar_pushgateway", type=_http_url, metavar="URL",
+                    help="push the run's Prometheus metrics to this Pushgateway (job "
+                         "unibazzar_health, grouped by environment); a failed push is "
+                         "reported, never fatal")
+    group.addoption("--dry-run", dest="unibazzar_dry_run", action="store_true",
+                    help="print what the incident lifecycle would post ([notify]); change no "
+                         "incident state and post nothing")
+    group.addoption("--no-post", dest="unibazzar_no_post", action="store_true",
+                    help="leave incidents alone: neither read nor change their state, post "
+                         "nothing (a look that must not count as a run)")
     group.addoption("--concurrency", dest="unibazzar_concurrency", type=_positive_int,
                     metavar="N", help=f"observations in flight at once "
                                       f"(default {DEFAULT_CONCURRENCY})")
@@ -167,15 +200,14 @@ def _freeze_heap_at_exit() -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    import gc
-
+    """Markers only, and the start time. The plugin is installed as a pytest11 entry point,
+    so it is loaded by every pytest run where the package is installed (the self-tests
+    too): nothing here may read a file or change the process. The environment is resolved
+    when the collection holds a runbook check (pytest_collection_finish), still before any
+    probe runs, or on an xdist controller when it hands settings to its first worker."""
     from unibazzar_health.summary import now
 
-    # A checks run is short and spends its CPU importing clients, which allocate many
-    # long-lived objects: fewer young-generation collections cut that time by ~15%
-    # (bench/). Garbage is still collected, only less often.
-    gc.set_threshold(50_000, 20, 20)
-    _freeze_heap_at_exit()
+    config.stash[START_KEY] = (time.monotonic(), now())
     for service in SERVICES:
         config.addinivalue_line("markers", f"{service}: {service} runbook checks")
     for dependency, marker in BACKEND_MARKERS.items():
@@ -183,44 +215,88 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{CANARY_WRITE}: checks that write a canary (in its "
                                        "own names, removed by the check); --read-only skips them")
     config.addinivalue_line("markers", "check(id, observe): a runbook check (catalog id)")
-    env: Environment | None = None
+    if not _is_worker(config) and config.pluginmanager.hasplugin("xdist") \
+            and not config.pluginmanager.has_plugin("unibazzar-xdist"):
+        # Its hooks act only when xdist distributes (pytest_configure_node and after).
+        config.pluginmanager.register(XdistHooks(), "unibazzar-xdist")
+
+
+def _catalog(config: pytest.Config) -> Catalog:
+    if CATALOG_KEY not in config.stash:
+        config.stash[CATALOG_KEY] = load_catalog()
+    return config.stash[CATALOG_KEY]
+
+
+def _environment(config: pytest.Config) -> Environment:
+    """The run's environment, resolved once: from the xdist controller on a worker, else
+    from the file the options and environment variables choose."""
     if _is_worker(config):
-        env = Environment.from_wire(config.workerinput[WIRE_KEY])  # type: ignore[attr-defined]
-    elif _wants_environment(config):
-        path = choose_environment_file(config.rootpath, config.option.unibazzar_env,
-                                       config.option.unibazzar_env_file, os.environ)
-        try:
-            env = load_environment(path)
-        except EnvironmentFileError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        workerinput = config.workerinput  # type: ignore[attr-defined]
+        if WIRE_KEY not in workerinput:
+            raise pytest.UsageError(workerinput.get(WIRE_ERROR_KEY) or "no environment")
+        return Environment.from_wire(workerinput[WIRE_KEY])
+    path = choose_environment_file(config.rootpath, config.option.unibazzar_env,
+                                   config.option.unibazzar_env_file, os.environ)
+    try:
+        return load_environment(path)
+    except EnvironmentFileError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _activate(config: pytest.Config) -> RunState:
+    """Turn this pytest run into a checks run: resolve the environment (a pytest.UsageError
+    naming file, key and value when it is bad) and set up what the checks need. Once."""
+    state = config.stash.get(RUN_KEY, None)
+    if state is not None:
+        return state
+    import gc
+
+    env = _environment(config)
     mode = run_mode(config, os.environ)
     budget = config.option.unibazzar_budget or DEFAULT_BUDGETS_S[mode]
     reports = config.option.unibazzar_reports_dir
-    config.stash[RUN_KEY] = RunState(
-        catalog=load_catalog(),
+    started, started_at = config.stash[START_KEY]
+    state = config.stash[RUN_KEY] = RunState(
+        catalog=_catalog(config),
         env=env,
-        redactor=env.redactor() if env else Redactor(),
+        redactor=env.redactor(),
         observer=Observer(config.option.unibazzar_concurrency or DEFAULT_CONCURRENCY),
-        check_limit=(env.spec.deadlines.check if env else 10.0),
-        budget_deadline=time.monotonic() + budget,
+        check_limit=env.spec.deadlines.check,
+        budget_deadline=started + budget,
         fail_on=config.option.unibazzar_fail_on or DEFAULT_FAIL_ON[mode],
         reports_dir=Path(reports) if reports else config.rootpath / "reports",
-        started_at=now(),
+        started_at=started_at,
     )
+    # A checks run is short and spends its CPU importing clients, which allocate many
+    # long-lived objects: fewer young-generation collections cut that time by ~15%
+    # (bench/). Garbage is still collected, only less often.
+    gc.set_threshold(50_000, 20, 20)
+    _freeze_heap_at_exit()
     if not _is_worker(config):
-        config.pluginmanager.register(ResultCollector(config.stash[RUN_KEY]), "unibazzar-results")
-        if config.pluginmanager.hasplugin("xdist"):
-            config.pluginmanager.register(XdistHooks(), "unibazzar-xdist")
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    # Here, not in pytest_configure: allure-pytest registers its listener in its own
-    # pytest_configure, which may run after ours.
-    config = session.config
+        config.pluginmanager.register(ResultCollector(state), "unibazzar-results")
     listener = config.pluginmanager.get_plugin("allure_listener")
-    state = config.stash.get(RUN_KEY, None)
-    if listener is not None and state is not None and state.env is not None:
+    if listener is not None:
         config.pluginmanager.register(AllureHooks(listener, state), "unibazzar-allure")
+    return state
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # tryfirst: before xdist's worker reports its collection to the controller.
+    config = session.config
+    if not _wants_environment(config) or not any(ITEM_KEY in item.stash
+                                                 for item in session.items):
+        return  # not a checks run: the plugin stays inert
+    if not _is_worker(config):
+        _activate(config)
+        return
+    try:
+        _activate(config)
+    except pytest.UsageError as exc:
+        # Raised here, a worker would crash; the controller raises it (XdistHooks), and no
+        # check runs meanwhile.
+        config.workeroutput[WIRE_ERROR_KEY] = str(exc)  # type: ignore[attr-defined]
+        session.items[:] = []
 
 
 class AllureHooks:
@@ -256,16 +332,36 @@ class XdistHooks:
     """Registered only where xdist is installed: hand workers the settings resolved once,
     and every worker its whole share of checks at once (see distribution.py)."""
 
+    def __init__(self) -> None:
+        self.error: str | None = None
+
     def pytest_configure_node(self, node: Any) -> None:
+        # Workers start probing as soon as their collection ends, which the controller never
+        # sees: it resolves the settings when it hands them to its first worker. An error is
+        # kept until a worker reports that it collected checks (pytest_testnodedown): a
+        # distributed run without checks stays unaffected.
         from unibazzar_health.distribution import SHARE_KEY
 
-        env = node.config.stash[RUN_KEY].env
-        if env is not None:
-            node.workerinput[WIRE_KEY] = env.to_wire()
-        node.workerinput[SHARE_KEY] = _shares_up_front(node.config)
+        config = node.config
+        state = config.stash.get(RUN_KEY, None)
+        if state is None and self.error is None and _wants_environment(config):
+            try:
+                state = _activate(config)
+            except pytest.UsageError as exc:
+                self.error = str(exc)
+        if state is not None and state.env is not None:
+            node.workerinput[WIRE_KEY] = state.env.to_wire()
+        elif self.error is not None:
+            node.workerinput[WIRE_ERROR_KEY] = self.error
+        node.workerinput[SHARE_KEY] = state is not None and _shares_up_front(config)
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        reported = getattr(node, "workeroutput", {}).get(WIRE_ERROR_KEY)
+        if reported:
+            raise pytest.UsageError(reported)
 
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
-        if not _shares_up_front(config):
+        if RUN_KEY not in config.stash or not _shares_up_front(config):
             return None
         from unibazzar_health.distribution import make_scheduler
 
@@ -275,11 +371,11 @@ class XdistHooks:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # tryfirst: the service markers must exist before `-m` deselects.
-    catalog = config.stash[RUN_KEY].catalog
     for item in items:
         mark = item.get_closest_marker("check")
         if mark is None:
             continue
+        catalog = _catalog(config)
         if not mark.args or "observe" not in mark.kwargs:
             raise pytest.UsageError(f"{item.nodeid}: use runbook_check(id, observe=...)")
         try:
@@ -300,7 +396,7 @@ def _start(state: RunState, item: pytest.Item, info: CheckItem) -> Observation:
 
     if state.env is None:
         raise pytest.UsageError("no environment loaded")
-    context = CheckContext(state.env, state.measurements)
+    context = CheckContext(state.env, state.measurements, started_at=state.started_at.timestamp())
     observe = info.observe
     return state.observer.start(lambda: observe(context), state.check_limit, name=info.entry.id)
 
@@ -327,9 +423,9 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     # Start the I/O of every check this process will run, now and all at once, so the
     # assertions below only wait for it.
     config = session.config
-    if config.option.collectonly or session.testsfailed:
+    state = config.stash.get(RUN_KEY, None)
+    if state is None or config.option.collectonly or session.testsfailed:
         return
-    state = config.stash[RUN_KEY]
     for item in _own_items(session):
         info = item.stash.get(ITEM_KEY, None)
         if (info is not None and not info.held_back
@@ -399,6 +495,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             observed=info.observed,
             duration_s=_duration(call.duration, info.waited_s, observation),
         )
+        if result.outcome is Outcome.FAILED and state.env and state.env.spec.kubernetes:
+            # The runbook's "Gather logs and metrics from affected services", from what the
+            # run read of the service's pods and logs (service_context.py).
+            from unibazzar_health.service_context import context_for
+
+            result.context = state.redactor.data(
+                context_for(state.measurements, info.entry.service))
         # Plain strings on the item: JUnit XML writes the teardown report's, which are the
         # item's. The whole result crosses xdist as JSON on this report only, and the
         # controller takes it off (ResultCollector).
@@ -452,13 +555,76 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
                   started_at=state.started_at, finished_at=now(),
                   arguments=[state.redactor.text(a) for a in sys.argv[1:]],
                   version=_version())
+    poster = _poster(config, state)
     state.summary = build_summary(list(state.results.values()), state.catalog, run,
-                                  response(state.env))
+                                  _remembered(response(state.env), poster, state))
+    if poster is not None and (silenced := poster.silenced(state.summary)):
+        state.summary["silenced"] = silenced
     written = write_outputs(state.summary, state.reports_dir, state.redactor, os.environ,
                             _alluredir(config))
     state.summary_path, state.incident_path = written.summary, written.incident
+    metrics_file, pushgateway = (config.option.unibazzar_metrics_file,
+                                 config.option.unibazzar_pushgateway)
+    if metrics_file or pushgateway:
+        from unibazzar_health.metrics import export
+
+        state.metrics_lines = export(state.summary, Path(metrics_file) if metrics_file else None,
+                                     pushgateway)
     if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         session.exitstatus = exit_status(state.summary, state.fail_on)
+    if poster is not None:
+        # After the summary is on disk and the exit status decided: posting changes
+        # neither, is bounded by its own budget ([notify] budget), and runs beside the
+        # printing of the verdict, never in front of it (joined in _finish_posting).
+        import threading
+
+        summary = state.summary
+
+        def post() -> None:
+            state.posting = poster.post(summary)
+            poster.write(state.posting)
+
+        state.posting_thread = threading.Thread(target=post, name="unibazzar-posting",
+                                                daemon=True)
+        state.posting_budget = poster.budget
+        state.posting_thread.start()
+
+
+def _finish_posting(state: RunState) -> None:
+    """Wait for this run's posting (bounded: its budget and a margin for the store), once."""
+    thread, state.posting_thread = state.posting_thread, None
+    if thread is not None:
+        thread.join(state.posting_budget + 10.0)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Where no terminal summary ran (-p no:terminal): still never exit mid-post.
+    state = config.stash.get(RUN_KEY, None)
+    if state is not None:
+        _finish_posting(state)
+
+
+def _poster(config: pytest.Config, state: RunState) -> Any:
+    """The run's incident posting (incidents/posting.py), or None where the environment
+    keeps no incidents (no [notify] nor [incident_state]) or --no-post says so."""
+    from unibazzar_health.incidents.config import enabled
+
+    if state.env is None or config.option.unibazzar_no_post or not enabled(state.env):
+        return None
+    from unibazzar_health.incidents.posting import Poster
+
+    return Poster(state.env, run_mode(config, os.environ), state.reports_dir, state.redactor,
+                  dry_run=config.option.unibazzar_dry_run)
+
+
+def _remembered(answer: Any, poster: Any, state: RunState) -> Any:
+    """The Response, with when the incident began where the store remembers it (read only,
+    before the summary is built)."""
+    import dataclasses
+
+    failing = [r.id for r in state.results.values() if r.outcome is Outcome.FAILED]
+    began = poster.first_failure_at(failing) if poster is not None else None
+    return dataclasses.replace(answer, first_failure_at=began) if began else answer
 
 
 def _version() -> str:
@@ -518,5 +684,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(f"incident: {state.incident_path} (the alert with its "
                                     "details, for the ticket)")
     terminalreporter.write_line(f"summary: {state.summary_path}")
+    for line in state.metrics_lines:
+        terminalreporter.write_line(state.redactor.text(line))
     status = exit_status(state.summary, state.fail_on)
     terminalreporter.write_line(explain(state.summary, state.fail_on, status))
+    _finish_posting(state)
+    if state.posting is not None:
+        for line in state.posting.lines():
+            terminalreporter.write_line(state.redactor.text(line))

@@ -63,6 +63,9 @@ class CheckResult:
     # The probe failures behind a failed or broken check, as ProbeFailure.to_dict() gives
     # them (backend, target, kind, problem, deadline): plain data, as it crosses workers.
     failures: list[dict[str, Any]] = field(default_factory=list)
+    # For failed checks: their service's pods' last log lines and CPU/memory against limits
+    # (service_context.py), gathered once per service per run; None where not gathered.
+    context: dict[str, Any] | None = None
 
     def properties(self) -> list[tuple[str, str]]:
         """What a JUnit XML report shows of the check: plain strings, by name."""
@@ -293,6 +296,10 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
         # The authentication-logs check's own window and failure pattern (grep -E).
         "auth_logs_window": _duration(spec.auth_logs.window_minutes),
         "auth_logs_failure": shlex.quote(spec.auth_logs.failure),
+        "auth_logs_blocked": shlex.quote(spec.auth_logs.blocked),
+        # The error-patterns check's window and what it counts as an error line (grep -E).
+        "error_logs_window": _duration(spec.thresholds.error_window_minutes),
+        "error_logs_pattern": shlex.quote(spec.error_logs.pattern),
         "saga_timeout_minutes": f"{spec.thresholds.saga_timeout_minutes:g}",
     }
     # Every service's Deployment by its id prefix ({auth_deployment}): a failure_fixes entry

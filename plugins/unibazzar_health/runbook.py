@@ -9,6 +9,7 @@ plugin runs observe functions concurrently, ahead of the assertions.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,7 +22,7 @@ from unibazzar_health.shared import SharedObservations
 
 if TYPE_CHECKING:
     from unibazzar_health.probes.aws import AwsTarget
-    from unibazzar_health.probes.kubernetes import KubeTarget
+    from unibazzar_health.probes.kubernetes import KubeTarget, PodsHealth
     from unibazzar_health.probes.payments import ProviderTarget
     from unibazzar_health.probes.postgresql import Activity, PostgresTarget
     from unibazzar_health.probes.rabbitmq import BrokerTarget
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from unibazzar_health.probes.vectordb import VectorTarget
 
 T = TypeVar("T")
+# The run's shared measurements of a service's pods and logs (CheckContext.pods, .pod_logs).
+PODS_KEY = "kubernetes.pods:{}"
+LOGS_KEY = "kubernetes.logs:{}"
 
 
 class Finding(AssertionError):
@@ -125,10 +129,32 @@ class CheckContext:
     env: Environment
     # The run's measurements shared between checks (see shared.py); one per process.
     measurements: SharedObservations = field(default_factory=SharedObservations, compare=False)
+    # When the run started (Unix time), before any probe: windows over logs end here, so
+    # what this run's own probes make a service log is never judged by this run.
+    started_at: float = field(default_factory=time.time)
 
     def shared(self, key: str, measure: Callable[[], T]) -> T:
         """``measure()``, made once per run for every check that asks with ``key``."""
         return self.measurements.get(key, measure)
+
+    def pods(self, service: str) -> PodsHealth:
+        """The service's Deployment and pods, with CPU and memory where metrics-server
+        answers, read once per run for every check that judges them (and for the context
+        a failed check carries: service_context.py)."""
+        from unibazzar_health.probes import kubernetes
+
+        kube, deployment = self.kube(), self.deployment(service)
+        return self.shared(PODS_KEY.format(service),
+                           lambda: kubernetes.pods_health(kube, deployment))
+
+    def pod_logs(self, service: str, since_seconds: int) -> dict[str, str]:
+        """Each of the service's pods' log over the last ``since_seconds``, each line with
+        the kubelet's time stamp; read once per run (the first asker's window)."""
+        from unibazzar_health.probes import kubernetes
+
+        kube, deployment = self.kube(), self.deployment(service)
+        return self.shared(LOGS_KEY.format(service), lambda: kubernetes.pod_logs(
+            kube, deployment, since_seconds=since_seconds, timestamps=True))
 
     def database_activity(self, name: str) -> Activity:
         """The [postgresql.NAME] database's sessions and connection usage, read once per run

@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from datetime import time as dt_time
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -28,6 +28,8 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -96,7 +98,9 @@ def _shown(key: str, value: object) -> object:
         return {name: _shown(f"{key}.{name}", item) for name, item in value.items()}
     if isinstance(value, list):
         return [_shown(key, item) for item in value]
-    return value  # a number, a boolean or a date: its key already says it is no secret
+    if isinstance(value, date | dt_time):  # as the file writes it, not datetime.datetime(…)
+        return value.isoformat()
+    return value  # a number or a boolean: its key already says it is no secret
 
 
 class EnvironmentFileError(Exception):
@@ -187,11 +191,29 @@ class Thresholds(_Section):
     vector_query_ms: PositiveFloat = 500.0
     embedding_ms: PositiveFloat = 1000.0
     pod_memory_usage: Annotated[float, Field(gt=0, le=1)] = 0.9
+    pod_cpu_usage: Annotated[float, Field(gt=0, le=1)] = 0.9  # of the container's CPU limit
     restart_window_minutes: PositiveFloat = 60.0
     search_p95_ms: PositiveFloat = 1000.0
     reconcile_window_minutes: PositiveFloat = 1440.0
     reconcile_grace_minutes: Annotated[float, Field(ge=0)] = 5.0
     indexing_budget_s: PositiveFloat = 3.0
+    # Read-only indexing lag (listing-service step 2 where no canary is written): the oldest
+    # waiting event's age, how long the events queue has stood still with events waiting,
+    # and the time its consumers need to catch up, each at most this.
+    indexing_lag_s: PositiveFloat = 60.0
+    # DynamoDB capacity over this window (CloudWatch): more throttle events than
+    # dynamodb_throttles_max, or the busiest minute's consumed units at this share of the
+    # provisioned capacity, is a degradation.
+    dynamodb_window_minutes: PositiveFloat = 15.0
+    dynamodb_capacity_usage: Annotated[float, Field(gt=0, le=1)] = 0.8
+    dynamodb_throttles_max: Annotated[int, Field(ge=0)] = 0
+    recommendations_ms: PositiveFloat = 1000.0
+    # Error lines in a service's pod logs (error_logs.pattern), per minute over the window
+    # before the run started: at or over the rate, a spike (error_spike_ratio times the
+    # window before's rate) is a degradation, a rate as high as before a minor finding.
+    error_window_minutes: PositiveFloat = 15.0
+    error_rate_per_minute: PositiveFloat = 10.0
+    error_spike_ratio: Annotated[float, Field(gt=1)] = 3.0
 
 
 class ServiceTarget(_Section):
@@ -201,6 +223,9 @@ class ServiceTarget(_Section):
     # A "deep health" endpoint answering {dependency: {"ok": bool, ...}}: the service's own
     # view of its downstream dependencies (order-service step 4).
     dependencies_path: str | None = None
+    # ai-service: recommendations for a user, answering {"recommendations": [...]}; the
+    # canary's email is sent as ?user= (the symptom "recommendation failures").
+    recommendations_path: str | None = None
 
 
 class PostgresTarget(_Section):
@@ -276,6 +301,21 @@ class CanaryUser(_Section):
     # hosts): a successful canary login from anywhere else means its password is out, a
     # breach (auth-service step 3). Empty: not judged.
     known_sources: tuple[str, ...] = ()
+    # Let auth-service step 4 send a bounded burst of logins for an account that does not
+    # exist (rate_limit_account) and expect the rate limiter to refuse one: it fills that
+    # account's limiter window and the auth log, so off unless the environment says so.
+    rate_limit_probe: bool = False
+    rate_limit_burst: Annotated[int, Field(ge=2, le=100)] = 20
+    # Default: the canary's address with "+rate-limit-probe" in its local part.
+    rate_limit_account: str | None = None
+
+    @property
+    def probe_account(self) -> str:
+        """The account the rate-limit burst logs in as (never a real user's)."""
+        if self.rate_limit_account:
+            return self.rate_limit_account
+        local, _, domain = self.email.partition("@")
+        return f"{local}+rate-limit-probe@{domain}" if domain else f"{local}+rate-limit-probe"
 
 
 class OnCall(_Section):
@@ -368,11 +408,23 @@ class AuthLogs(_Section):
     source: Regex = r"source=(\S+)"  # group 1: who tried
     # A login the rate limiter refused: a failed attempt that never reached the password
     # check. "429" only after "status"/"HTTP": bare, it matches a timestamp's milliseconds.
-    blocked: Regex = r"login blocked|rate limited|(?:status|HTTP)[ =:]*429\b"
+    # No (?:...): the printed command greps with it (grep -E).
+    blocked: Regex = r"login blocked|rate limited|(status|HTTP)[ =:]*429\b"
     email: Regex = r"email=(\S+)"  # group 1: whose login succeeded (canary.known_sources)
     failed_min: PositiveInt = 20  # below this many failures nothing is judged
     failed_share: Annotated[float, Field(gt=0, le=1)] = 0.5  # failures / login attempts
     one_source_share: Annotated[float, Field(gt=0, le=1)] = 0.8  # brute force
+
+
+class ErrorLogs(_Section):
+    """What an error line is in the services' pod logs (the platform step "Analyze error
+    patterns and rates"; its thresholds are in [thresholds])."""
+
+    # Log levels as the usual formats write them: plain text, logfmt, JSON.
+    # No (?:...): the printed command greps with it (grep -E).
+    pattern: Regex = ("\\b(ERROR|CRITICAL|FATAL)\\b|level[\"']?\\s*[=:]\\s*[\"']?"
+                      "(error|critical|fatal)\\b")
+    signatures: Annotated[int, Field(ge=1, le=50)] = 5  # the top error signatures shown
 
 
 # ---- incident lifecycle and posting (issue #8; docs/notifications.md) ---------------------
@@ -391,10 +443,16 @@ class WebhookNotify(_Section):
     secret_env: EnvVar | None = None  # HMAC-SHA256 of each body, X-UniBazzar-Signature
 
 
+def _repository(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", value):
+        raise ValueError("expected a GitHub repository as owner/name")
+    return value
+
+
 class TicketNotify(_Section):
     kind: Literal["github"] = "github"
     api_url: HttpUrl = "https://api.github.com"
-    repository: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")]
+    repository: Annotated[str, AfterValidator(_repository)]
     token_env: EnvVar
     labels: list[str] = ["incident"]
 
@@ -460,14 +518,16 @@ class Silence(_Section):
 class Maintenance(_Section):
     start: AwareDatetime
     end: AwareDatetime
-    services: list[ServiceName] = []  # empty: every service
     reason: Annotated[str, Field(min_length=1)]
+    services: list[ServiceName] = []  # empty: every service
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Maintenance:
-        if self.end <= self.start:
-            raise ValueError("'end' must be after 'start'")
-        return self
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, end: datetime, info: ValidationInfo) -> datetime:
+        start = info.data.get("start")
+        if start is not None and end <= start:
+            raise ValueError("must be after 'start'")
+        return end
 
 
 class EnvironmentFile(_Section):
@@ -486,6 +546,7 @@ class EnvironmentFile(_Section):
     payments: PaymentsTarget | None = None
     canary: CanaryUser | None = None
     auth_logs: AuthLogs = AuthLogs()
+    error_logs: ErrorLogs = ErrorLogs()
     oncall: OnCall = OnCall()
     contacts: Contacts = Contacts()
     escalation: Escalation = Escalation()
@@ -564,7 +625,7 @@ def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> En
         raise _first_error(path, exc) from None
     kube_context = _check_consistency(path, spec, environ)
     secrets = _resolve_secrets(path, spec, raw, environ)
-    if spec.notify is not None or spec.incident_state is not None:
+    if spec.notify or spec.incident_state or spec.silences or spec.maintenance:
         # Imported here: a run that posts nothing never loads the notifiers' code.
         from unibazzar_health.incidents.config import check_incident_settings
 

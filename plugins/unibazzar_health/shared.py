@@ -48,3 +48,13 @@ class SharedObservations:
         if cell.error is not None:
             raise cell.error
         return cell.value  # type: ignore[no-any-return]
+
+    def peek(self, key: Hashable) -> tuple[bool, Any]:
+        """(True, the value or the exception it raised) if some check measured ``key`` this
+        run (waiting for it to finish), else (False, None): never measures."""
+        with self._lock:
+            cell = self._cells.get(key)
+        if cell is None:
+            return False, None
+        cell.done.wait()
+        return True, (cell.error if cell.error is not None else cell.value)

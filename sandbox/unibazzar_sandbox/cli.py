@@ -1,7 +1,8 @@
-"""unibazzar-sandbox up | down | status | stop NAME | start NAME
+"""unibazzar-sandbox up | down | status | stop NAME | start NAME | fault list | fault NAME on|off
 
 `up` is idempotent and says so when a sandbox already runs; `down` leaves no
-process or port behind; stop/start take one component down and back (faults).
+process or port behind; stop/start take one component down and back (faults);
+`fault` switches a game-day fault (faults.py) on or off, `fault list` names them all.
 """
 
 from __future__ import annotations
@@ -166,6 +167,36 @@ def switch(layout: Layout, verb: str, name: str) -> int:
     return 0
 
 
+def fault(layout: Layout, name: str, state: str | None, as_json: bool = False) -> int:
+    from unibazzar_sandbox.faults import BY_NAME, FAULTS
+
+    running = supervisor_pid(layout) is not None
+    if name == "list":
+        # Without a sandbox the list still says what each fault is; whether it is on, not.
+        described = [f.describe(layout if running else None) for f in FAULTS]
+        if as_json:
+            print(json.dumps(described, indent=2))
+            return 0
+        for f in described:
+            fails = ", ".join(f"{c['check']} ({c['severity']})" for c in f["fails"])
+            print(f"{ {True: 'ON ', False: 'off', None: '   '}[f['on']]} {f['name']:26} "
+                  f"{f['what']}")
+            print(f"    {'':26} fails: {fails}")
+        return 0
+    if not running:
+        print("sandbox not running", file=sys.stderr)
+        return 3
+    chosen = BY_NAME.get(name)
+    if chosen is None or state not in ("on", "off"):
+        known = ", ".join(BY_NAME)
+        print(f"usage: fault NAME on|off, or fault list (faults: {known})", file=sys.stderr)
+        return 2
+    (chosen.on if state == "on" else chosen.off)(layout)
+    print(f"{name}: {state}" + (" (the checks that catch it: " + ", ".join(
+        f"{c} {s}" for c, s in chosen.fails) + ")" if state == "on" else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="unibazzar-sandbox", description=__doc__)
     parser.add_argument("--dir", help="state directory (default $UNIBAZZAR_SANDBOX_DIR "
@@ -177,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     for verb in ("stop", "start"):
         p = sub.add_parser(verb, help=f"{verb} one component (fault injection)")
         p.add_argument("name")
+    p = sub.add_parser("fault", help="game days: fault list, or fault NAME on|off")
+    p.add_argument("name", help="a fault's name, or list")
+    p.add_argument("state", nargs="?", choices=("on", "off"))
+    p.add_argument("--json", action="store_true", help="fault list as JSON")
     sub.add_parser("_supervise", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     layout = Layout.from_env(args.dir)
@@ -190,4 +225,6 @@ def main(argv: list[str] | None = None) -> int:
         return down(layout)
     if args.command == "status":
         return status(layout)
+    if args.command == "fault":
+        return fault(layout, args.name, args.state, args.json)
     return switch(layout, args.command, args.name)

@@ -492,7 +492,8 @@ class UniBazzarKube(kmock.KubernetesEmulator):
         except ValueError:
             raise _bad_request('tailLines, sinceSeconds and limitBytes must be integers') from None
         path = self.log_dir / f'{service}.log'
-        return await asyncio.to_thread(_read_log, path, tail, since, limit)
+        stamped = params.get('timestamps', '').lower() == 'true'
+        return await asyncio.to_thread(_read_log, path, tail, since, limit, stamped)
 
 
 _TS_RE = re.compile(r'^\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)')
@@ -512,25 +513,38 @@ def _line_time(line: str) -> float | None:
     return ts.timestamp()
 
 
-def _read_log(path: pathlib.Path, tail: int | None, since: int | None, limit: int | None) -> bytes:
-    """The file's text, filtered like `kubectl logs --since/--tail/--limit-bytes`."""
+def _rfc3339(ts: float) -> str:
+    """As the kubelet stamps a line for `kubectl logs --timestamps` (RFC 3339, nanoseconds)."""
+    moment = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
+    return moment.strftime('%Y-%m-%dT%H:%M:%S.') + f'{moment.microsecond:06d}000Z'
+
+
+def _read_log(path: pathlib.Path, tail: int | None, since: int | None, limit: int | None,
+              timestamps: bool = False) -> bytes:
+    """The file's text, filtered like `kubectl logs --since/--tail/--limit-bytes`, and with
+    `--timestamps` each line prefixed by its time (the line's own leading timestamp; an
+    untimed line takes the previous line's, else the file's modification time)."""
     try:
         mtime = path.stat().st_mtime
         if since is not None and mtime < time.time() - since:
             return b''  # nothing written within the window
         with path.open('r', encoding='utf-8', errors='replace') as f:
-            lines: collections.abc.Iterable[str] = f
-            if since is not None:
-                # Lines with a leading timestamp decide; untimed lines follow the previous one.
-                cutoff, keep, kept = time.time() - since, True, []
-                for line in f:
-                    ts = _line_time(line)
-                    keep = keep if ts is None else ts >= cutoff
-                    if keep:
-                        kept.append(line)
-                lines = kept
-            selected = collections.deque(lines, maxlen=tail) if tail is not None else list(lines)
-            data = ''.join(selected).encode('utf-8') if tail != 0 else b''
+            timed: list[tuple[float | None, str]] = []
+            last: float | None = None
+            for line in f:
+                ts = _line_time(line)
+                last = last if ts is None else ts
+                timed.append((last, line))
+        if since is not None:
+            # Lines with a leading timestamp decide; untimed lines follow the previous one.
+            cutoff = time.time() - since
+            timed = [(ts, line) for ts, line in timed if ts is None or ts >= cutoff]
+        selected = collections.deque(timed, maxlen=tail) if tail is not None else timed
+        if timestamps:
+            text = ''.join(f'{_rfc3339(mtime if ts is None else ts)} {line}' for ts, line in selected)
+        else:
+            text = ''.join(line for _, line in selected)
+        data = text.encode('utf-8') if tail != 0 else b''
     except FileNotFoundError:
         return b''
     return data[:limit] if limit is not None else data

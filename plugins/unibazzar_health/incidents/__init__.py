@@ -7,6 +7,7 @@ update, escalate, resolve) decide, enqueues the deliveries in the store's outbox
 lock, then drains the outbox through the notifiers (``notifiers/``, one module each), each
 delivery claimed pending → sending first so that two runners never send the same one.
 
-Nothing here is imported by a run whose environment has neither ``[notify]`` nor
-``[incident_state]``; each notifier imports its HTTP client only when it sends.
+A run whose environment has neither ``[notify]`` nor ``[incident_state]`` reads only
+``config.enabled`` of all this; each notifier imports its HTTP client (requests,
+slack_sdk) only when it sends, each store its client (redis) when it first connects.
 """

@@ -62,6 +62,7 @@ class Incident:
     last_failing_run_id: str
     checks: list[str]  # failing now, as far as the runs observed them
     all_checks: list[str]  # every check it has involved
+    last_failing_checks: list[str] = field(default_factory=list)  # before it healed
     # What an update or resolution says of a check when its run summary is no longer kept.
     check_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     failing_runs: int = 0
@@ -74,6 +75,7 @@ class Incident:
     last_posted_run_id: str | None = None  # the run that alert or update told of
     posted_checks: list[str] = field(default_factory=list)  # …its failing checks
     posted_severity: str | None = None  # …and its severity
+    posted_started_at: str | None = None  # …and when that run began
     next_update_at: str | None = None
     escalation_level: int = 1
     silenced: dict[str, Any] | None = None  # {"reason", "until"} while every check is muted
@@ -118,6 +120,7 @@ class Delivery:
     receipt: dict[str, Any] | None = None  # what the service answered (an issue number…)
     sent_at: str | None = None
     seq: int = 0  # order of enqueueing, assigned by the store
+    headline: str = ""  # the message's first line, for the timeline
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,7 +137,7 @@ class EnvironmentState:
     closed: list[Incident] = field(default_factory=list)  # resolved, oldest first
     checks: dict[str, CheckStreak] = field(default_factory=dict)
     # The outbox as it stood when the state was loaded (kept by the store in its own rows,
-    # not in this document).
+    # not in this document), without payloads: StateStore.deliveries reads those.
     outbox: list[Delivery] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
@@ -217,6 +220,22 @@ class Transaction(Protocol):
         ...
 
 
+def encode(data: Any) -> bytes:
+    """A summary or payload as the stores keep it: compact JSON, compressed (a summary with
+    its evidence is tens of kB, and hundreds are kept)."""
+    import json
+    import zlib
+
+    return zlib.compress(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(), 6)
+
+
+def decode(blob: bytes) -> Any:
+    import json
+    import zlib
+
+    return json.loads(zlib.decompress(blob))
+
+
 class StateStore(Protocol):
     """One environment's incident memory. Every operation is bounded in time (socket
     timeouts, busy timeouts, a bounded lock wait) and raises StoreError when it cannot."""
@@ -235,6 +254,10 @@ class StateStore(Protocol):
         ...
 
     def runs(self, environment: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        ...
+
+    def deliveries(self, environment: str, statuses: Iterable[str]) -> list[Delivery]:
+        """Outbox rows in these statuses with their payloads, in the order enqueued."""
         ...
 
     def claim(self, environment: str, delivery_id: str, claimant: str, now: str) -> bool:

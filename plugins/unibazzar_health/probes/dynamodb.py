@@ -1,8 +1,9 @@
-"""DynamoDB table status through DescribeTable."""
+"""DynamoDB table status through DescribeTable, and its capacity use through CloudWatch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from unibazzar_health.probes import timed
 from unibazzar_health.probes.aws import AwsTarget, client, explain
@@ -19,6 +20,9 @@ class TableStatus:
     write_capacity: int | None
     item_count: int | None
     elapsed_ms: float
+    # Provisioned (read, write) capacity units of each global secondary index; 0 or None:
+    # on demand.
+    index_capacity: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
 
 
 def describe_table(target: AwsTarget, table: str) -> TableStatus:
@@ -36,18 +40,86 @@ def describe_table(target: AwsTarget, table: str) -> TableStatus:
     except BotoCoreError as exc:
         raise explain(exc, "dynamodb", where, target) from None
     throughput = answer.get("ProvisionedThroughput", {})
+    indexes = answer.get("GlobalSecondaryIndexes", [])
     return TableStatus(
         table=table,
         exists=True,
         status=answer.get("TableStatus"),
-        index_statuses={i["IndexName"]: i.get("IndexStatus", "ACTIVE")
-                        for i in answer.get("GlobalSecondaryIndexes", [])},
+        index_statuses={i["IndexName"]: i.get("IndexStatus", "ACTIVE") for i in indexes},
         billing_mode=answer.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED"),
         read_capacity=throughput.get("ReadCapacityUnits"),
         write_capacity=throughput.get("WriteCapacityUnits"),
         item_count=answer.get("ItemCount"),
         elapsed_ms=t.ms,
+        index_capacity={i["IndexName"]: _throughput(i) for i in indexes},
     )
+
+
+def _throughput(index: dict[str, Any]) -> tuple[int | None, int | None]:
+    throughput = index.get("ProvisionedThroughput", {})
+    return throughput.get("ReadCapacityUnits"), throughput.get("WriteCapacityUnits")
+
+
+@dataclass(frozen=True)
+class CapacityUse:
+    """What the table and each index ("" is the table) used over the window, from
+    CloudWatch's AWS/DynamoDB metrics: the busiest minute's consumed units per second, and
+    throttle events (requests refused for want of capacity)."""
+
+    window_minutes: float
+    read_peak: dict[str, float] = field(default_factory=dict)
+    write_peak: dict[str, float] = field(default_factory=dict)
+    read_throttles: dict[str, int] = field(default_factory=dict)
+    write_throttles: dict[str, int] = field(default_factory=dict)
+
+
+_METRICS = {"read_peak": "ConsumedReadCapacityUnits", "write_peak": "ConsumedWriteCapacityUnits",
+            "read_throttles": "ReadThrottleEvents", "write_throttles": "WriteThrottleEvents"}
+
+
+def capacity_use(target: AwsTarget, table: str, indexes: list[str],
+                 window_minutes: float) -> CapacityUse:
+    """One GetMetricData call: per minute over the window, for the table and its indexes."""
+    from datetime import UTC, datetime, timedelta
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    where = f"CloudWatch AWS/DynamoDB metrics of table {table} ({target.region})"
+    names = ["", *indexes]
+    queries, wanted = [], {}
+    for n, name in enumerate(names):
+        dimensions = [{"Name": "TableName", "Value": table}]
+        if name:
+            dimensions.append({"Name": "GlobalSecondaryIndexName", "Value": name})
+        for field_name, metric in _METRICS.items():
+            query_id = f"q{n}_{field_name}"
+            wanted[query_id] = (field_name, name)
+            queries.append({"Id": query_id, "ReturnData": True, "MetricStat": {
+                "Metric": {"Namespace": "AWS/DynamoDB", "MetricName": metric,
+                           "Dimensions": dimensions},
+                "Period": 60, "Stat": "Sum"}})
+    end = datetime.now(UTC)
+    try:
+        answer = client("cloudwatch", target).get_metric_data(
+            MetricDataQueries=queries, StartTime=end - timedelta(minutes=window_minutes),
+            EndTime=end)
+    except (BotoCoreError, ClientError) as exc:
+        raise explain(exc, "cloudwatch", where, target) from None
+    found: dict[str, dict[str, float]] = {f: {} for f in _METRICS}
+    for result in answer.get("MetricDataResults", []):
+        field_name, name = wanted.get(result["Id"], ("", ""))
+        values = [float(v) for v in result.get("Values", [])]
+        if not field_name or not values:
+            continue
+        if field_name.endswith("_peak"):
+            found[field_name][name] = round(max(values) / 60, 3)  # units per second
+        else:
+            found[field_name][name] = sum(values)
+    return CapacityUse(
+        window_minutes=window_minutes, read_peak=found["read_peak"],
+        write_peak=found["write_peak"],
+        read_throttles={k: int(v) for k, v in found["read_throttles"].items()},
+        write_throttles={k: int(v) for k, v in found["write_throttles"].items()})
 
 
 def get_item(target: AwsTarget, table: str, key: dict[str, str]) -> dict[str, str] | None:

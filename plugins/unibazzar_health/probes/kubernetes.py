@@ -210,12 +210,22 @@ class ContainerHealth:
     last_terminated_minutes_ago: float | None
     memory_limit_bytes: int | None
     memory_bytes: int | None  # working set from the metrics API, None without one
+    cpu_limit_millicores: float | None = None
+    cpu_millicores: float | None = None  # from the metrics API, None without one
 
     @property
     def memory_usage(self) -> float | None:
         if not self.memory_bytes or not self.memory_limit_bytes:
             return None
         return round(self.memory_bytes / self.memory_limit_bytes, 4)
+
+    @property
+    def cpu_usage(self) -> float | None:
+        """CPU used, as a share of the container's limit (above 1 is not possible: the
+        container is throttled at its limit)."""
+        if self.cpu_millicores is None or not self.cpu_limit_millicores:
+            return None
+        return round(self.cpu_millicores / self.cpu_limit_millicores, 4)
 
 
 @dataclass(frozen=True)
@@ -230,8 +240,8 @@ class PodsHealth:
 
 def pods_health(target: KubeTarget, deployment: str, metrics: bool = True) -> PodsHealth:
     """The Deployment's ready replicas and its pods: restarts, last terminations, crash loops,
-    and (``metrics``) memory working set against the limit where metrics-server answers
-    (up to three reads, each within the deadline)."""
+    and (``metrics``) memory working set and CPU against the limits where metrics-server
+    answers (up to three reads, each within the deadline)."""
     from datetime import UTC, datetime
 
     from kubernetes import client
@@ -245,16 +255,18 @@ def pods_health(target: KubeTarget, deployment: str, metrics: bool = True) -> Po
     d, selector = found
     pods = _items(target, f"list pods of {deployment}", core.list_namespaced_pod,
                   target.namespace, label_selector=selector)
-    usage = _memory_usage(target, api, selector) if metrics else None
+    usage = _usage(target, api, selector) if metrics else None
     now = datetime.now(UTC)
     containers = []
     for pod in pods:
-        limits = {c.name: ((c.resources.limits or {}).get("memory") if c.resources else None)
+        limits = {c.name: ((c.resources.limits or {}) if c.resources else {})
                   for c in pod.spec.containers}
         for status in (pod.status.container_statuses or []) if pod.status else []:
             terminated = status.last_state.terminated if status.last_state else None
             finished = terminated.finished_at if terminated else None
-            limit = limits.get(status.name)
+            limit = limits.get(status.name, {}).get("memory")
+            cpu_limit = limits.get(status.name, {}).get("cpu")
+            used = (usage or {}).get((pod.metadata.name, status.name), {})
             containers.append(ContainerHealth(
                 pod=pod.metadata.name,
                 container=status.name,
@@ -266,7 +278,10 @@ def pods_health(target: KubeTarget, deployment: str, metrics: bool = True) -> Po
                 last_terminated_minutes_ago=(round((now - finished).total_seconds() / 60, 1)
                                              if finished else None),
                 memory_limit_bytes=int(parse_quantity(limit)) if limit else None,
-                memory_bytes=(usage or {}).get((pod.metadata.name, status.name)),
+                memory_bytes=used.get("memory"),
+                cpu_limit_millicores=(float(parse_quantity(cpu_limit) * 1000) if cpu_limit
+                                      else None),
+                cpu_millicores=used.get("cpu"),
             ))
     return PodsHealth(deployment=deployment, exists=True, metrics_available=usage is not None,
                       containers=tuple(containers), desired=d.spec.replicas or 0,
@@ -274,9 +289,10 @@ def pods_health(target: KubeTarget, deployment: str, metrics: bool = True) -> Po
 
 
 
-def _memory_usage(target: KubeTarget, api: Any, selector: str) -> dict[tuple[str, str], int] | None:
-    """(pod, container) -> working-set bytes from metrics-server; None where it does not answer
-    (memory is then not judged)."""
+def _usage(target: KubeTarget, api: Any,
+           selector: str) -> dict[tuple[str, str], dict[str, Any]] | None:
+    """(pod, container) -> {"memory": working-set bytes, "cpu": millicores} from
+    metrics-server; None where it does not answer (usage is then not judged)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from kubernetes.utils import parse_quantity
@@ -287,19 +303,25 @@ def _memory_usage(target: KubeTarget, api: Any, selector: str) -> dict[tuple[str
                         target.namespace, "pods", label_selector=selector)
     except ApiException:
         return None
-    usage: dict[tuple[str, str], int] = {}
+    usage: dict[tuple[str, str], dict[str, Any]] = {}
     for item in metrics.get("items", []):
         for c in item.get("containers", []):
-            memory = (c.get("usage") or {}).get("memory")
-            if memory:
-                usage[(item["metadata"]["name"], c["name"])] = int(parse_quantity(memory))
+            measured = c.get("usage") or {}
+            seen: dict[str, Any] = {}
+            if measured.get("memory"):
+                seen["memory"] = int(parse_quantity(measured["memory"]))
+            if measured.get("cpu"):
+                seen["cpu"] = round(float(parse_quantity(measured["cpu"]) * 1000), 3)
+            usage[(item["metadata"]["name"], c["name"])] = seen
     return usage
 
 
 def pod_logs(target: KubeTarget, deployment: str, since_seconds: int,
-             tail_lines: int = 20_000, limit_bytes: int = 8 * 2**20) -> dict[str, str]:
+             tail_lines: int = 20_000, limit_bytes: int = 8 * 2**20,
+             timestamps: bool = False) -> dict[str, str]:
     """Each pod's log over the last ``since_seconds``, as `kubectl logs --since` gives it,
-    bounded in lines and bytes."""
+    bounded in lines and bytes; with ``timestamps``, each line starts with the time the
+    kubelet received it (RFC 3339) and a space, as `kubectl logs --timestamps`."""
     from kubernetes import client
 
     api = api_client(target)
@@ -316,6 +338,6 @@ def pod_logs(target: KubeTarget, deployment: str, since_seconds: int,
         response = _call(target, f"read log of {name}", core.read_namespaced_pod_log,
                          name, target.namespace, since_seconds=since_seconds,
                          tail_lines=tail_lines, limit_bytes=limit_bytes,
-                         _preload_content=False)
+                         timestamps=timestamps, _preload_content=False)
         logs[name] = response.data.decode("utf-8", errors="replace")
     return logs

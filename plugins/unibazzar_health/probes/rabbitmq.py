@@ -63,6 +63,12 @@ class QueueState:
     messages_ready: int
     messages_unacknowledged: int
     consumers: int
+    # The first waiting message's timestamp property (Unix seconds; only where publishers
+    # set it), when the queue last saw any activity (None while busy), and its consumers'
+    # acknowledgements per second, all as the management API last sampled them.
+    head_message_timestamp: float | None = None
+    idle_since: float | None = None
+    ack_rate: float | None = None
 
 
 def _parameters(target: BrokerTarget) -> Any:
@@ -205,4 +211,29 @@ def queue_state(target: BrokerTarget, queue: str) -> QueueState:
         messages_ready=int(data.get("messages_ready", 0)),
         messages_unacknowledged=int(data.get("messages_unacknowledged", 0)),
         consumers=int(data.get("consumers", 0)),
+        head_message_timestamp=(float(data["head_message_timestamp"])
+                                if isinstance(data.get("head_message_timestamp"), int | float)
+                                else None),
+        idle_since=_management_time(data.get("idle_since")),
+        ack_rate=_rate(data.get("message_stats"), "ack_details"),
     )
+
+
+def _management_time(value: Any) -> float | None:
+    """A management API time: "2026-11-27T14:00:47.646+00:00" (3.12 and later) or
+    "2026-11-27 14:00:47" (UTC, before)."""
+    from datetime import UTC, datetime
+
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace(" ", "T"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _rate(stats: Any, name: str) -> float | None:
+    details = stats.get(name) if isinstance(stats, dict) else None
+    rate = details.get("rate") if isinstance(details, dict) else None
+    return float(rate) if isinstance(rate, int | float) else None

@@ -109,7 +109,10 @@ def _publish(routing_key: str, event: dict[str, Any]) -> None:
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        channel.basic_publish(EVENTS_EXCHANGE, routing_key, json.dumps(event).encode())
+        # Stamped, so the queue's oldest waiting event has an age (head_message_timestamp).
+        channel.basic_publish(EVENTS_EXCHANGE, routing_key, json.dumps(event).encode(),
+                              pika.BasicProperties(timestamp=int(time.time()),
+                                                   content_type="application/json"))
     finally:
         connection.close()
 

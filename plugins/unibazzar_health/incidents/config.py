@@ -1,0 +1,124 @@
+"""From the environment file to the incident machinery: the start-up validation that stops a
+run with a bad [notify], [incident_state] or [[silences]] before any probe, and the typed
+objects posting works with (the policy, the notifiers, the store), each built once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from unibazzar_health.settings import _NO_VALUE, EnvironmentFile, EnvironmentFileError
+
+if TYPE_CHECKING:
+    from unibazzar_health.incidents.lifecycle import Mute, Policy
+    from unibazzar_health.incidents.notifiers.base import Notifier
+    from unibazzar_health.incidents.state import StateStore
+    from unibazzar_health.settings import Environment
+
+
+def check_incident_settings(path: Path, spec: EnvironmentFile,
+                            secrets: Mapping[str, str]) -> None:
+    """What pydantic cannot see in the file alone, as the environment file's own errors."""
+    state = spec.incident_state
+    if state is not None and state.backend == "redis" and state.url is None:
+        raise EnvironmentFileError(path, "incident_state.url", _NO_VALUE,
+                                   "required when incident_state.backend is 'redis'")
+    if spec.silences:
+        from unibazzar_health.catalog import load_catalog
+
+        known = load_catalog().checks
+        for index, silence in enumerate(spec.silences):
+            if silence.check is not None and silence.check not in known:
+                raise EnvironmentFileError(path, f"silences.{index}.check", silence.check,
+                                           "no check of the catalog has this id")
+    if spec.notify is not None:
+        from unibazzar_health.incidents.notifiers import build_all
+        from unibazzar_health.incidents.notifiers.base import ConfigError
+
+        try:
+            build_all(spec.notify, lambda var: secrets[var])
+        except ConfigError as exc:
+            raise EnvironmentFileError(path, exc.key, exc.value, exc.reason) from None
+
+
+def enabled(env: Environment) -> bool:
+    """Incidents are remembered (and posted) only where the environment asks for it: the
+    sandbox, without either section, keeps every run on its own."""
+    return env.spec.notify is not None or env.spec.incident_state is not None
+
+
+def notifiers(env: Environment) -> list[Notifier]:
+    if env.spec.notify is None:
+        return []
+    from unibazzar_health.incidents.notifiers import build_all
+
+    return build_all(env.spec.notify, lambda var: env.secrets[var])
+
+
+def mutes(env: Environment) -> tuple[Mute, ...]:
+    from unibazzar_health.incidents.lifecycle import Mute
+
+    spec = env.spec
+    found = [Mute(reason=s.reason, until=s.until, service=s.service, check=s.check)
+             for s in spec.silences]
+    for window in spec.maintenance:
+        services: list[str | None] = [*window.services] or [None]  # None: every service
+        found += [Mute(reason=window.reason, until=window.end, start=window.start,
+                       service=service, kind="maintenance") for service in services]
+    return tuple(found)
+
+
+def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
+    from unibazzar_health.catalog import load_catalog
+    from unibazzar_health.incidents.lifecycle import (
+        DEFAULT_ALERT_AFTER,
+        DEFAULT_RESOLVE_AFTER,
+        Policy,
+    )
+    from unibazzar_health.policy import WEEKDAY_NUMBERS, BusinessCalendar
+
+    spec = env.spec
+    alerting = spec.alerting
+    every = {level: minutes for level, minutes in
+             alerting.update_every_minutes.model_dump().items() if minutes is not None}
+    contacts = {1: spec.oncall.primary, 2: spec.contacts.level_2,
+                3: spec.contacts.level_3 or spec.oncall.manager, 4: spec.contacts.level_4}
+    calendar = spec.calendar
+    return Policy(
+        environment=env.name,
+        alert_after=alerting.alert_after or DEFAULT_ALERT_AFTER[run_mode],
+        resolve_after=alerting.resolve_after or DEFAULT_RESOLVE_AFTER[run_mode],
+        update_every_minutes=every,
+        respond_within_minutes={level: s.respond_within_minutes
+                                for level, s in load_catalog().severities.items()},
+        calendar=BusinessCalendar(
+            timezone=calendar.timezone,
+            workdays=tuple(WEEKDAY_NUMBERS[d] for d in calendar.workdays),
+            day_starts=calendar.day_starts, holidays=tuple(calendar.holidays)),
+        escalation_minutes=spec.escalation.minutes() or None,
+        contacts=contacts,
+        notifiers=tuple((n.name, n.kinds) for n in posting),
+        mutes=mutes(env),
+    )
+
+
+def open_store(env: Environment, reports_dir: Path) -> StateStore:
+    """The environment's store ([incident_state]; default: SQLite under the reports
+    directory)."""
+    from unibazzar_health.settings import IncidentState
+
+    config = env.spec.incident_state or IncidentState()
+    if config.backend == "redis":
+        from unibazzar_health.incidents.redis_store import RedisStore
+
+        assert config.url is not None  # check_incident_settings
+        return RedisStore(config.url, env.secret(config.password_env), prefix=config.key_prefix,
+                          deadline=config.deadline, lock_wait=config.lock_wait,
+                          keep_runs=config.keep_runs, keep_days=config.keep_days)
+    from unibazzar_health.incidents.sqlite_store import SqliteStore
+
+    path = Path(config.path)
+    return SqliteStore(path if path.is_absolute() else reports_dir / path,
+                       lock_wait=config.lock_wait, keep_runs=config.keep_runs,
+                       keep_days=config.keep_days)

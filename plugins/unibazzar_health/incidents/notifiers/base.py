@@ -1,0 +1,134 @@
+"""The one interface every notifier implements, and what crosses it.
+
+A notifier is built from its validated section of the environment file (``build``, at
+start-up: a bad config stops the run before any probe) and is handed, per delivery, the
+rendered message and the summary narrowed to the incident (``Outgoing``): never a check, a
+probe or the environment. It answers with a ``Receipt`` or raises ``DeliveryError`` saying
+whether the request may have reached the service: posting retries only what surely did not
+(or what the service deduplicates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from unibazzar_health.messages import Message
+
+# Reads a secret by the variable a *_env key names (the run's resolved secrets).
+SecretLookup = Callable[[str], str]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    delivery_id: str  # stable across retries and runs: an idempotency key for receivers
+    kind: str  # alert | update | escalation | resolved
+    environment: str
+    dedup_key: str  # one per incident key and environment
+    message: Message
+    summary: Mapping[str, Any]  # the run's summary narrowed to this incident (redacted)
+    incident: Mapping[str, Any]  # id, key, title, severity, services, checks, report_url…
+    ticket: Mapping[str, Any] | None = None  # the incident's ticket, once created
+    attempt: int = 0  # earlier attempts of this delivery (this run's and previous runs')
+
+
+@dataclass(frozen=True)
+class Receipt:
+    status: int | None = None  # the HTTP status
+    detail: dict[str, Any] = field(default_factory=dict)  # kept: an issue number, a URL
+
+
+class DeliveryError(Exception):
+    """A send that did not succeed. ``maybe_delivered``: the request left and no answer came
+    (a read timeout, a dropped connection), so the service may have acted on it; resending
+    could post twice. ``retryable``: trying again may succeed (refused, 429, 5xx)."""
+
+    def __init__(self, reason: str, *, retryable: bool, maybe_delivered: bool = False) -> None:
+        super().__init__(reason)
+        self.reason, self.retryable, self.maybe_delivered = reason, retryable, maybe_delivered
+
+
+class ConfigError(Exception):
+    """A notifier's section cannot be used: ``key`` is relative to the section."""
+
+    def __init__(self, key: str, value: object, reason: str) -> None:
+        super().__init__(reason)
+        self.key, self.value, self.reason = key, value, reason
+
+
+class Notifier(Protocol):
+    name: str
+    kinds: frozenset[str]  # the message kinds it posts
+    # A resend of a delivery already received is harmless (PagerDuty deduplicates by
+    # dedup_key): a delivery found mid-send after a crash is sent again, not given up.
+    idempotent: bool
+
+    def send(self, outgoing: Outgoing, timeout: float) -> Receipt:
+        """Deliver within ``timeout`` seconds per request; raise DeliveryError."""
+        ...
+
+    def hidden(self) -> list[str]:
+        """Pieces of its secrets that could show in an error without the whole value (a
+        webhook URL's path): the run's redactor hides them too."""
+        ...
+
+
+def http_status_error(status: int, body: str) -> DeliveryError:
+    """An HTTP answer that is not a success: retried when the service says to (429) or
+    failed itself (5xx); a 4xx means this request will not succeed as it is."""
+    text = " ".join(body.split())[:200]
+    reason = f"HTTP {status}" + (f": {text}" if text else "")
+    return DeliveryError(reason, retryable=status in (408, 425, 429) or status >= 500)
+
+
+def requests_error(exc: Exception, timeout: float) -> DeliveryError:
+    """What a requests exception says about delivery, in words that carry no URL (a URL
+    may hold a token) and no header."""
+    import requests
+
+    if isinstance(exc, requests.ConnectTimeout):
+        return DeliveryError(f"no connection within {timeout:g} s", retryable=True)
+    if isinstance(exc, requests.Timeout):
+        return DeliveryError(f"no answer within {timeout:g} s (may have been delivered)",
+                             retryable=True, maybe_delivered=True)
+    if isinstance(exc, requests.ConnectionError):
+        text = repr(exc.args)
+        if "NewConnectionError" in text or "NameResolutionError" in text:
+            refused = "refused" in text.lower()
+            return DeliveryError("connection refused" if refused else "cannot connect",
+                                 retryable=True)
+        return DeliveryError("connection dropped before an answer (may have been delivered)",
+                             retryable=True, maybe_delivered=True)
+    return DeliveryError(f"{type(exc).__name__}", retryable=False)
+
+
+def post_json(session: Any, method: str, url: str, body: Any, timeout: float,
+              headers: Mapping[str, str] | None = None) -> Any:
+    """One HTTP request with a JSON body (or, as bytes, an already encoded one), bounded
+    (connect and read timeouts), no retries of its own; returns the response of a 2xx,
+    raises DeliveryError otherwise."""
+    import requests
+
+    sent = {"data": body} if isinstance(body, bytes) else {"json": body}
+    try:
+        response = session.request(method, url, headers=dict(headers or {}),
+                                   timeout=(timeout, timeout), allow_redirects=False, **sent)
+    except requests.RequestException as exc:
+        raise requests_error(exc, timeout) from None
+    if not 200 <= response.status_code < 300:
+        raise http_status_error(response.status_code, response.text)
+    return response
+
+
+def new_session() -> Any:
+    """A requests session that never retries on its own (posting decides what is resent)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    # trust_env stays on: a runner may reach Slack or PagerDuty only through HTTPS_PROXY.
+    return session

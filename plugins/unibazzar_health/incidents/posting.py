@@ -1,0 +1,449 @@
+"""After the summary is on disk: decide under the store's lock, then post outside it.
+
+1. Under the environment's lock (one short transaction): deliveries a dead runner left in
+   ``sending`` are settled (PagerDuty's go back to pending: its dedup_key makes a resend
+   harmless; Slack's, the webhook's and the ticket's become ``unknown``, never resent, and
+   are named on the terminal for a human to check), the lifecycle decides, the new
+   deliveries are enqueued and the state and the run's summary saved.
+2. Outside the lock, the outbox is drained in order: each delivery is claimed
+   (pending → sending, compare-and-set: two runners never send the same one), sent with a
+   per-request deadline and a few retries with backoff, all within the run's posting
+   budget, and its result recorded (sent; or pending with the error, retried by the next
+   run). A request that may have arrived (no answer) is retried in this run only where the
+   service deduplicates (PagerDuty).
+
+Posting never raises into the run and never changes its exit status: what went wrong is in
+the report (terminal lines, reports/posting.json).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unibazzar_health.incidents.state import (
+    PENDING,
+    SENDING,
+    SENT,
+    UNKNOWN,
+    Delivery,
+    EnvironmentState,
+    RunRecord,
+    StatusChange,
+    StoreError,
+)
+from unibazzar_health.policy import parse_time as at
+from unibazzar_health.redaction import Redactor
+
+if TYPE_CHECKING:
+    from unibazzar_health.incidents.lifecycle import Decision, Policy
+    from unibazzar_health.incidents.notifiers.base import Notifier, Outgoing, Receipt
+    from unibazzar_health.incidents.state import StateStore
+    from unibazzar_health.settings import Environment
+
+POSTING_FILE = "posting.json"
+SCHEMA = "unibazzar-health/posting/v1"
+# Sends of one delivery, over all runs, before it is given up (status failed).
+MAX_ATTEMPTS = 20
+# Below this many seconds left, no request is started: it could not finish.
+MIN_REQUEST_S = 0.2
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass
+class Result:
+    """What became of one delivery in this run."""
+
+    delivery_id: str
+    incident: str
+    kind: str
+    notifier: str
+    headline: str
+    status: str  # sent | pending | failed | unknown | skipped | would-post | would-retry
+    attempts: int = 0  # over all runs
+    tries: int = 0  # in this run
+    error: str | None = None
+    receipt: dict[str, Any] | None = None
+
+
+@dataclass
+class Report:
+    environment: str
+    store: str
+    run_id: str
+    dry_run: bool = False
+    results: list[Result] = field(default_factory=list)
+    silenced: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None  # the store could not be used: nothing decided nor sent
+    duration_s: float = 0.0
+    written: str | None = None  # where this report is on disk (reports/posting.json)
+    preview: list[str] = field(default_factory=list)  # a dry run: the messages, once each
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **asdict(self)}
+
+    def lines(self) -> list[str]:
+        """The terminal's lines, under the verdict."""
+        out: list[str] = []
+        if self.error:
+            out.append(f"POSTING skipped: {self.error}: nothing decided or posted in this "
+                       "run; the summary is written and the next run tries again")
+        for item in self.silenced:
+            out.append(f"SILENCED {item['check']}: {item['kind']} '{item['reason']}' (until "
+                       f"{item['until']}): alerts nothing")
+        out.extend(self.notes)
+        for r in self.results:
+            what = f"{r.notifier} {r.kind} {r.incident}"
+            if r.status == SENT:
+                extra = f" (ticket #{r.receipt['number']})" if r.receipt and "number" in \
+                    r.receipt and r.kind == "alert" else ""
+                out.append(f"POSTED {what}{extra}: {r.headline}")
+            elif r.status == PENDING:
+                tries = f" after {r.tries} tr{'y' if r.tries == 1 else 'ies'}" if r.tries else ""
+                out.append(f"POST {what} failed ({r.error}{tries}): will retry next run")
+            elif r.status == "failed":
+                out.append(f"POST {what} failed ({r.error}): given up after {r.attempts} "
+                           "attempts")
+            elif r.status == UNKNOWN:
+                out.append(f"POST {what} UNKNOWN: {r.error}")
+            elif r.status == "skipped":
+                out.append(f"POST {what} waits: {r.error}")
+            elif r.status in ("would-post", "would-retry"):
+                verb = "would post" if r.status == "would-post" else "would retry"
+                out.append(f"DRY RUN {verb} {what}: {r.headline}")
+        out.extend(self.preview)
+        if self.written:
+            out.append(f"posting: {self.written}")
+        return out
+
+
+def claimant_id(run_id: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{run_id}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is dead to us
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stale_claim(delivery: Delivery, now: datetime, lease_s: float,
+                host: str | None = None) -> bool:
+    """A delivery left in ``sending`` by a runner that is gone: one on this host whose
+    process no longer exists, or one whose claim is older than any run could hold it."""
+    if delivery.status != SENDING:
+        return False
+    if delivery.claimed_at is None or now - at(delivery.claimed_at) > timedelta(
+            seconds=lease_s):
+        return True
+    claim_host, _, rest = (delivery.claimed_by or "").partition(":")
+    pid_text = rest.partition(":")[0]
+    if claim_host == (host or socket.gethostname()) and pid_text.isdigit():
+        pid = int(pid_text)
+        return pid != os.getpid() and not _alive(pid)
+    return False
+
+
+def settle_stale(state: EnvironmentState, notifiers: Mapping[str, Notifier], now: datetime,
+                 lease_s: float) -> tuple[list[StatusChange], list[Result]]:
+    """Deliveries a dead runner was sending: resent where harmless, else ``unknown``."""
+    changes, results = [], []
+    for d in state.outbox:
+        if not stale_claim(d, now, lease_s):
+            continue
+        notifier = notifiers.get(d.notifier)
+        if notifier is not None and notifier.idempotent:
+            error = "the run sending it stopped before recording the result: resent " \
+                    "(deduplicated by its dedup_key)"
+            d.status = PENDING
+            changes.append(StatusChange(d.id, PENDING, error, expected=SENDING))
+            continue
+        error = (f"the run sending it ({d.claimed_by}) stopped before recording the result: "
+                 f"not resent, so nobody is notified twice — check {d.notifier} by hand")
+        d.status = UNKNOWN
+        changes.append(StatusChange(d.id, UNKNOWN, error, expected=SENDING))
+        results.append(Result(d.id, d.incident_key, d.kind, d.notifier, d.headline, UNKNOWN,
+                              d.attempts, 0, error))
+    return changes, results
+
+
+class Poster:
+    """One run's posting for one environment: built once in the plugin, from the resolved
+    settings."""
+
+    def __init__(self, env: Environment, run_mode: str, reports_dir: Path, redactor: Redactor,
+                 *, dry_run: bool = False, store: StateStore | None = None,
+                 notifiers: list[Notifier] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        from unibazzar_health.incidents import config
+
+        self.env, self.reports_dir, self.dry_run = env, reports_dir, dry_run
+        self.notifiers = config.notifiers(env) if notifiers is None else notifiers
+        self.by_name = {n.name: n for n in self.notifiers}
+        self.policy: Policy = config.policy(env, run_mode, self.notifiers)
+        self.store = store if store is not None else config.open_store(env, reports_dir)
+        notify = env.spec.notify
+        self.deadline = notify.deadline if notify else 5.0
+        self.retries = notify.retries if notify else 2
+        self.budget = notify.budget if notify else 20.0
+        # A claim older than this was left by a runner that is gone (posting is bounded by
+        # the budget; the margin covers clocks that differ between machines).
+        self.lease_s = self.budget + 30.0
+        self.redactor = Redactor([*env.secrets.values(),
+                                  *(h for n in self.notifiers for h in n.hidden())])
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.run_id = ""
+        # Each incident's ticket (its create's receipt), as recorded: comments need it.
+        self._tickets: dict[str, Any] = {}
+        self._tickets_lost: set[str] = set()  # incidents whose ticket create is unknown
+
+    # ---- before the summary -------------------------------------------------------------
+    def _absent(self) -> bool:
+        """A SQLite file not yet created: nothing remembered (and a read must not create it)."""
+        from unibazzar_health.incidents.sqlite_store import SqliteStore
+
+        return isinstance(self.store, SqliteStore) and not self.store.path.exists()
+
+    def first_failure_at(self, failing: Collection[str]) -> datetime | None:
+        """When the incident behind these failing checks began, read (no lock) from the
+        store; None when it remembers none or cannot be read (posting reports that)."""
+        from unibazzar_health.incidents.lifecycle import first_failure_at
+
+        if not failing or self._absent():
+            return None
+        try:
+            return first_failure_at(self.store.peek(self.env.name), failing)
+        except StoreError:
+            return None
+
+    def silenced(self, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+        from unibazzar_health.incidents.lifecycle import silenced_report
+
+        return silenced_report(summary, self.policy.mutes, at(summary["finished_at"]))
+
+    # ---- after the summary --------------------------------------------------------------
+    def post(self, summary: Mapping[str, Any]) -> Report:
+        """Decide, record, deliver; never raises (a store that cannot be used is the
+        report's error)."""
+        started = time.monotonic()
+        self.run_id = (at(summary["started_at"]).strftime("%Y%m%dT%H%M%SZ") + "-"
+                       + uuid.uuid4().hex[:8])
+        report = Report(self.env.name, self.store.where, self.run_id, dry_run=self.dry_run)
+        redacted: dict[str, Any] = self.redactor.data(dict(summary))
+        try:
+            if self.dry_run:
+                self._dry_run(redacted, report)
+            else:
+                self._decide(redacted, report)
+                self._drain(report, started)
+        except StoreError as exc:
+            report.error = self.redactor.text(str(exc))
+        finally:
+            self.store.close()
+        report.duration_s = round(time.monotonic() - started, 3)
+        return report
+
+    def _dry_run(self, summary: dict[str, Any], report: Report) -> None:
+        from unibazzar_health.incidents.lifecycle import decide, runs_needed
+
+        state = (EnvironmentState(self.env.name) if self._absent()
+                 else self.store.peek(self.env.name))
+        runs = {} if self._absent() else self.store.runs(self.env.name, runs_needed(state))
+        decision = decide(state, summary, self.run_id, self.policy, at(summary["finished_at"]),
+                          runs)
+        report.silenced, report.notes = decision.silenced, decision.notes
+        for d in state.outbox:
+            if d.status == PENDING:
+                report.results.append(Result(d.id, d.incident_key, d.kind, d.notifier,
+                                             d.headline, "would-retry", d.attempts))
+        for d in decision.deliveries:
+            report.results.append(Result(d.id, d.incident_key, d.kind, d.notifier,
+                                         self.redactor.text(d.headline), "would-post"))
+        report.preview = _message_lines(decision, self.redactor)
+
+    def _decide(self, summary: dict[str, Any], report: Report) -> None:
+        from unibazzar_health.incidents.lifecycle import decide, runs_needed
+
+        now = self.clock()
+        with self.store.transaction(self.env.name) as tx:
+            stale, unknown = settle_stale(tx.state, self.by_name, now, self.lease_s)
+            report.results.extend(unknown)
+            decision = decide(tx.state, summary, self.run_id, self.policy,
+                              at(summary["finished_at"]), tx.runs(runs_needed(tx.state)))
+            for delivery in decision.deliveries:
+                delivery.payload = self.redactor.data(delivery.payload)
+                delivery.headline = self.redactor.text(delivery.headline)
+            tx.save(decision.state,
+                    run=RunRecord(self.run_id, summary["started_at"],
+                                  summary["verdict"]["status"], summary),
+                    deliveries=decision.deliveries, changes=[*stale, *decision.changes],
+                    now=now.isoformat(timespec="seconds"))
+        report.silenced, report.notes = decision.silenced, decision.notes
+        self._tickets = {d.incident_id: d.receipt for d in decision.state.outbox
+                         if d.notifier == "ticket" and d.kind == "alert" and d.status == SENT
+                         and d.receipt}
+        self._tickets_lost = {d.incident_id for d in decision.state.outbox
+                              if d.notifier == "ticket" and d.kind == "alert"
+                              and d.status in (UNKNOWN, "failed")}
+
+    # ---- delivering ---------------------------------------------------------------------
+    def _drain(self, report: Report, started: float) -> None:
+        def remaining() -> float:
+            return self.budget - (time.monotonic() - started)
+
+        claimant = claimant_id(self.run_id)
+        stuck: set[str] = set()  # notifiers that failed in this run: keep their order
+        for d in self.store.deliveries(self.env.name, [PENDING]):
+            notifier = self.by_name.get(d.notifier)
+            result = Result(d.id, d.incident_key, d.kind, d.notifier, d.headline, PENDING,
+                            d.attempts)
+            if notifier is None:
+                result.status, result.error = "skipped", (
+                    f"{d.notifier} is no longer configured ([notify.{d.notifier}])")
+            elif d.notifier in stuck:
+                result.status, result.error = "skipped", (
+                    f"an earlier delivery to {d.notifier} failed in this run; kept in order")
+            elif remaining() < MIN_REQUEST_S:
+                result.status, result.error = "skipped", (
+                    f"the posting budget ({self.budget:g} s) is spent; the next run sends it")
+            elif d.notifier == "ticket" and d.kind != "alert" and \
+                    d.incident_id not in self._tickets:
+                if d.incident_id not in self._tickets_lost:
+                    result.status, result.error = "skipped", "the incident's ticket is not " \
+                                                             "created yet"
+                elif self.store.claim(self.env.name, d.id, claimant, self._now()):
+                    # Its ticket's creation is unknown or given up: nowhere to comment.
+                    result.status = "failed"
+                    result.error = "the incident's ticket was never recorded as created"
+                    self.store.finish(self.env.name, d.id, claimant, "failed", now=self._now(),
+                                      attempts=d.attempts, error=result.error)
+                else:
+                    continue
+            elif not self.store.claim(self.env.name, d.id, claimant, self._now()):
+                continue  # another runner is sending it
+            else:
+                self._send(notifier, d, result, remaining, claimant)
+                if result.status != SENT:
+                    stuck.add(d.notifier)
+            report.results.append(result)
+
+    def _now(self) -> str:
+        return self.clock().isoformat(timespec="seconds")
+
+    def _send(self, notifier: Notifier, d: Delivery, result: Result,
+              remaining: Callable[[], float], claimant: str) -> None:
+        from unibazzar_health.incidents.notifiers.base import DeliveryError
+
+        attempts = d.attempts
+        receipt: Receipt | None = None
+        error: str | None = None
+        in_flight = False  # a send overran the budget and is still running: outcome unknown
+        while True:
+            limit = min(self.deadline, remaining())
+            if limit < MIN_REQUEST_S:
+                error = error or f"the posting budget ({self.budget:g} s) is spent"
+                break
+            result.tries += 1
+            attempts += 1
+            finished, value = _bounded(
+                partial(notifier.send, self._outgoing(d, attempts - 1), limit), remaining())
+            if not finished:
+                in_flight = True
+                error = (f"no answer within the posting budget ({self.budget:g} s); it may "
+                         "still arrive")
+                break
+            if not isinstance(value, BaseException):
+                receipt = value
+                break
+            if not isinstance(value, DeliveryError):
+                error = f"{type(value).__name__} in the {notifier.name} notifier"
+                break
+            error = value.reason
+            if value.maybe_delivered and not notifier.idempotent:
+                break  # resending now could post twice; the next run decides again
+            if not value.retryable or result.tries > self.retries:
+                break
+            pause = BACKOFF_S[min(result.tries - 1, len(BACKOFF_S) - 1)]
+            if remaining() - pause < MIN_REQUEST_S:
+                break
+            time.sleep(pause)
+        result.attempts = attempts
+        if receipt is not None:
+            result.status, result.receipt = SENT, self.redactor.data(receipt.detail)
+            if d.notifier == "ticket" and d.kind == "alert":
+                self._tickets[d.incident_id] = result.receipt
+        elif in_flight and not notifier.idempotent:
+            result.status = UNKNOWN
+        else:
+            result.status = PENDING if attempts < MAX_ATTEMPTS else "failed"
+        result.error = self.redactor.text(error) if error else None
+        self.store.finish(self.env.name, d.id, claimant, result.status, now=self._now(),
+                          attempts=attempts, error=result.error, receipt=result.receipt)
+
+    def _outgoing(self, d: Delivery, attempt: int) -> Outgoing:
+        from unibazzar_health.incidents.notifiers.base import Outgoing
+        from unibazzar_health.messages import Message
+
+        m = d.payload["message"]
+        return Outgoing(
+            delivery_id=d.id, kind=d.kind, environment=d.environment, dedup_key=d.dedup_key,
+            message=Message(m["kind"], m["key"], m["severity"], list(m["lines"]),
+                            list(m["details"])),
+            summary=d.payload["summary"], incident=d.payload["incident"],
+            ticket=self._tickets.get(d.incident_id), attempt=attempt)
+
+    def write(self, report: Report) -> Path:
+        from unibazzar_health.summary import write_json
+
+        path = write_json(self.reports_dir / POSTING_FILE, self.redactor.data(report.to_dict()))
+        report.written = str(path)
+        return path
+
+
+def _bounded(call: Callable[[], Any], limit: float) -> tuple[bool, Any]:
+    """Run ``call`` on a daemon thread for at most ``limit`` seconds: (finished, its value
+    or the exception it raised). A call that overruns is left behind; the process does not
+    wait for it at exit."""
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            box.append(call())
+        except BaseException as exc:  # handed back to the caller, whatever it is
+            box.append(exc)
+
+    thread = threading.Thread(target=run, name="unibazzar-post", daemon=True)
+    thread.start()
+    thread.join(max(0.0, limit))
+    return (bool(box), box[0] if box else None)
+
+
+def _message_lines(decision: Decision, redactor: Redactor) -> list[str]:
+    """The messages a dry run would post, once each (not once per notifier)."""
+    lines, seen = [], set()
+    for d in decision.deliveries:
+        key = (d.incident_id, d.kind)
+        if key in seen:
+            continue
+        seen.add(key)
+        lines.append("")
+        lines.extend(redactor.text(line) for line in d.payload["message"]["lines"])
+    return lines

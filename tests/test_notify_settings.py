@@ -1,0 +1,133 @@
+"""[notify], [incident_state], [alerting], [[silences]] and [[maintenance]] are validated
+when the environment file is loaded, with the environment file's one-line errors naming the
+file, the key and the value (never a secret), so a bad one stops the run before any probe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unibazzar_health.settings import EnvironmentFileError, load_environment
+
+BASE = '[environment]\nname = "prod"\n'
+ENVIRON = {"SLACK_URL": "https://hooks.slack.example/services/T0/B0/s3cretSlackT0ken",
+           "PD_KEY": "pd-routing-key-s3cret", "GH_TOKEN": "ghp_s3cretT0ken"}
+
+
+def error(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
+    path = tmp_path / "prod.toml"
+    path.write_text(BASE + text)
+    with pytest.raises(EnvironmentFileError) as raised:
+        load_environment(path, ENVIRON if environ is None else environ)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: ")
+    assert "\n" not in message and not any(v in message for v in ENVIRON.values())
+    return message.removeprefix(f"{path}: ")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[notify.slack]\nwebhook_url_env = "SLACK_URL"\n',
+     "key 'notify.slack.webhook_url_env': value 'SLACK_URL': the value of SLACK_URL is not a "
+     "webhook URL (https://hooks.slack.com/services/…)"),
+    ('[notify.pagerduty]\nrouting_key_env = "PD_KEY"\napi_url = "ftp://events.example"\n',
+     "key 'notify.pagerduty.api_url': value 'ftp://events.example': expected a URL with scheme "
+     "http or https"),
+    ('[notify.webhook]\nurl = "https://hooks.example/in?token=abc123"\n',
+     "key 'notify.webhook.url': value 'https://hooks.example/in?token=***': the URL carries a "
+     "secret in its query: write it in an environment variable and name it in the matching "
+     "*_env key"),
+    ('[notify.ticket]\nrepository = "unibazzar"\ntoken_env = "GH_TOKEN"\n',
+     "key 'notify.ticket.repository': value 'unibazzar': expected a GitHub repository as "
+     "owner/name"),
+    ('[notify.ticket]\nrepository = "unibazzar/incidents"\ntoken_env = "GH_TOKN"\n',
+     "key 'notify.ticket.token_env': value 'GH_TOKN': environment variable GH_TOKN is not set"),
+    ('[notify]\nbudget = 0\n',
+     "key 'notify.budget': value 0: Input should be greater than 0"),
+    ('[incident_state]\nbackend = "redis"\n',
+     "key 'incident_state.url': required when incident_state.backend is 'redis'"),
+    ('[alerting]\nalert_after = 0\n',
+     "key 'alerting.alert_after': value 0: Input should be greater than 0"),
+    ('[[silences]]\ncheck = "order.saga-orchestration"\nuntil = 2026-12-01T06:00:00\n'
+     'reason = "replay"\n',
+     "key 'silences.0.until': value '2026-12-01T06:00:00': Input should have timezone info"),
+    ('[[silences]]\ncheck = "order.sagas"\nuntil = 2026-12-01T06:00:00Z\nreason = "replay"\n',
+     "key 'silences.0.check': value 'order.sagas': no check of the catalog has this id"),
+    ('[[maintenance]]\nstart = 2026-12-01T06:00:00Z\nend = 2026-12-01T05:00:00Z\n'
+     'reason = "db"\n',
+     "key 'maintenance.0.end': value '2026-12-01T05:00:00+00:00': must be after 'start'"),
+])
+def test_a_bad_section_is_one_line_naming_file_key_and_value(tmp_path: Path, text: str,
+                                                             expected: str) -> None:
+    environ = {**ENVIRON, "SLACK_URL": "not a url"} if "SLACK_URL" in text else None
+    assert error(tmp_path, text, environ) == expected
+
+
+def test_a_good_notify_section_loads_and_its_secrets_are_redacted(tmp_path: Path) -> None:
+    path = tmp_path / "prod.toml"
+    path.write_text(BASE + """
+[notify.slack]
+webhook_url_env = "SLACK_URL"
+
+[notify.pagerduty]
+routing_key_env = "PD_KEY"
+
+[notify.ticket]
+repository = "unibazzar/incidents"
+token_env = "GH_TOKEN"
+
+[[silences]]
+service = "order-service"
+until = 2026-12-01T06:00:00Z
+reason = "payments provider migration"
+""")
+    env = load_environment(path, ENVIRON)
+    assert env.spec.notify is not None and env.spec.notify.pagerduty is not None
+    assert env.spec.notify.pagerduty.api_url == "https://events.pagerduty.com/v2/enqueue"
+    assert env.redactor().text(f"{ENVIRON['SLACK_URL']} {ENVIRON['GH_TOKEN']}") == "*** ***"
+
+
+def test_a_bad_notify_section_stops_the_run_before_any_probe(pytester: pytest.Pytester
+                                                             ) -> None:
+    pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
+    pytester.makefile(".toml", env=BASE + '[notify.ticket]\nrepository = "x"\n'
+                                          'token_env = "GH_TOKEN"\n')
+    probed = pytester.path / "probed"
+    pytester.makepyfile(test_checks=f'''
+from pathlib import Path
+from unibazzar_health.runbook import runbook_check
+
+def observe(ctx):
+    Path({str(probed)!r}).write_text("probed")
+
+@runbook_check("order.saga-orchestration", observe=observe)
+def test_sagas(observed):
+    pass
+''')
+    result = pytester.runpytest_subprocess("--env-file=env.toml", "-p", "no:xdist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *env.toml: key 'notify.ticket.repository': value 'x': "
+                                 "expected a GitHub repository as owner/name"])
+    assert not probed.exists()
+
+
+def test_the_production_examples_commented_sections_load_when_uncommented(
+        tmp_path: Path) -> None:
+    import re
+
+    example = (Path(__file__).parent.parent / "environments" / "production.toml.example")
+    tail = example.read_text().split("# ---- Incident lifecycle and posting", 1)[1]
+    lines = [line[2:] for line in tail.splitlines()
+             if re.match(r"# (\[|[a-z_A-Z0-9]+ = )", line)]
+    path = tmp_path / "prod.toml"
+    path.write_text(BASE + "\n".join(lines) + "\n")
+    names = set(re.findall(r'_env = "([A-Z0-9_]+)"', path.read_text()))
+    environ = {name: f"value-of-{name.lower()}" for name in names}
+    environ["UNIBAZZAR_SLACK_WEBHOOK_URL"] = "https://hooks.slack.example/services/T/B/x"
+    env = load_environment(path, environ)
+    spec = env.spec
+    assert spec.notify is not None and spec.notify.ticket is not None
+    assert spec.incident_state is not None and spec.incident_state.backend == "redis"
+    assert [s.check for s in spec.silences] == ["order.saga-orchestration"]
+    assert spec.maintenance[0].services == ["order-service"]
+    assert spec.alerting.update_every_minutes.SEV3 == 120

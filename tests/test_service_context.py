@@ -1,0 +1,53 @@
+"""A failed check's context: its service's pods, CPU and memory against limits, and last log
+lines, from what the run already read, never read again."""
+
+from __future__ import annotations
+
+import pytest
+
+from unibazzar_health.probes import DeadlineExceeded
+from unibazzar_health.probes.kubernetes import ContainerHealth, PodsHealth
+from unibazzar_health.runbook import LOGS_KEY, PODS_KEY
+from unibazzar_health.service_context import LOG_LINES, context_for
+from unibazzar_health.shared import SharedObservations
+
+
+def container(pod: str) -> ContainerHealth:
+    return ContainerHealth(pod=pod, container="ai-service", ready=True, restarts=0,
+                           waiting_reason=None, last_termination_reason=None,
+                           last_terminated_minutes_ago=None, memory_limit_bytes=512 * 2**20,
+                           memory_bytes=256 * 2**20, cpu_limit_millicores=500.0,
+                           cpu_millicores=480.0)
+
+
+def test_the_runs_own_readings_of_pods_and_logs_make_the_context() -> None:
+    measurements = SharedObservations()
+    pods = PodsHealth("ai-service", True, True, (container("ai-1"), container("ai-2")), 2, 2)
+    measurements.get(PODS_KEY.format("ai-service"), lambda: pods)
+    lines = [f"2026-11-27T13:00:{n:02d}Z INFO line {n}" for n in range(60)]
+    measurements.get(LOGS_KEY.format("ai-service"), lambda: {
+        "ai-1": "\n".join([*lines, "ERROR upstream said password=hunter2"]), "ai-2": ""})
+    context = context_for(measurements, "ai-service")
+    assert context["problems"] == []
+    assert context["deployment"] == "ai-service" and context["metrics_available"] is True
+    assert [(c["pod"], c["cpu_usage"], c["memory_usage"]) for c in context["pods"]] == [
+        ("ai-1", 0.96, 0.5), ("ai-2", 0.96, 0.5)]
+    last = context["last_log_lines"]["ai-1"]
+    assert len(last) == LOG_LINES and last[-1] == "ERROR upstream said password=***"
+    assert context["last_log_lines"]["ai-2"] == []
+
+
+def test_what_was_not_read_or_failed_is_named_not_read_again() -> None:
+    measurements = SharedObservations()
+
+    def dead() -> PodsHealth:
+        raise DeadlineExceeded("kubernetes", "http://k8s:6443", 2.0)
+
+    with pytest.raises(DeadlineExceeded):
+        measurements.get(PODS_KEY.format("order-service"), dead)
+    context = context_for(measurements, "order-service")
+    assert context["pods"] == [] and context["last_log_lines"] == {}
+    assert context["problems"] == [
+        "pods and metrics: kubernetes at http://k8s:6443: did not answer within the deadline "
+        "(deadline 2 s)",
+        "logs: not read in this run (its error-patterns check was not selected)"]
