@@ -33,6 +33,14 @@ FEATURES = {
     "allure-report": ("allure_report.py", "the single-file report to link from the ticket"),
     "fail-on-gate": ("gate.py", "exit status by severity for CI"),
     "shared-readings": ("shared.py", "one reading per run of a measurement two checks judge"),
+    "service-context": ("service_context.py", "a failing check's service: last log lines, "
+                                              "CPU and memory against limits"),
+    "incident-lifecycle": ("incidents/lifecycle.py", "alert once, update on cadence, resolve"),
+    "paging": ("incidents/notifiers/pagerduty.py", "PagerDuty trigger/resolve, one dedup key"),
+    "chat-posting": ("incidents/notifiers/slack.py", "the runbook's messages in Slack"),
+    "tracking-ticket": ("incidents/notifiers/ticket.py", "one ticket per incident, commented, "
+                                                         "closed"),
+    "timeline": ("incidents/timeline.py", "an incident's timeline and post-mortem draft"),
 }
 
 KINDS = ("severity", "initial-response", "investigation", "common-fix", "template",
