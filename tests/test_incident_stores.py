@@ -31,7 +31,7 @@ from unibazzar_health.incidents.state import (
 NOW = "2026-11-27T03:00:00+00:00"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # gone before other modules count the machine's servers
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     process, server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
