@@ -81,6 +81,18 @@ def sandbox(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
+# What a CI machine sets that changes a checks run's defaults (--run-mode ci, so --fail-on
+# SEV2) or where it writes (the job's step summary, Allure's executor): the self-tests decide
+# those themselves, the same on a laptop and in CI.
+CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITLAB_CI", "JENKINS_URL")
+
+
+@pytest.fixture(autouse=True)
+def _not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in CI_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def running_sandbox() -> Iterator[None]:
     """The sandbox, brought up once for the session; taken down if this session started it."""

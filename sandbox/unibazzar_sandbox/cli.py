@@ -178,10 +178,9 @@ def fault(layout: Layout, name: str, state: str | None, as_json: bool = False) -
             print(json.dumps(described, indent=2))
             return 0
         for f in described:
-            fails = ", ".join(f"{c['check']} ({c['severity']})" for c in f["fails"])
             print(f"{ {True: 'ON ', False: 'off', None: '   '}[f['on']]} {f['name']:26} "
                   f"{f['what']}")
-            print(f"    {'':26} fails: {fails}")
+            print(f"    {'':26} {_caught_by(f['fails'], f['changes'], f['ripens_s'])}")
         return 0
     if not running:
         print("sandbox not running", file=sys.stderr)
@@ -192,9 +191,19 @@ def fault(layout: Layout, name: str, state: str | None, as_json: bool = False) -
         print(f"usage: fault NAME on|off, or fault list (faults: {known})", file=sys.stderr)
         return 2
     (chosen.on if state == "on" else chosen.off)(layout)
-    print(f"{name}: {state}" + (" (the checks that catch it: " + ", ".join(
-        f"{c} {s}" for c, s in chosen.fails) + ")" if state == "on" else ""))
+    if state == "on":
+        print(f"{name}: on ({_caught_by(chosen.fails, chosen.changes, chosen.ripens_s)})")
+    else:
+        print(f"{name}: off")
     return 0
+
+
+def _caught_by(fails: Any, changes: Any, ripens_s: float) -> str:
+    """What a fault does to a run: (check, severity) pairs or dicts, or changes named."""
+    pairs = [(f["check"], f["severity"]) if isinstance(f, dict) else tuple(f) for f in fails]
+    said = ("fails: " + ", ".join(f"{check} ({severity})" for check, severity in pairs)
+            if pairs else "fails nothing; the verdict names CHANGE " + ", ".join(changes))
+    return said + (f"; seen by the checks {ripens_s:g} s after on" if ripens_s else "")
 
 
 def main(argv: list[str] | None = None) -> int:

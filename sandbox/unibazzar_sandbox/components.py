@@ -161,7 +161,8 @@ def _payments_make(layout: Layout, secrets: Secrets, log: IO[Any]) -> Executor:
     data = layout.path("payments")
     data.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "unibazzar_sandbox.payments_api", "--host", HOST,
-               "--port", str(PORTS["payments"]), "--data-dir", str(data)]
+               "--port", str(PORTS["payments"]), "--data-dir", str(data),
+               "--faults-dir", str(layout.faults)]
     return TCPExecutor(command, host=HOST, port=PORTS["payments"],
                        **_executor_kwargs(layout, {}, log, 30))
 

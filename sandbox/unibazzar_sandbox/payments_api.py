@@ -10,7 +10,10 @@ its CLI (``python -m localstripe``):
     ``/tmp/localstripe.pickle`` on *every* object insert/delete and reloads it at start-up);
   * adds ``GET /_config/webhooks`` and ``GET /_config/webhooks/{id}``: localstripe can register
     webhooks but has no way to list them, and a health check needs to see that ours is there;
-  * exits cleanly (port released) on SIGTERM/SIGINT.
+  * exits cleanly (port released) on SIGTERM/SIGINT;
+  * with ``--faults-dir``, the webhook ids listed in ``FAULTS/payments.webhooks-disabled``
+    (one per line) are disabled, as Stripe disables an endpoint after failed deliveries:
+    their status says so and no event is delivered to them.
 Webhook delivery results are only logged (localstripe keeps no record): see stderr.
 """
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import hmac
+import json
 import logging
 import os
 import pathlib
@@ -28,6 +33,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from localstripe import __version__ as LOCALSTRIPE_VERSION
 from localstripe import resources, server, webhooks
@@ -98,15 +104,58 @@ def _save_middleware(snapshot: Snapshot) -> Callable[..., Awaitable[web.StreamRe
     return save_snapshot
 
 
+DISABLED_WEBHOOKS = 'payments.webhooks-disabled'
+faults_dir: pathlib.Path | None = None  # --faults-dir
+
+
+def disabled_webhooks() -> set[str]:
+    """Webhook ids disabled by the game-day fault file (localstripe has no disabled state)."""
+    if faults_dir is None:
+        return set()
+    try:
+        return set((faults_dir / DISABLED_WEBHOOKS).read_text().split())
+    except OSError:
+        return set()
+
+
+async def _send_webhook(event: Any) -> None:
+    """localstripe's webhooks._send_webhook (1.15), skipping disabled endpoints."""
+    payload = json.dumps(event._export(), indent=2, sort_keys=True).encode('utf-8')
+    signed_payload = b'%d.%s' % (event.created, payload)
+    await asyncio.sleep(1)
+    logger = logging.getLogger('aiohttp.access')
+    disabled = disabled_webhooks()
+    for webhook_id, webhook in list(webhooks._webhooks.items()):
+        if webhook.events is not None and event.type not in webhook.events:
+            continue
+        if webhook_id in disabled:
+            logger.info('webhook "%s" not delivered to %s: endpoint disabled', event.type,
+                        webhook_id)
+            continue
+        signature = hmac.new(webhook.secret.encode('utf-8'), signed_payload,
+                             hashlib.sha256).hexdigest()
+        headers = {'Content-Type': 'application/json; charset=utf-8',
+                   'Stripe-Signature': f't={event.created:d},v1={signature}'}
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.post(webhook.url, data=payload, headers=headers) as r:
+                    if 200 <= r.status < 300:
+                        logger.info('webhook "%s" successfully delivered', event.type)
+                    else:
+                        logger.info('webhook "%s" failed with response code %d', event.type,
+                                    r.status)
+            except aiohttp.ClientError as exc:
+                logger.info('webhook "%s" failed: %s', event.type, exc)
+
+
 def _webhook_view(webhook_id: str, hook: webhooks.Webhook) -> dict[str, Any]:
-    # Shaped like Stripe's webhook_endpoint object. localstripe has no disabled state: every
-    # registered webhook is sent every matching event, hence the constant status.
+    # Shaped like Stripe's webhook_endpoint object.
     return {
         'id': webhook_id,
         'object': 'webhook_endpoint',
         'url': hook.url,
         'enabled_events': list(hook.events) if hook.events is not None else ['*'],
-        'status': 'enabled',
+        'status': 'disabled' if webhook_id in disabled_webhooks() else 'enabled',
         # Lets a check confirm the secret matches its own without the secret leaving the process.
         'secret_sha256': hashlib.sha256(hook.secret.encode('utf-8')).hexdigest(),
     }
@@ -139,6 +188,8 @@ async def list_webhook_endpoints(request: web.Request) -> web.Response:
 
 def build_app(snapshot: Snapshot) -> web.Application:
     app = server.app  # localstripe builds its app (all /v1 routes) at import time
+    # Looked up by name at each delivery (webhooks.schedule_webhook), so replaced here.
+    webhooks._send_webhook = _send_webhook
     # Swap localstripe's "pickle to /tmp after each write" middleware for ours (same position,
     # so errors/auth still run first). The list is mutable until the app is frozen at start.
     middlewares = app.middlewares
@@ -194,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--host', default='127.0.0.1')
     parser.add_argument('--port', type=int, default=25420)
     parser.add_argument('--data-dir', required=True, help=f'receives {SNAPSHOT_NAME} (never read back)')
+    parser.add_argument('--faults-dir', help=f'where {DISABLED_WEBHOOKS} may list disabled webhooks')
     args = parser.parse_args(argv)
+    global faults_dir
+    faults_dir = pathlib.Path(args.faults_dir) if args.faults_dir else None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     return asyncio.run(_serve(args))

@@ -117,7 +117,7 @@ def rabbitmq(layout: Layout, secrets: Secrets) -> None:
         connection.close()
 
 
-def _aws(service: str, secrets: Secrets) -> Any:
+def aws_client(service: str, secrets: Secrets) -> Any:
     import boto3
 
     return boto3.client(service, endpoint_url=f"http://{HOST}:{PORTS['moto']}",
@@ -127,7 +127,13 @@ def _aws(service: str, secrets: Secrets) -> Any:
 
 
 def aws(layout: Layout, secrets: Secrets) -> None:
-    dynamodb = _aws("dynamodb", secrets)
+    listings_table(secrets)
+    images_bucket(secrets)
+
+
+def listings_table(secrets: Secrets) -> None:
+    """The listings table (created if missing) with the canary listing in it."""
+    dynamodb = aws_client("dynamodb", secrets)
     if LISTINGS_TABLE not in dynamodb.list_tables()["TableNames"]:
         dynamodb.create_table(
             TableName=LISTINGS_TABLE,
@@ -145,7 +151,11 @@ def aws(layout: Layout, secrets: Secrets) -> None:
         "listing_id": {"S": CANARY_LISTING_ID}, "category": {"S": "canary"},
         "created_at": {"S": "2026-01-01T00:00:00Z"}, "title": {"S": "Canary textbook"},
         "price_cents": {"N": "1999"}})
-    s3 = _aws("s3", secrets)
+
+
+def images_bucket(secrets: Secrets) -> None:
+    """The images bucket (created if missing) with the canary listing's image in it."""
+    s3 = aws_client("s3", secrets)
     buckets = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if IMAGES_BUCKET not in buckets:
         s3.create_bucket(Bucket=IMAGES_BUCKET,

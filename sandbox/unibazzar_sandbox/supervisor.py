@@ -2,7 +2,8 @@
 
 It starts the components (in parallel where they do not depend on each other),
 answers a small control protocol on a Unix socket (status, stop NAME, start NAME,
-down), and on SIGTERM stops everything in reverse order. Owning the children in
+hold NAME, release NAME, down), and on SIGTERM releases every hold and stops everything
+in reverse order. Owning the children (and the game-day faults held open, holds.py) in
 one process is what lets `down` leave nothing behind.
 """
 
@@ -21,6 +22,7 @@ from typing import IO, Any
 from mirakuru import Executor
 
 from unibazzar_sandbox.components import BY_NAME, COMPONENTS, Component
+from unibazzar_sandbox.holds import HOLDS, Hold
 from unibazzar_sandbox.layout import PORTS, Layout, load_or_create_secrets
 
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
@@ -43,6 +45,7 @@ class Supervisor:
         self.status = "starting"
         self.error: str | None = None
         self.stop_requested = threading.Event()
+        self.holds: dict[str, Hold] = {}  # game-day faults held open, by name
 
     # ---- state file ---------------------------------------------------------------------
     def write_state(self) -> None:
@@ -57,7 +60,7 @@ class Supervisor:
                     "ports": {p: PORTS[p] for p in c.ports},
                 }
             state = {"pid": os.getpid(), "status": self.status, "error": self.error,
-                     "components": components}
+                     "components": components, "holds": sorted(self.holds)}
         tmp = self.layout.statefile.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.layout.statefile)
@@ -122,8 +125,34 @@ class Supervisor:
         if failures:
             raise RuntimeError("; ".join(failures))
 
+    # ---- game-day faults held open -----------------------------------------------------------
+    def hold(self, name: str) -> None:
+        with self.lock:
+            if name in self.holds:
+                return
+        held = HOLDS[name](self.layout, self.secrets)  # seconds at most: outside the lock
+        with self.lock:
+            duplicate = name in self.holds
+            if not duplicate:
+                self.holds[name] = held
+        if duplicate:
+            held.release()
+        self.write_state()
+
+    def release(self, name: str) -> None:
+        with self.lock:
+            held = self.holds.pop(name, None)
+        if held is not None:
+            held.release()
+        self.write_state()
+
     def down(self) -> None:
         self.status = "stopping"
+        for name in list(self.holds):
+            try:
+                self.release(name)
+            except Exception:  # its component may be gone already; stopping ends it anyway
+                traceback.print_exc()
         for component in reversed(COMPONENTS):
             self.stop(component.name)
         for log in self.logs.values():
@@ -139,6 +168,11 @@ class Supervisor:
             if name not in BY_NAME:
                 return {"ok": False, "error": f"no component {name!r}; one of {sorted(BY_NAME)}"}
             (self.stop if verb == "stop" else self.start)(name)
+            return {"ok": True}
+        if verb in ("hold", "release"):
+            if name not in HOLDS:
+                return {"ok": False, "error": f"no hold {name!r}; one of {sorted(HOLDS)}"}
+            (self.hold if verb == "hold" else self.release)(name)
             return {"ok": True}
         if verb == "down":
             self.stop_requested.set()

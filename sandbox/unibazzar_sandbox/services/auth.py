@@ -121,12 +121,21 @@ def accepts_forged_tokens() -> bool:
     return (layout().faults / "auth-service.accept-forged-tokens").exists()
 
 
+def verification_key() -> str:
+    """faults/auth-service.jwt-verify-key: the verifier's key is the file's, not the one
+    tokens are signed with (a secret rotated on one side only)."""
+    rotated = layout().faults / "auth-service.jwt-verify-key"
+    if rotated.exists():
+        return rotated.read_text().strip() or "a-key-the-signer-never-got"
+    return secret("UNIBAZZAR_JWT_SECRET")
+
+
 @app.post("/verify")
 def verify() -> Any:
     header = request.headers.get("Authorization", "")
     token = header.removeprefix("Bearer ").strip()
     try:
-        claims = jwt.decode(token, secret("UNIBAZZAR_JWT_SECRET"), algorithms=["HS256"],
+        claims = jwt.decode(token, verification_key(), algorithms=["HS256"],
                             issuer=ISSUER, options={"require": ["exp", "sub", "iss"],
                                                     "verify_signature":
                                                         not accepts_forged_tokens()})

@@ -3,6 +3,7 @@ and the search indexer consuming those events."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -159,21 +160,41 @@ def _index(routing_key: str, event: dict[str, Any]) -> None:
                       json={"ids": [listing_id]}).raise_for_status()
 
 
+def _indexer_fault(name: str) -> bool:
+    return (layout().faults / f"listing-service.{name}").exists()
+
+
 def _indexer_paused() -> bool:
-    """faults/listing-service.indexer-paused: the indexer stops consuming (a stuck consumer)."""
-    return (layout().faults / "listing-service.indexer-paused").exists()
+    """The indexer takes no event while it stays subscribed (a stuck consumer):
+    faults/listing-service.indexer-paused, or faults/listing-service.indexer-stuck (the
+    game day that also fills the queue)."""
+    return _indexer_fault("indexer-paused") or _indexer_fault("indexer-stuck")
+
+
+def _indexer_stopped() -> bool:
+    """faults/listing-service.indexer-stopped: the indexer cancels its subscription (the
+    queue has no consumer) until the file is gone."""
+    return _indexer_fault("indexer-stopped")
 
 
 def search_indexer() -> None:
     """Consumes listing events into the vector database, as the search indexer does."""
     while True:
+        if _indexer_stopped():
+            time.sleep(0.2)
+            continue
+        connection = None
         try:
             connection = pika.BlockingConnection(_rabbit_params())
             channel = connection.channel()
             channel.basic_qos(prefetch_count=10)
             for method, _, body in channel.consume(EVENTS_QUEUE, inactivity_timeout=0.2):
-                while _indexer_paused():
+                while _indexer_paused() and not _indexer_stopped():
                     connection.sleep(0.2)
+                if _indexer_stopped():
+                    # Closing the connection hands back what it had not acknowledged.
+                    log.warning("search indexer stopped consuming %s", EVENTS_QUEUE)
+                    break
                 if method is None:
                     continue
                 try:
@@ -185,6 +206,10 @@ def search_indexer() -> None:
         except Exception as exc:
             log.error("search indexer lost RabbitMQ: %s", type(exc).__name__)
             time.sleep(1)
+        finally:
+            if connection is not None and connection.is_open:
+                with contextlib.suppress(Exception):  # already going: nothing to hand back
+                    connection.close()
 
 
 if __name__ == "__main__":

@@ -37,11 +37,18 @@ def signature_valid(payload: bytes, header: str, key: str) -> bool:
     return hmac.compare_digest(expected.hexdigest(), parts.get("v1", ""))
 
 
+def verifies_signatures() -> bool:
+    """faults/order-service.webhook-signatures-unchecked: the receiver takes every event as
+    it comes (a verification switched off to debug, and left off)."""
+    return not (layout().faults / "order-service.webhook-signatures-unchecked").exists()
+
+
 @app.post("/webhooks/stripe")
 def stripe_webhook() -> Any:
     payload = request.get_data()
-    if not signature_valid(payload, request.headers.get("Stripe-Signature", ""),
-                           secret("UNIBAZZAR_STRIPE_WEBHOOK_SECRET")):
+    if verifies_signatures() and not signature_valid(
+            payload, request.headers.get("Stripe-Signature", ""),
+            secret("UNIBAZZAR_STRIPE_WEBHOOK_SECRET")):
         log.warning("webhook rejected: bad signature")
         return {"error": "bad signature"}, 400
     event = json.loads(payload or b"{}")
