@@ -96,7 +96,7 @@ def run_planted(tmp_path: Path, mode: list[str], receivers: dict[str, Receiver])
     assert not set(planted) & set(os.environ)
     with sandbox_logs_kept():  # the wrong canary password logs failed logins
         result, summary = run_checks(
-            tmp_path, *mode, f"--alluredir={reports / 'allure-results'}",
+            tmp_path, *mode, "--run-mode=oncall", f"--alluredir={reports / 'allure-results'}",
             f"--junitxml={reports / 'junit.xml'}", env_file=env_file,
             extra_env={"GITHUB_STEP_SUMMARY": str(step_summary)})
     assert summary["verdict"]["status"] == "failing", result.stdout[-2000:]
