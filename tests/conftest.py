@@ -23,6 +23,23 @@ SANDBOX_TOML = ROOT / "environments" / "sandbox.toml"
 SANDBOX_STATE = Path("/tmp/unibazzar-sandbox")
 
 
+# A key of an environment file naming the variable that holds a secret, written or given as
+# a commented-out example ("# token_env = ..."): a deployment must pass what a file may come
+# to name by uncommenting, or the run that turns a notifier on stops at "not set".
+_ENV_KEY = re.compile(r'(?m)^(#[ \t]*)?\w+_env = "([A-Z0-9_]+)"')
+
+
+def named_variables(text: str) -> set[str]:
+    """The variables an environment file's ``*_env`` keys name, in effect or not."""
+    return {name for _, name in _ENV_KEY.findall(text)}
+
+
+def example_variables(text: str) -> set[str]:
+    """The variables only its commented-out examples name (off until uncommented)."""
+    return named_variables(text) - {name for commented, name in _ENV_KEY.findall(text)
+                                    if not commented}
+
+
 def admin_dsn(database: str) -> str:
     """The sandbox's PostgreSQL as its superuser, over the Unix socket: for injecting faults."""
     return (f"host={SANDBOX_STATE / 'postgresql' / 'run'} port=25432 user=postgres "

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from unibazzar_health.gate import FAIL_ON_CHOICES, exit_status
 
-from conftest import ROOT, SANDBOX_TOML
+from conftest import ROOT, SANDBOX_TOML, named_variables
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
@@ -103,8 +103,12 @@ def test_secrets_appear_only_as_job_environment_variables() -> None:
 
 
 def test_every_variable_an_environment_file_names_comes_from_a_secret() -> None:
+    """Its commented-out examples too ([notify], [incident_state]): a team turns paging on by
+    uncommenting them, and a variable the job does not pass stops that run at "not set"."""
     example = (ROOT / "environments" / "production.toml.example").read_text()
-    named = set(re.findall(r'(?m)^\w+_env = "([A-Z0-9_]+)"', example))
+    named = named_variables(example)
+    assert {"UNIBAZZAR_SLACK_WEBHOOK_URL", "UNIBAZZAR_PAGERDUTY_ROUTING_KEY",
+            "UNIBAZZAR_INCIDENT_STATE_PASSWORD"} <= named
     for name in ("post-deploy.yml", "scheduled-probe.yml"):
         env = only_job(workflow(name))["env"]
         from_secrets = {k for k, v in env.items() if f"secrets.{k}" in str(v)}
@@ -117,6 +121,63 @@ def test_no_delivery_script_traces_its_commands() -> None:
                  ROOT / "deploy" / "docker" / "entrypoint.sh"]:
         text = path.read_text()
         assert not re.search(r"(?m)^\s*set\s+-\w*x|set -o xtrace|bash -x", text), path
+
+
+KUBECONFIG_ENVIRONMENT = """
+[environment]
+name = "kubeconfig-from-a-secret"
+
+[kubernetes]
+namespace = "unibazzar"
+mode = "kubeconfig"
+context = "from-the-secret"
+"""
+KUBECONFIG_DATA = """apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: 'https://127.0.0.1:6443'}
+users:
+- name: u
+  user: {token: kubeconfig-token-never-printed}
+contexts:
+- name: from-the-secret
+  context: {cluster: c, user: u}
+"""
+
+
+@pytest.mark.parametrize("script", ["ci-post-deploy", "ci-scheduled-probe"])
+def test_both_ci_scripts_write_the_kubeconfig_secret_to_a_private_file_they_remove(
+        tmp_path: Path, script: str) -> None:
+    """Production's [kubernetes] mode is "kubeconfig", and the workflows pass the kubeconfig
+    as the secret's text: each script must write it where the client and the environment
+    file's check look (KUBECONFIG), or the run stops at "no kubeconfig file" (exit 4). One
+    shared file does it for both; the kubeconfig is never printed and never left behind."""
+    env_file = tmp_path / "kubeconfig.toml"
+    env_file.write_text(KUBECONFIG_ENVIRONMENT)
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    home = tmp_path / "home"  # no ~/.kube/config to fall back on
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTEST_ADDOPTS", "KUBECONFIG", "UNIBAZZAR_PUSHGATEWAY_URL")}
+    env |= {"HOME": str(home), "RUNNER_TEMP": str(runner_temp),
+            "UNIBAZZAR_ENV_FILE": str(env_file), "UNIBAZZAR_KUBECONFIG_DATA": KUBECONFIG_DATA,
+            "UNIBAZZAR_REPORTS_DIR": str(tmp_path / "reports")}
+    done = subprocess.run([str(ROOT / "scripts" / script), "--collect-only", "-q",
+                           "-p", "no:xdist", "-m", "kubernetes"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "no kubeconfig file" not in output
+    assert "kubeconfig-token-never-printed" not in output
+    assert list(runner_temp.iterdir()) == [], "the kubeconfig was left behind"
+    # Written in one place, sourced by both.
+    shared = ROOT / "scripts" / "ci-kubeconfig.sh"
+    assert "UNIBAZZAR_KUBECONFIG_DATA" in shared.read_text()
+    text = (ROOT / "scripts" / script).read_text()
+    assert re.search(r'(?m)^\. "?scripts/ci-kubeconfig\.sh"?$', text), script
+    assert "UNIBAZZAR_KUBECONFIG_DATA\"" not in text.split("\nset -euo pipefail", 1)[1]
 
 
 # ---- the workflows' own command lines, against the sandbox ----------------------------------

@@ -30,6 +30,8 @@ def summary(status: str, severity: str | None, broken: int = 0, not_run: int = 0
     (summary("incomplete", None, not_run=2), "any", EXIT_INCOMPLETE),
     (summary("incomplete", None, broken=1), "never", EXIT_INCOMPLETE),
     (summary("healthy", None), "any", EXIT_HEALTHY),
+    # Every check of a service skipped: nothing of it was judged.
+    (summary("incomplete", None), "any", EXIT_INCOMPLETE),
 ])
 def test_exit_status_by_verdict_and_threshold(verdict: dict, fail_on: str,
                                               expected: int) -> None:
@@ -206,3 +208,50 @@ def test_allure_executor_names_the_ci_run(suite: pytest.Pytester,
     executor = json.loads((suite.path / "ar" / "executor.json").read_text())
     assert executor["buildUrl"] == "https://github.com/unibazzar/health/actions/runs/42"
     assert executor["buildName"] == "post-deploy #7"
+
+
+CRASHING = '''
+import os
+from unibazzar_health.runbook import runbook_check
+
+def observe(ctx):
+    return {}
+
+@runbook_check("auth.postgresql-connectivity", observe=observe)
+def test_fine(observed):
+    pass
+
+@runbook_check("ai.redis-cache-performance", observe=observe)
+def test_dies(observed):
+    os._exit(13)  # the worker process dies mid-check
+'''
+
+
+def test_a_check_whose_worker_crashed_is_broken_never_healthy(suite: pytest.Pytester) -> None:
+    import json
+
+    suite.makepyfile(test_checks=CRASHING)
+    result = run(suite, "-n", "2", "--fail-on=any")
+    summary = json.loads((suite.path / "reports" / "summary.json").read_text())
+    crashed = [c for c in summary["checks"] if c["outcome"] == "broken"]
+    assert [c["nodeid"] for c in crashed] == ["test_checks.py::test_dies"], summary["checks"]
+    assert "crashed" in crashed[0]["message"]
+    assert summary["verdict"]["status"] == "incomplete"
+    assert result.ret == EXIT_INCOMPLETE, result.stdout.str()
+
+
+def test_a_run_stopped_early_is_incomplete_and_says_so(suite: pytest.Pytester) -> None:
+    import json
+
+    suite.makepyfile(test_checks=BROKEN + '''
+
+@runbook_check("ai.redis-cache-performance", observe=lambda ctx: {})
+def test_never_reached(observed):
+    pass
+''')
+    result = run(suite, "-p", "no:xdist", "-x", "--fail-on=any")
+    summary = json.loads((suite.path / "reports" / "summary.json").read_text())
+    assert summary["verdict"]["interrupted"] is True
+    assert summary["verdict"]["status"] == "incomplete"
+    assert result.ret == EXIT_INCOMPLETE
+    result.stdout.fnmatch_lines(["VERDICT INCOMPLETE: the run was stopped before every check*"])

@@ -27,7 +27,7 @@ def test_the_runs_own_readings_of_pods_and_logs_make_the_context() -> None:
     lines = [f"2026-11-27T13:00:{n:02d}Z INFO line {n}" for n in range(60)]
     measurements.get(LOGS_KEY.format("ai-service"), lambda: {
         "ai-1": "\n".join([*lines, "ERROR upstream said password=hunter2"]), "ai-2": ""})
-    context = context_for(measurements, "ai-service")
+    context = context_for(measurements, "ai-service", 1.0)
     assert context["problems"] == []
     assert context["deployment"] == "ai-service" and context["metrics_available"] is True
     assert [(c["pod"], c["cpu_usage"], c["memory_usage"]) for c in context["pods"]] == [
@@ -45,9 +45,30 @@ def test_what_was_not_read_or_failed_is_named_not_read_again() -> None:
 
     with pytest.raises(DeadlineExceeded):
         measurements.get(PODS_KEY.format("order-service"), dead)
-    context = context_for(measurements, "order-service")
+    context = context_for(measurements, "order-service", 1.0)
     assert context["pods"] == [] and context["last_log_lines"] == {}
     assert context["problems"] == [
         "pods and metrics: kubernetes at http://k8s:6443: did not answer within the deadline "
         "(deadline 2 s)",
         "logs: not read in this run (its error-patterns check was not selected)"]
+
+
+def test_a_reading_still_under_way_is_waited_for_only_so_long() -> None:
+    """The context is built on pytest's own thread: a stuck read must not hang it."""
+    import threading
+    import time
+
+    from unibazzar_health.runbook import PODS_KEY
+    from unibazzar_health.shared import SharedObservations
+
+    measurements = SharedObservations()
+    release = threading.Event()
+    threading.Thread(target=measurements.get, args=(PODS_KEY.format("ai-service"),
+                                                    lambda: release.wait(30)),
+                     daemon=True).start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    context = context_for(measurements, "ai-service", 0.2)
+    release.set()
+    assert time.monotonic() - started < 5
+    assert any("still being read after 0.2 s" in p for p in context["problems"])

@@ -18,7 +18,7 @@ DEFAULT_FAIL_ON = {"oncall": "any", "scheduled": "any", "ci": "SEV2"}
 
 EXIT_HEALTHY = 0
 EXIT_FAILING = 1  # the verdict is at least as severe as --fail-on
-EXIT_INCOMPLETE = 6  # nothing failing at that severity, but a check was broken or not run
+EXIT_INCOMPLETE = 6  # nothing failing at that severity, but the verdict is incomplete
 
 
 def fails_gate(severity: str | None, fail_on: str) -> bool:
@@ -33,7 +33,9 @@ def exit_status(summary: dict[str, Any], fail_on: str) -> int:
     verdict = summary["verdict"]
     if verdict["status"] == "failing" and fails_gate(verdict["severity"], fail_on):
         return EXIT_FAILING
-    if verdict["broken_checks"] or summary["counts"].get("not-run"):
+    if (verdict["status"] == "incomplete" or verdict["broken_checks"]
+            or verdict.get("interrupted") or summary["counts"].get("not-run")):
+        # A service nothing judged (its every check skipped) is incomplete too.
         return EXIT_INCOMPLETE
     return EXIT_HEALTHY
 
@@ -45,7 +47,8 @@ def explain(summary: dict[str, Any], fail_on: str, status: int) -> str:
         return f"exit {status}: verdict {severity} fails the gate (--fail-on {fail_on})"
     if status == EXIT_INCOMPLETE:
         below = (f"; {severity} is below --fail-on {fail_on}" if severity else "")
-        return f"exit {status}: verdict incomplete (a check was broken or not run){below}"
+        return (f"exit {status}: verdict incomplete (a check broken or not run, or a service "
+                f"nothing judged){below}")
     if severity:
         return f"exit {status}: verdict {severity} is below the gate (--fail-on {fail_on})"
     return f"exit {status}: healthy"

@@ -500,8 +500,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             # run read of the service's pods and logs (service_context.py).
             from unibazzar_health.service_context import context_for
 
-            result.context = state.redactor.data(
-                context_for(state.measurements, info.entry.service))
+            # Those reads run on their own checks' observations: waited for at most one
+            # check's limit, never past the run's budget.
+            left = (state.budget_deadline - time.monotonic()) if state.budget_deadline else 0.0
+            result.context = state.redactor.data(context_for(
+                state.measurements, info.entry.service,
+                max(0.0, min(state.check_limit, left))))
         # Plain strings on the item: JUnit XML writes the teardown report's, which are the
         # item's. The whole result crosses xdist as JSON on this report only, and the
         # controller takes it off (ResultCollector).
@@ -538,6 +542,21 @@ class ResultCollector:
             else:
                 kept.append((key, value))
         report.user_properties = kept
+        when: str = report.when  # xdist's crash report says "???", outside pytest's type
+        if when == "???" and report.failed and report.nodeid not in self.state.results:
+            # xdist's report for the test a worker died running: no result of ours rides on
+            # it. The check ran nowhere: broken, so the verdict cannot read healthy.
+            self.state.results[report.nodeid] = crashed_result(report.nodeid,
+                                                               str(report.longrepr))
+
+
+def crashed_result(nodeid: str, why: str) -> CheckResult:
+    from unibazzar_health.distribution import group_of
+
+    service = group_of(nodeid)
+    return CheckResult(id=nodeid, service=service if service in SERVICES else "unknown",
+                       step="(the process running it crashed)", title=nodeid, nodeid=nodeid,
+                       outcome=Outcome.BROKEN, message=why.strip().splitlines()[0][:300])
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -551,11 +570,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = config.stash[RUN_KEY]
     if not state.results or state.env is None:
         return
+    # Stopped by hand (Ctrl-C) or by -x: what did not run is no evidence of health.
+    interrupted = (session.exitstatus == pytest.ExitCode.INTERRUPTED
+                   or bool(session.shouldstop) or bool(session.shouldfail))
     run = RunInfo(environment=state.env.name, environment_file=str(state.env.path),
                   started_at=state.started_at, finished_at=now(),
                   arguments=[state.redactor.text(a) for a in sys.argv[1:]],
-                  version=_version())
-    poster = _poster(config, state)
+                  version=_version(), interrupted=interrupted)
+    # An interrupted run neither opens nor resolves an incident.
+    poster = None if interrupted else _poster(config, state)
     state.summary = build_summary(list(state.results.values()), state.catalog, run,
                                   _remembered(response(state.env), poster, state))
     if poster is not None and (silenced := poster.silenced(state.summary)):

@@ -37,14 +37,15 @@ def _problem(what: str, value: Any) -> str:
     return f"{what}: {type(value).__name__}: {value}"
 
 
-def context_for(measurements: SharedObservations, service: str) -> dict[str, Any]:
+def context_for(measurements: SharedObservations, service: str,
+                wait_s: float) -> dict[str, Any]:
     """The service's last log lines and resource usage against limits, from what this run
     measured of it; what it did not measure, or could not read, is named under ``problems``."""
     from unibazzar_health.runbook import LOGS_KEY, PODS_KEY
 
     seen: dict[str, Any] = {"service": service, "pods": [], "metrics_available": False,
                             "last_log_lines": {}, "problems": []}
-    found, pods = measurements.peek(PODS_KEY.format(service))
+    found, pods = measurements.peek(PODS_KEY.format(service), wait_s)
     if not found:
         seen["problems"].append("pods and metrics: not read in this run (its "
                                 "scope-and-impact check was not selected)")
@@ -56,7 +57,7 @@ def context_for(measurements: SharedObservations, service: str) -> dict[str, Any
         seen["deployment"] = pods.deployment
         seen["pods"] = [_container(c) for c in pods.containers]
         seen["metrics_available"] = pods.metrics_available
-    found, logs = measurements.peek(LOGS_KEY.format(service))
+    found, logs = measurements.peek(LOGS_KEY.format(service), wait_s)
     if not found:
         seen["problems"].append("logs: not read in this run (its error-patterns check was "
                                 "not selected)")

@@ -49,12 +49,14 @@ class SharedObservations:
             raise cell.error
         return cell.value  # type: ignore[no-any-return]
 
-    def peek(self, key: Hashable) -> tuple[bool, Any]:
+    def peek(self, key: Hashable, timeout: float) -> tuple[bool, Any]:
         """(True, the value or the exception it raised) if some check measured ``key`` this
-        run (waiting for it to finish), else (False, None): never measures."""
+        run (waiting at most ``timeout`` for it to finish: the caller may be pytest's own
+        thread, which must never hang on a stuck probe), else (False, None): never measures."""
         with self._lock:
             cell = self._cells.get(key)
         if cell is None:
             return False, None
-        cell.done.wait()
+        if not cell.done.wait(timeout):
+            return True, TimeoutError(f"still being read after {timeout:g} s")
         return True, (cell.error if cell.error is not None else cell.value)

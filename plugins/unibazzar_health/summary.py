@@ -38,6 +38,7 @@ class RunInfo:
     finished_at: datetime
     arguments: list[str]
     version: str = ""
+    interrupted: bool = False  # stopped before every selected check ran
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo,
     unchecked = sorted(s for s, entry in services.items() if entry["status"] == "unchecked")
     if failed:
         status = "failing"
-    elif broken or counts[str(Outcome.NOT_RUN)] or unchecked:
+    elif broken or counts[str(Outcome.NOT_RUN)] or unchecked or run.interrupted:
         status = "incomplete"
     else:
         status = "healthy"
@@ -84,6 +85,7 @@ def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo,
         "failing_checks": [r.id for r in failed],
         "broken_checks": [r.id for r in broken],
         "unchecked_services": unchecked,
+        "interrupted": run.interrupted,
     }
     if severity is not None:
         verdict["respond_by"] = respond_by(
@@ -270,6 +272,9 @@ def render(summary: dict[str, Any]) -> list[str]:
         lines.append(f"VERDICT {verdict['severity']} {verdict['title']}: respond within "
                      f"{verdict['respond_within']} — {len(verdict['failing_checks'])} of {total} "
                      f"checks failing ({tally}) in {summary['environment']}")
+    elif verdict["status"] == "incomplete" and verdict.get("interrupted"):
+        lines.append(f"VERDICT INCOMPLETE: the run was stopped before every check ran "
+                     f"({tally}) in {summary['environment']}")
     elif verdict["status"] == "incomplete":
         unchecked = verdict.get("unchecked_services") or []
         why = (f"; nothing of {', '.join(unchecked)} was checked (every check skipped)"

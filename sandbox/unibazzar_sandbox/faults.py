@@ -649,7 +649,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("dynamodb-table-missing",
           "the DynamoDB listings table is gone: listings cannot be read or created",
           (("listing.dynamodb-table-status", "SEV1"), ("listing.indexing-performance", "SEV2"),
-           ("listing.cache-freshness", "SEV1")),
+           ("listing.cache-freshness", "SEV3")),
           _table_missing_on, _table_missing_off, _table_missing_is_on,
           notes=f"table {LISTINGS_TABLE} deleted, its items kept in "
                 "faults/dynamodb-table-missing.saved.json; off recreates it from the seed and "
