@@ -2,8 +2,12 @@
 the posting self-tests: each a small threaded http.server that records what it receives and
 answers as the service does. A test switches a receiver's behaviour: ``ok``; ``error`` (HTTP
 500, nothing recorded); ``slow`` (holds the request past any deadline before reading it,
-records nothing: overloaded, never processed); ``block`` (records the request, then never
-answers until released: the test kills the sender meanwhile). ``down()`` closes the port."""
+records nothing: overloaded, never processed); ``lag`` (records the request and acts on it,
+but answers only after ``lag_s``: the sender's read times out though it arrived);
+``block`` (records the request, then never answers until released: the test kills the
+sender meanwhile); ``stall`` (as ``block``, but acts on the request first, as a service that
+did the work and never answered). ``fail`` lists requests answered once each with HTTP 502
+(method, path suffix). ``down()`` closes the port."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 
 @dataclass
@@ -32,6 +36,8 @@ class Receiver:
     name: str
     behaviour: str = "ok"
     slow_s: float = 30.0
+    lag_s: float = 2.0
+    fail: list[tuple[str, str]] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Event = field(default_factory=threading.Event)
@@ -101,6 +107,12 @@ class GitHubReceiver(Receiver):
                 self.comments.setdefault(number, []).append(body["body"])
                 return 201, {"html_url": f"{self.base}/issues/{number}#c"
                                          f"{len(self.comments[number])}"}
+            if method == "GET" and parts[2:] == ["comments"]:
+                query = dict(parse_qsl(urlsplit(path).query))
+                size, page = int(query.get("per_page", 30)), int(query.get("page", 1))
+                listed = [{"body": text, "html_url": f"{self.base}/issues/{number}#c{n}"}
+                          for n, text in enumerate(self.comments.get(number, []), 1)]
+                return 200, listed[(page - 1) * size:page * size]
             if method == "PATCH" and len(parts) == 2:
                 self.issues[number].update(body)
                 return 200, self.issues[number]
@@ -131,6 +143,12 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                     self.headers.get("Authorization") != f"Bearer {receiver.token}":
                 self._send(401, {"message": "Bad credentials"})
                 return
+            failing = next((f for f in receiver.fail if f[0] == self.command
+                            and urlsplit(self.path).path.endswith(f[1])), None)
+            if failing is not None:
+                receiver.fail.remove(failing)
+                self._send(502, {"message": "bad gateway"})
+                return
             receiver.received.append(Received(self.command, self.path, dict(self.headers),
                                               body, raw))
             receiver.arrived.set()
@@ -138,16 +156,24 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 receiver.released.wait(120)
                 return
             status, answer = receiver.answer(self.command, self.path, body)
+            if receiver.behaviour == "stall":
+                receiver.released.wait(120)
+                return
+            if receiver.behaviour == "lag":
+                time.sleep(receiver.lag_s)
             self._send(status, answer)
 
         def _send(self, status: int, answer: Any) -> None:
             data = (answer if isinstance(answer, str) else json.dumps(answer)).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain" if isinstance(answer, str)
-                             else "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if isinstance(answer, str)
+                                 else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # the sender gave up waiting (lag): as a service would, carry on
+                pass
 
         do_POST = do_GET = do_PATCH = _serve
 

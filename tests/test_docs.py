@@ -38,3 +38,22 @@ def test_docs_checks_lists_every_impact_class_under_its_severity() -> None:
     listed = {level: re.findall(r"`([a-z-]+)`", classes)
               for level, classes in re.findall(r"^\| (SEV\d) \| (.+) \|$", section, re.MULTILINE)}
     assert listed == {level: list(s.impacts) for level, s in load_catalog().severities.items()}
+
+
+def test_docs_environments_lists_every_section_and_every_key_of_the_small_ones() -> None:
+    """Every section of an environment file has its row in docs/environments.md; for the
+    sections read by the messages and the escalation, every key is named in it."""
+    from pydantic import BaseModel
+
+    from unibazzar_health.settings import EnvironmentFile
+
+    text = (ROOT / "docs" / "environments.md").read_text()
+    rows = {name: line for line in text.splitlines()
+            for name in re.findall(r"^\| `\[\[?([a-z_]+)", line)}
+    assert set(EnvironmentFile.model_fields) <= set(rows), \
+        sorted(set(EnvironmentFile.model_fields) - set(rows))
+    for section in ("report", "contacts", "escalation", "calendar", "oncall"):
+        model = EnvironmentFile.model_fields[section].annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        missing = [key for key in model.model_fields if f"`{key}`" not in rows[section]]
+        assert not missing, (section, missing)

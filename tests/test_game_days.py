@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from unibazzar_health.catalog import load_catalog
 
-from conftest import ROOT, run_checks, sandbox, sandbox_logs_kept
+from conftest import ROOT, SANDBOX_PYTHON, run_checks, sandbox, sandbox_logs_kept
 
 
 def faults() -> list[dict[str, Any]]:
@@ -51,6 +52,36 @@ def test_docs_sandbox_holds_the_fault_matrix() -> None:
     for name, what, fails in rows:
         assert what.strip() == FAULTS[name]["what"], name
         assert fails.strip() == matrix_cell(FAULTS[name]), name
+
+
+FILE_FAULTS = ("jwt-key-mismatch", "webhooks-undelivered", "bad-signatures-accepted",
+               "order-partition", "error-spike")
+
+
+def test_a_fresh_sandbox_starts_with_no_fault_on(tmp_path: Path) -> None:
+    """What `up` does first, in a state directory of its own (no server needed): the files
+    and markers faults left under faults/ are removed, an error spike's lines cut out of the
+    log. Held faults end with the supervisor, and the servers' data starts afresh."""
+    log = tmp_path / "logs" / "order-service.log"
+    log.parent.mkdir()
+    log.write_text("2026-11-27 10:00:00,000 INFO order-service started\n")
+    script = (
+        "from unibazzar_sandbox.faults import BY_NAME, clear\n"
+        "from unibazzar_sandbox.layout import Layout\n"
+        f"layout = Layout.from_env({str(tmp_path)!r})\n"
+        f"for name in {FILE_FAULTS!r}:\n"
+        "    BY_NAME[name].on(layout)\n"
+        "(layout.faults / 'kubernetes.crash-loop').write_text('')\n"
+        "print(sorted(name for name, f in BY_NAME.items() if name in "
+        f"{FILE_FAULTS!r} and f.is_on(layout)))\n"
+        "clear(layout)\n"
+        "print(sorted(p.name for p in layout.faults.iterdir()))\n")
+    done = subprocess.run([str(SANDBOX_PYTHON), "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    was_on, left = done.stdout.splitlines()
+    assert was_on == repr(sorted(FILE_FAULTS))
+    assert left == "[]"
+    assert log.read_text() == "2026-11-27 10:00:00,000 INFO order-service started\n"
 
 
 @pytest.mark.sandbox

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from unibazzar_health.catalog import load_catalog
 from unibazzar_health.incidents.lifecycle import (
@@ -18,7 +21,9 @@ from unibazzar_health.incidents.lifecycle import (
     dedup_key,
     first_failure_at,
 )
+from unibazzar_health.incidents.notifiers.pagerduty import PagerDutyNotifier
 from unibazzar_health.incidents.state import KINDS, Delivery, EnvironmentState
+from unibazzar_health.policy import internal_level
 from unibazzar_health.results import CheckResult, Outcome
 from unibazzar_health.severity import severity_of
 from unibazzar_health.summary import Response, RunInfo, build_summary
@@ -28,7 +33,7 @@ RESPONSE = Response(ic="@alice", war_room="#incidents-prod",
                     report_url="https://reports.example/prod/index.html",
                     contacts={"level_2": "@bob", "level_3": "@carol", "level_4": "@dave"})
 POLICY = Policy(environment="production",
-                notifiers=(("pagerduty", frozenset({"alert", "resolved"})),
+                notifiers=(("pagerduty", PagerDutyNotifier.kinds),
                            ("slack", frozenset(KINDS))),
                 contacts={1: "@alice", 2: "@bob", 3: "@carol", 4: "@dave"})
 
@@ -285,3 +290,130 @@ def test_delivery_ids_are_deterministic_and_distinct() -> None:
     assert [d.id for d in da] == [d.id for d in db]
     assert len({d.id for d in da}) == 2
     assert all(isinstance(d, Delivery) for d in da)
+
+
+def test_a_silenced_checks_severity_and_service_stay_out_of_the_page() -> None:
+    # One Redis behind a SEV1 order-service check (silenced) and a SEV3 auth-service one.
+    orders = failed("order.saga-orchestration", "sagas stuck on redis", ("redis",),
+                    impact="outage")
+    logins = failed("auth.rate-limit-legitimate-traffic", "rate limits lost with redis",
+                    ("redis",), impact="minor")
+    runs = Runs(replace(POLICY, mutes=(Mute("sagas replayed by hand", T0 + timedelta(hours=2),
+                                            check="order.saga-orchestration"),)))
+    alert = runs.at(0, [orders, logins])
+    assert sent(alert)[0][:2] == ["🚨 INCIDENT ALERT - SEV 3", "Service: auth-service"]
+    incident = runs.state.incidents["dependency:redis"]
+    assert (incident.severity, incident.services, incident.checks) == (
+        "SEV3", ["auth-service"], ["auth.rate-limit-legitimate-traffic"])
+    trigger = next(d for d in alert.deliveries if d.notifier == "pagerduty")
+    assert trigger.payload["incident"]["severity"] == "SEV3"
+    assert trigger.payload["summary"]["verdict"]["severity"] == "SEV3"
+    assert "order-service" not in str(trigger.payload["message"])
+
+
+def test_a_silenced_check_makes_no_outage() -> None:
+    # Both order-service checks fail: an outage (SEV1) — unless one of them is silenced.
+    sagas = failed("order.saga-orchestration", "2 saga(s) stuck past 15 min")
+    webhooks = failed("order.payment-provider-webhooks", "webhook secret rejected",
+                      impact="minor")
+    runs = Runs(replace(POLICY, mutes=(Mute("sagas replayed by hand", T0 + timedelta(hours=2),
+                                            check="order.saga-orchestration"),)))
+    alert = runs.at(0, [sagas, webhooks])
+    assert sent(alert)[0][0] == "🚨 INCIDENT ALERT - SEV 3"
+    assert runs.state.incidents["service:order-service"].severity == "SEV3"
+    loud = Runs().at(0, [sagas, webhooks])
+    assert sent(loud)[0][0] == "🚨 INCIDENT ALERT - SEV 1"
+
+
+def test_a_run_that_judged_none_of_a_healing_incidents_checks_escalates_nothing() -> None:
+    forged = failed("auth.jwt-secret-configuration", "auth-service accepts forged tokens",
+                    impact="security")
+    runs = Runs(replace(POLICY, resolve_after=2))
+    runs.at(0, [forged])
+    healing = runs.at(5, [passed("auth.jwt-secret-configuration")])
+    assert healing.notes == ["HEALING service:auth-service: passing 1 of 2 runs before the "
+                             "resolution"]
+    # pytest -m order-service, 40 minutes in: past SEV1's Level 3, but nothing of it is failing.
+    other = runs.at(40, [passed("order.saga-orchestration")])
+    assert other.deliveries == []
+    assert runs.state.incidents["service:auth-service"].escalation_level == 1
+
+
+def test_a_run_that_did_not_look_escalates_at_the_incidents_own_severity() -> None:
+    forged = failed("auth.jwt-secret-configuration", "auth-service accepts forged tokens",
+                    impact="security")
+    runs = Runs()
+    runs.at(0, [forged])
+    other = runs.at(16, [passed("order.saga-orchestration")])  # pytest -m order-service
+    assert [d.payload["message"]["lines"][:3] for d in other.deliveries] == [[
+        "⏫ INCIDENT ESCALATION - SEV 1", "Service: auth-service",
+        "Escalated to: Level 2 — Senior engineer/Team lead (@bob)"]]
+
+
+def test_external_escalation_names_only_the_incidents_own_teams() -> None:
+    dynamo = failed("listing.dynamodb-table-status", "table gone", ("dynamodb",))
+    forged = failed("auth.jwt-secret-configuration", "accepts forged", impact="security")
+    alert = Runs().at(0, [dynamo, forged])
+    external = {d.incident_key: d.payload["summary"]["escalation"]["external"]
+                for d in alert.deliveries if d.notifier == "slack"}
+    assert external == {
+        "service:listing-service": [{"team": "AWS Support", "contact": None,
+                                     "why": "infrastructure: dynamodb failing"}],
+        "service:auth-service": [{"team": "Security Team", "contact": None,
+                                  "why": "security incident"}]}
+    auth = next(d for d in alert.deliveries
+                if d.notifier == "slack" and d.incident_key == "service:auth-service")
+    assert not [line for line in auth.payload["message"]["details"] if "AWS" in line]
+    # Each team's contact, from the environment's [contacts].
+    runs = Runs(replace(POLICY, external_contacts={"aws_support": "https://aws.example/case"}))
+    listing = next(d for d in runs.at(0, [dynamo]).deliveries if d.notifier == "slack")
+    assert listing.payload["summary"]["escalation"]["external"][0]["contact"] == \
+        "https://aws.example/case"
+    assert "External: AWS Support (https://aws.example/case) — infrastructure: dynamodb " \
+           "failing" in listing.payload["message"]["details"]
+
+
+def test_pagerduty_hears_a_severity_change_under_the_same_dedup_key() -> None:
+    runs = Runs()
+    alert = runs.at(0, [LISTING_REDIS, AI_REDIS])
+    better = runs.at(5, [passed("listing.related-systems"), AI_REDIS])  # SEV2 → SEV3
+    assert [(d.notifier, d.kind) for d in better.deliveries] == [
+        ("pagerduty", "update"), ("slack", "update")]
+    retrigger = better.deliveries[0]
+    assert retrigger.dedup_key == alert.deliveries[0].dedup_key
+    assert retrigger.payload["incident"]["severity"] == "SEV3"
+    # An update that changes only the checks is for the chat.
+    worse = runs.at(10, [LISTING_REDIS, AI_REDIS])  # back to SEV2: PagerDuty again
+    same = runs.at(15, [LISTING_REDIS, AI_REDIS, passed("order.saga-orchestration")])
+    assert [d.notifier for d in worse.deliveries] == ["pagerduty", "slack"]
+    assert same.deliveries == []
+    grown = runs.at(20, [LISTING_REDIS, AI_REDIS, passed("ai.embedding-service-health"),
+                         failed("ai.end-to-end-search", "search times out", ("redis",),
+                                impact="minor")])  # one more check, still SEV2
+    assert [(d.notifier, d.kind) for d in grown.deliveries] == [("slack", "update")]
+
+
+@pytest.mark.parametrize(("thresholds", "level", "minutes", "expected"), [
+    ({"SEV1": {1: 0, 2: 5}}, "SEV2", 500, 3),  # SEV2 keeps its defaults: 60 / 240 min
+    ({"SEV1": {1: 0, 2: 5}}, "SEV1", 5, 2),
+    ({"SEV1": {1: 0, 2: 5}}, "SEV1", 10_000, 2),  # a shorter list: never Level 3 by time
+    ({"SEV3": {1: 0}}, "SEV3", 10_000, 1),
+    ({}, "SEV3", 240, 2),
+])
+def test_a_partial_escalation_section_keeps_the_defaults_of_other_severities(
+        thresholds: dict[str, dict[int, float]], level: str, minutes: float,
+        expected: int) -> None:
+    assert internal_level(level, minutes, thresholds) == expected
+
+
+def test_the_environments_escalation_policy_merges_with_the_defaults(tmp_path: Path) -> None:
+    from unibazzar_health.incidents.config import policy
+    from unibazzar_health.policy import DEFAULT_ESCALATION_MINUTES
+    from unibazzar_health.settings import load_environment
+
+    path = tmp_path / "prod.toml"
+    path.write_text('[environment]\nname = "prod"\n\n[escalation]\nSEV1 = [0, 5, 10]\n\n'
+                    '[incident_state]\n')
+    built = policy(load_environment(path, {}), "oncall", [])
+    assert built.escalation_minutes == {**DEFAULT_ESCALATION_MINUTES,
+                                        "SEV1": {1: 0.0, 2: 5.0, 3: 10.0}}

@@ -1,15 +1,20 @@
 """The posting layer called directly (incidents/posting.py), with summaries built by
 summary.build_summary at chosen times and real receivers on loopback: an incident of
 1 h 23 min posted to Slack and PagerDuty, then its timeline and post-mortem draft from the
-store through the commands; a dry run changes nothing; a store that cannot be reached is
-reported, never raised; a claim left by a dead process on another host waits for its lease."""
+store through the commands; a dry run changes nothing; a store that cannot be reached, a
+state written by another version or a bug of ours is reported, never raised; a claim left by
+a dead process on another host waits for its lease; a post that may have arrived is never
+sent twice; the ticket's resolution comments once and closes, request by request within the
+budget; PagerDuty hears a severity change."""
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from receivers import PagerDutyReceiver, SlackReceiver, serving
+from receivers import GitHubReceiver, PagerDutyReceiver, SlackReceiver, serving
 
 from unibazzar_health.catalog import load_catalog
 from unibazzar_health.incidents.posting import Poster, stale_claim
@@ -25,13 +30,14 @@ from unibazzar_health.incidents.sqlite_store import SqliteStore
 from unibazzar_health.incidents.state import Delivery
 from unibazzar_health.redaction import Redactor
 from unibazzar_health.results import CheckResult, Outcome
-from unibazzar_health.settings import load_environment
+from unibazzar_health.settings import EnvironmentFileError, load_environment
 from unibazzar_health.severity import severity_of
 from unibazzar_health.summary import Response, RunInfo, build_summary
 
 T0 = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 SLACK_PATH = "/services/T0PLANTED/B0PLANTED/xoxbDirectS3cret"
 ROUTING_KEY = "R0utingKeyDirect7a1"
+GITHUB_TOKEN = "ghp_D1rectT0kenPl4nted"
 
 
 def failed(check_id: str, message: str) -> CheckResult:
@@ -63,11 +69,21 @@ class Clock:
 
 
 class World:
-    def __init__(self, tmp_path: Path, stack: ExitStack) -> None:
+    def __init__(self, tmp_path: Path, stack: ExitStack,
+                 notifiers: tuple[str, ...] = ("slack", "pagerduty"), budget: float = 5.0
+                 ) -> None:
         self.slack = stack.enter_context(serving(SlackReceiver("slack")))
         self.pagerduty = stack.enter_context(serving(PagerDutyReceiver("pagerduty")))
+        self.github = stack.enter_context(serving(GitHubReceiver("github",
+                                                                 token=GITHUB_TOKEN)))
         self.reports = tmp_path / "reports"
         self.env_file = tmp_path / "production.toml"
+        sections = {
+            "slack": '[notify.slack]\nwebhook_url_env = "SLACK_URL"\n',
+            "pagerduty": f'[notify.pagerduty]\nrouting_key_env = "PD_KEY"\n'
+                         f'api_url = "{self.pagerduty.base}/v2/enqueue"\n',
+            "ticket": f'[notify.ticket]\napi_url = "{self.github.base}"\n'
+                      f'repository = "unibazzar/incidents"\ntoken_env = "GH_TOKEN"\n'}
         self.env_file.write_text(f"""
 [environment]
 name = "production"
@@ -80,16 +96,11 @@ url = "https://reports.example/prod/index.html"
 
 [notify]
 deadline = 1.0
-budget = 5.0
+budget = {budget}
 
-[notify.slack]
-webhook_url_env = "SLACK_URL"
-
-[notify.pagerduty]
-routing_key_env = "PD_KEY"
-api_url = "{self.pagerduty.base}/v2/enqueue"
-""")
-        self.environ = {"SLACK_URL": self.slack.base + SLACK_PATH, "PD_KEY": ROUTING_KEY}
+""" + "\n".join(sections[name] for name in notifiers))
+        self.environ = {"SLACK_URL": self.slack.base + SLACK_PATH, "PD_KEY": ROUTING_KEY,
+                        "GH_TOKEN": GITHUB_TOKEN}
         self.clock = Clock()
 
     def poster(self, dry_run: bool = False) -> Poster:
@@ -122,6 +133,12 @@ api_url = "{self.pagerduty.base}/v2/enqueue"
 def world(tmp_path: Path) -> Iterator[World]:
     with ExitStack() as stack:
         yield World(tmp_path, stack)
+
+
+@pytest.fixture
+def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
+    with ExitStack() as stack:
+        yield lambda **options: World(tmp_path, stack, **options)
 
 
 def incident_of_83_minutes(world: World) -> None:
@@ -251,3 +268,142 @@ def test_errors_and_the_slack_url_path_are_redacted() -> None:
     redactor = Redactor(["https://hooks.slack.example" + SLACK_PATH, *notifier.hidden()])
     assert redactor.text(f"POST {SLACK_PATH} failed") == "POST *** failed"
     assert "xoxb" not in repr(notifier)
+
+
+def statuses(report: Any) -> list[tuple[str, str, str]]:
+    return [(r.notifier, r.kind, r.status) for r in report.results]
+
+
+def test_a_post_that_may_have_arrived_is_unknown_and_never_sent_twice(
+        make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack",))
+    world.slack.behaviour = "lag"  # it gets the alert, but answers after the 1 s deadline
+    first = world.run(0, REDIS_DOWN)
+    assert statuses(first) == [("slack", "alert", "unknown")]
+    assert "POST slack alert dependency:redis UNKNOWN: no answer within 1 s (may have been " \
+           "delivered): not resent, so nobody is notified twice — check slack by hand" in \
+           first.lines()
+    world.slack.behaviour = "ok"
+    assert world.run(5, REDIS_DOWN).results == []
+    assert len(world.slack.received) == 1
+
+
+def test_a_ticket_resolution_whose_close_failed_comments_once(
+        make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("ticket",))
+    world.run(0, REDIS_DOWN)
+    world.github.fail.append(("PATCH", "/issues/1"))  # the close answers 502, once
+    resolved = world.run(30, HEALTHY)
+    assert [(r.kind, r.status, r.tries) for r in resolved.results] == [("resolved", "sent", 2)]
+    assert world.github.issues[1]["state"] == "closed"
+    assert [c.split("\n")[1] for c in world.github.comments[1]] == [
+        "✅ INCIDENT RESOLVED - SEV 2"]
+
+
+def test_a_ticket_resolution_is_budgeted_request_by_request(
+        make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("ticket",), budget=1.0)
+    world.run(0, REDIS_DOWN)
+    # Each request takes 0.6 s: the comment fits in the 1 s budget, the close cannot.
+    world.github.behaviour, world.github.lag_s = "lag", 0.6
+    first = world.run(30, HEALTHY)
+    assert statuses(first) == [("ticket", "resolved", "pending")]
+    world.github.behaviour = "ok"
+    second = world.run(35, HEALTHY)
+    assert statuses(second) == [("ticket", "resolved", "sent")]
+    assert world.github.issues[1]["state"] == "closed"
+    assert len(world.github.comments[1]) == 1
+
+
+def test_pagerduty_is_triggered_again_when_the_severity_changes(world: World) -> None:
+    world.run(0, REDIS_DOWN)  # SEV2
+    world.run(5, [REDIS_DOWN[1], passed("listing.related-systems")])  # SEV3 now
+    events = world.pagerduty.bodies()
+    assert [(e["event_action"], e["payload"]["severity"]) for e in events] == [
+        ("trigger", "error"), ("trigger", "warning")]
+    assert events[0]["dedup_key"] == events[1]["dedup_key"]
+    assert events[1]["payload"]["summary"].startswith("📊 INCIDENT UPDATE - SEV 3: ")
+    assert len(world.slack.received) == 2
+
+
+def test_a_state_written_by_another_version_is_reported_not_raised(world: World) -> None:
+    world.run(0, REDIS_DOWN)
+    path = world.reports / "state" / "incidents.sqlite3"
+
+    def rewrite(change: Callable[[dict[str, Any]], None]) -> None:
+        with sqlite3.connect(path) as db:
+            (document,) = db.execute("SELECT document FROM state").fetchone()
+            data = json.loads(document)
+            change(data)
+            db.execute("UPDATE state SET document = ?", (json.dumps(data),))
+
+    # A field a newer version added to its incidents.
+    rewrite(lambda d: d["incidents"]["dependency:redis"].update(acknowledged_by="@bob"))
+    assert world.poster().first_failure_at(["listing.related-systems"]) is None  # no raise
+    report = world.run(5, REDIS_DOWN)
+    assert report.error is not None and report.error.startswith(
+        f"sqlite at {path}: the state of production cannot be read (TypeError: ")
+    assert report.lines()[0].startswith(f"POSTING skipped: sqlite at {path}: the state of ")
+    assert json.loads((world.reports / "posting.json").read_text())["error"] == report.error
+    # A newer layout is named as such.
+    rewrite(lambda d: d.update(version=2))
+    report = world.run(10, REDIS_DOWN)
+    assert report.error == (
+        f"sqlite at {path}: the state of production is version 2; this unibazzar-health "
+        "reads versions 1 to 1: run the same version on every runner that shares the store "
+        "(nothing decided, nothing changed)")
+    assert len(world.slack.received) == 1
+
+
+def test_a_bug_in_posting_is_reported_not_raised(world: World,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import unibazzar_health.incidents.lifecycle as lifecycle
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("started_at")
+
+    monkeypatch.setattr(lifecycle, "decide", broken)
+    report = world.run(0, REDIS_DOWN)
+    assert report.error is not None
+    assert report.error.startswith("KeyError: 'started_at' (at test_incident_posting.py:")
+    assert report.lines()[0].startswith("POSTING skipped: KeyError: 'started_at' (at ")
+    written = json.loads((world.reports / "posting.json").read_text())
+    assert written["error"] == report.error and written["decided"] is False
+    monkeypatch.undo()
+    # After the decision is saved, what was not sent stays in the outbox.
+    monkeypatch.setattr(Poster, "_drain", lambda *args: broken())
+    report = world.run(5, REDIS_DOWN)
+    assert report.decided and report.lines()[0].startswith(
+        "POSTING stopped: KeyError: 'started_at' (at ")
+    assert report.lines()[0].endswith(": what was not sent stays in the outbox; the next run "
+                                      "sends it")
+
+
+def test_the_timeline_of_an_environment_file_needs_only_the_stores_secret(
+        world: World) -> None:
+    incident_of_83_minutes(world)
+    # No Slack URL, no routing key: a laptop reading the timeline has neither.
+    shown = subprocess.run(
+        [sys.executable, "-m", "unibazzar_health", "timeline", f"--env-file={world.env_file}",
+         f"--reports-dir={world.reports}"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", **{k: v for k, v in os.environ.items()
+                                         if k == "PYTHONPATH"}})
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("# Incident timeline: redis failing for ai-service, "
+                                   "listing-service (production)\n")
+
+
+def test_the_commands_resolve_the_stores_password_and_no_other_secret(tmp_path: Path) -> None:
+    from unibazzar_health.incidents.config import open_store_of_file
+
+    path = tmp_path / "prod.toml"
+    path.write_text('[environment]\nname = "prod"\n\n[notify.slack]\n'
+                    'webhook_url_env = "SLACK_URL"\n\n[incident_state]\nbackend = "redis"\n'
+                    'url = "redis://cache.example:6380/2"\npassword_env = "STATE_PW"\n')
+    with pytest.raises(EnvironmentFileError) as raised:
+        open_store_of_file(path, tmp_path, {})
+    assert str(raised.value) == (f"{path}: key 'incident_state.password_env': value "
+                                 "'STATE_PW': environment variable STATE_PW is not set")
+    store, name = open_store_of_file(path, tmp_path, {"STATE_PW": "pw"})
+    assert (store.where, name) == ("redis at cache.example:6380/2", "prod")

@@ -1,7 +1,9 @@
 """Both incident stores against real servers (a SQLite file; a redis-server started for the
 session): what is saved is read back, one transaction at a time per environment, a claim
 succeeds for exactly one of many concurrent claimants, only the claimant records the
-result, a Redis save whose lock expired changes nothing, and retention is bounded."""
+result, a Redis save whose lock expired changes nothing, retention is bounded (delivery rows
+as long as their incident is remembered, payloads for keep_days), and a state document of a
+newer version is refused with a clear error."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from unibazzar_health.incidents.state import (
     Event,
     Incident,
     RunRecord,
+    StateFormatError,
     StatusChange,
     StoreBusy,
     StoreError,
@@ -201,3 +205,48 @@ def test_an_unreachable_redis_is_a_store_error_within_its_deadline() -> None:
     with pytest.raises(StoreError) as raised:
         store.peek("production")
     assert str(raised.value) == f"redis at 127.0.0.1:{port}/7: connection refused"
+
+
+def test_delivery_rows_live_as_long_as_their_incident_is_remembered(
+        make_store: Factory) -> None:
+    store = make_store(keep_days=1)
+    old = "2026-11-01T03:00:00+00:00"
+    kept = replace(delivery(1, "ticket"), created_at=old)  # incident i-1: resolved, kept
+    forgotten = replace(delivery(2, "ticket"), created_at=old, incident_id="i-0")
+    with store.transaction("production") as tx:
+        state = tx.state
+        state.closed = [replace(incident(), resolved_at=old)]
+        tx.save(state, run=None, deliveries=[kept, forgotten], changes=[], now=old)
+    for d in (kept, forgotten):
+        assert store.claim("production", d.id, "a:1:r", old)
+        assert store.finish("production", d.id, "a:1:r", "sent", now=old, attempts=1,
+                            receipt={"number": 7})
+    with store.transaction("production") as tx:  # a run 26 days later prunes
+        tx.save(tx.state, run=None, deliveries=[], changes=[], now=NOW)
+    state = make_store().peek("production")
+    assert [d.id for d in state.outbox] == [kept.id]
+    assert state.ticket_of("i-1") == {"number": 7}  # the timeline still names the ticket
+    assert store.deliveries("production", ["sent"])[0].payload == {}  # its body is dropped
+
+
+def test_the_state_document_says_its_version() -> None:
+    assert EnvironmentState("production").document() == {
+        "version": 1, "environment": "production", "incidents": {}, "closed": []}
+
+
+def test_a_state_of_a_newer_version_is_refused_clearly(make_store: Factory,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import unibazzar_health.incidents.state as state_module
+
+    store = make_store()
+    monkeypatch.setattr(state_module, "STATE_VERSION", 2)  # a newer runner saves
+    save(store)
+    monkeypatch.undo()
+    with pytest.raises(StateFormatError) as raised:
+        make_store().peek("production")
+    assert str(raised.value) == (
+        f"{store.where}: the state of production is version 2; this unibazzar-health reads "
+        "versions 1 to 1: run the same version on every runner that shares the store "
+        "(nothing decided, nothing changed)")
+    with pytest.raises(StateFormatError), store.transaction("production"):
+        pass

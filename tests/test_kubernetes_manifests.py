@@ -27,7 +27,13 @@ import yaml
 
 from unibazzar_health.plugin import DEFAULT_BUDGETS_S
 
-from conftest import ROOT, SANDBOX_TOML, run_checks
+from conftest import (
+    ROOT,
+    SANDBOX_TOML,
+    example_variables,
+    named_variables,
+    run_checks,
+)
 
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 SANDBOX_KUBERNETES = "http://127.0.0.1:25443"
@@ -328,15 +334,27 @@ def test_secrets_are_referenced_and_are_exactly_those_the_environment_file_names
     text = config_map["data"][key]
     spec = EnvironmentFile.model_validate(tomllib.loads(text))
     assert spec.kubernetes is not None and spec.kubernetes.mode == "in-cluster"
+    # The CronJob is the scheduled probe: it pages, and remembers what it paged.
+    assert spec.notify is not None and spec.incident_state is not None
     assert spec.kubernetes.namespace == role["metadata"]["namespace"]
     volume = next(v for v in pod["volumes"] if v.get("configMap", {}).get("name")
                   == config_map["metadata"]["name"])
     mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
     assert env["UNIBAZZAR_ENV_FILE"]["value"] == f"{mount['mountPath']}/{key}"
-    named = set(re.findall(r'(?m)^\w+_env = "([A-Z0-9_]+)"', text))
-    by_reference = {name for name, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})}
-    assert named == by_reference
-    for name in named:
+    refs = {name: e["valueFrom"]["secretKeyRef"] for name, e in env.items()
+            if "secretKeyRef" in e.get("valueFrom", {})}
+    assert all(ref["key"] == name for name, ref in refs.items())
+    # What the mounted file names is required: a pod without it does not start, and says so.
+    in_effect = named_variables(text) - example_variables(text)
+    required = {name for name, ref in refs.items() if not ref.get("optional")}
+    assert in_effect == required, (sorted(in_effect ^ required))
+    # What only its commented-out examples name (a notifier a team may turn on) is passed
+    # too, optional: uncommenting it, and adding the key to the Secret, is all it takes.
+    assert example_variables(text) == set(refs) - required
+    # And whatever production's example file names or may come to name: paging included.
+    example = (ROOT / "environments" / "production.toml.example").read_text()
+    assert named_variables(example) <= set(refs), sorted(named_variables(example) - set(refs))
+    for name in refs:
         assert "value" not in env[name], f"{name} is written in the manifest"
     # Nothing that sounds secret is written in plain.
     plain = {name for name, e in env.items() if "value" in e}

@@ -222,6 +222,26 @@ def test_a_bad_pushgateway_url_is_a_usage_error(suite: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*expected an http(s) URL, got 'pushgateway:9091'*"])
 
 
+@pytest.mark.parametrize(("url", "shown", "why"), [
+    ("https://metrics:pushgateway-s3cr3t@pushgateway.example:9091",
+     "https://metrics:***@pushgateway.example:9091", "the URL carries a password"),
+    ("https://pushgateway.example:9091/?token=pushgateway-s3cr3t",
+     "https://pushgateway.example:9091/?token=***", "the URL carries a secret in its query"),
+    ("https://pushgateway.example:9091/?job=x&api_key=pushgateway-s3cr3t",
+     "https://pushgateway.example:9091/?job=x&api_key=***",
+     "the URL carries a secret in its query"),
+])
+def test_a_pushgateway_url_carrying_a_secret_is_refused_unshown(
+        suite: pytest.Pytester, url: str, shown: str, why: str) -> None:
+    """It would be printed in summary.json's arguments and in "metrics: pushed to ...":
+    refused before any check runs, the option named, the secret never shown."""
+    result, summary = run(suite, f"--pushgateway={url}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert summary == {}
+    result.stderr.fnmatch_lines([f"*--pushgateway: {why} ('{shown}')*"])
+    assert "pushgateway-s3cr3t" not in result.stdout.str() + result.stderr.str()
+
+
 def test_the_last_success_is_read_for_its_environment_only(tmp_path: Path) -> None:
     metrics = tmp_path / "m.prom"
     metrics.write_text('unibazzar_health_last_success_timestamp_seconds{environment="a"} 5.0\n'

@@ -178,7 +178,8 @@ def test_outcomes_severities_and_fixes_reach_the_summary(suite: pytest.Pytester,
         "respond_within": "15 minutes",
         "failing_checks": ["auth.jwt-secret-configuration", "listing.dynamodb-table-status",
                            "listing.s3-image-uploads", "ai.redis-cache-performance"],
-        "broken_checks": ["order.saga-orchestration"], "unchecked_services": []}
+        "broken_checks": ["order.saga-orchestration"], "unchecked_services": [],
+        "interrupted": False}
     assert summary["counts"] == {"passed": 1, "failed": 4, "broken": 1, "skipped": 1,
                                  "not-run": 0}
     result.stdout.fnmatch_lines([

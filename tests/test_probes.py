@@ -130,6 +130,8 @@ PROBES: dict[str, tuple[str, Aimed]] = {
         replace(ctx.kube(), api_url=f"http://{at}", deadline=d), "auth-service")),
     "kubernetes.pods_health": ("kubernetes", lambda ctx, at, d: kubernetes.pods_health(
         replace(ctx.kube(), api_url=f"http://{at}", deadline=d), "ai-service")),
+    "kubernetes.pod_logs": ("kubernetes", lambda ctx, at, d: kubernetes.pod_logs(
+        replace(ctx.kube(), api_url=f"http://{at}", deadline=d), "ai-service", 600)),
     "http.request": ("auth-service", lambda ctx, at, d: http.request(
         "auth-service", "GET", f"http://{at}/health", d)),
     "payments.provider_state": ("payments", lambda ctx, at, d: payments.provider_state(
@@ -288,6 +290,141 @@ def test_a_backend_that_hangs_after_its_handshake_costs_one_deadline(
     assert isinstance(error, DeadlineExceeded), error
     assert elapsed < DEADLINE + MARGIN, f"{elapsed:.2f} s: {error}"
     assert str(error).startswith(f"{backend} at "), error
+
+
+# ---- a Kubernetes API whose pod logs answer their headers, then drip ---------------------
+class LogsApi:
+    """A Kubernetes API with one Deployment of ``pods`` pods, whose log reads answer as
+    ``logs`` says: "drip" (headers, then a byte every 0.1 s for a minute), "broken" (headers
+    promising 1000 bytes, 10 of them, then the connection closed) or "slow" (the whole log
+    after ``delay`` seconds)."""
+
+    def __init__(self, logs: str, pods: int = 3, delay: float = 0.0) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.stop = threading.Event()
+        outer = self
+        labels = {"app": "ai-service"}
+        deployment = {"kind": "Deployment", "apiVersion": "apps/v1",
+                      "metadata": {"name": "ai-service", "namespace": "unibazzar"},
+                      "spec": {"replicas": pods, "selector": {"matchLabels": labels},
+                               "template": {"metadata": {"labels": labels},
+                                            "spec": {"containers": [{"name": "app"}]}}},
+                      "status": {"replicas": pods, "readyReplicas": pods}}
+        pod_list = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
+            {"metadata": {"name": f"ai-service-{n}", "namespace": "unibazzar",
+                          "labels": labels}, "spec": {"containers": [{"name": "app"}]}}
+            for n in range(pods)]}
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                if path.endswith("/log"):
+                    self.log(path.split("/")[-2])
+                elif path.endswith("/deployments/ai-service"):
+                    self.json(deployment)
+                elif path.endswith("/pods"):
+                    self.json(pod_list)
+                else:
+                    self.send_error(404)
+
+            def json(self, doc: object) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log(self, pod: str) -> None:
+                body = f"2026-11-27T10:00:00Z log line of {pod}\n".encode()
+                if logs == "slow":
+                    outer.stop.wait(delay)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(1000 if logs != "slow" else len(body)))
+                self.end_headers()
+                if logs == "slow":
+                    self.wfile.write(body)
+                elif logs == "broken":
+                    self.wfile.write(b"x" * 10)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                else:
+                    for _ in range(600):
+                        if outer.stop.wait(0.1):
+                            return
+                        self.wfile.write(b".")
+                        self.wfile.flush()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def target(self, deadline: float = DEADLINE) -> kubernetes.KubeTarget:
+        return kubernetes.KubeTarget(namespace="unibazzar", mode="url", context=None,
+                                     api_url=self.url, token=None, deadline=deadline)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def logs_api() -> Iterator[Callable[..., LogsApi]]:
+    started: list[LogsApi] = []
+
+    def start(logs: str, pods: int = 3, delay: float = 0.0) -> LogsApi:
+        started.append(LogsApi(logs, pods, delay))
+        return started[-1]
+
+    yield start
+    for api in started:
+        api.close()
+
+
+def test_pod_logs_that_drip_after_their_headers_cost_one_deadline_for_all_pods(
+        logs_api: Callable[..., LogsApi]) -> None:
+    """Each recv gets a byte within the client's read timeout, so only a deadline on the
+    whole read (the body included) ends it; three pods read at once cost one deadline."""
+    api = logs_api("drip", pods=3)
+    error, elapsed = _fails(lambda: kubernetes.pod_logs(api.target(), "ai-service", 600))
+    print(f"pod_logs: {elapsed:.3f} s against 3 pods whose logs drip")
+    assert isinstance(error, DeadlineExceeded), error
+    assert DEADLINE * 0.9 <= elapsed < DEADLINE + MARGIN, f"{elapsed:.2f} s: {error}"
+    assert str(error).startswith(f"kubernetes at {api.url}: "), error
+    assert error.kind is FailureKind.TIMEOUT
+
+
+def test_pod_logs_cut_off_mid_body_are_a_probe_error_not_a_crash(
+        logs_api: Callable[..., LogsApi]) -> None:
+    """urllib3 raises ProtocolError (IncompleteRead) from the body's read: untyped, it would
+    make every check reading logs broken instead of naming the API's failure."""
+    api = logs_api("broken", pods=2)
+    error, _ = _fails(lambda: kubernetes.pod_logs(api.target(5.0), "ai-service", 600))
+    assert not isinstance(error, DeadlineExceeded), error
+    assert error.kind is FailureKind.UNEXPECTED_ANSWER, error
+    assert str(error).startswith(f"kubernetes at {api.url}: read log of ai-service-0: "), error
+
+
+def test_pod_logs_are_read_at_once_not_one_pod_after_another(
+        logs_api: Callable[..., LogsApi]) -> None:
+    api = logs_api("slow", pods=4, delay=0.6)
+    start = time.perf_counter()
+    logs = kubernetes.pod_logs(api.target(), "ai-service", 600)
+    elapsed = time.perf_counter() - start
+    assert logs == {f"ai-service-{n}": f"2026-11-27T10:00:00Z log line of ai-service-{n}\n"
+                    for n in range(4)}
+    assert elapsed < DEADLINE, f"{elapsed:.2f} s: one pod after another (4 x 0.6 s)"
 
 
 # ---- the real servers of the sandbox ------------------------------------------------------

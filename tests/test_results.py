@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from unibazzar_health.catalog import CatalogError, load_catalog, parse_catalog
 from unibazzar_health.probes import FailureKind, ProbeError, ProbeFailure
+from unibazzar_health.probes.dynamodb import TableStatus
 from unibazzar_health.redaction import Redactor
 from unibazzar_health.results import (
     CheckResult,
@@ -21,7 +23,7 @@ from unibazzar_health.results import (
     failed_host,
 )
 from unibazzar_health.runbook import Finding
-from unibazzar_health.settings import Environment, load_environment
+from unibazzar_health.settings import Environment, Thresholds, load_environment
 
 TEMPLATES = (
     "aws dynamodb describe-table --table-name {listings_table} --region {aws_region}",
@@ -158,6 +160,77 @@ def test_a_deleted_table_gets_restore_not_capacity(env: Environment) -> None:
         "aws dynamodb describe-table --table-name unibazzar-listings --region eu-west-1",
         "aws dynamodb list-backups --table-name unibazzar-listings --region eu-west-1"]
     assert result.failed_dependencies == ["dynamodb"]
+
+
+def listing_checks() -> Any:
+    """checks/listing_service's module, loaded under a name of its own (not collected)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "checks" / "listing_service" / \
+        "test_listing_service.py"
+    spec = importlib.util.spec_from_file_location("checks_listing_service_judged", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ACTIVE_TABLE = TableStatus(table="unibazzar-listings", exists=True, status="ACTIVE",
+                           index_statuses={"by-category": "ACTIVE"},
+                           billing_mode="PAY_PER_REQUEST", read_capacity=0, write_capacity=0,
+                           item_count=1, elapsed_ms=3.0)
+METRICS = "CloudWatch AWS/DynamoDB metrics of table unibazzar-listings (eu-west-1)"
+
+
+def test_capacity_that_cannot_be_read_is_non_critical_with_cloudwatchs_fix_not_a_pass(
+        env: Environment) -> None:
+    """CloudWatch failing hid throttling behind a pass: now the check fails as
+    non-critical (SEV3), pinned on cloudwatch, with the fix for its kind of failure."""
+    judge = listing_checks().test_step1_dynamodb_table_status_and_capacity
+    denied = failure("cloudwatch", FailureKind.AUTH_REJECTED, METRICS,
+                     "AccessDenied: not authorized to perform: cloudwatch:GetMetricData")
+    with pytest.raises(Finding) as caught:
+        judge({"table": ACTIVE_TABLE, "capacity": denied}, Thresholds())
+    assert caught.value.impact == "non-critical"
+    assert caught.value.failures == (denied,)
+    assert str(caught.value) == (
+        "DynamoDB table unibazzar-listings is ACTIVE, but its capacity could not be judged: "
+        f"cloudwatch at {METRICS}: AccessDenied: not authorized to perform: "
+        "cloudwatch:GetMetricData (deadline 2 s)")
+    result = result_of("listing.dynamodb-table-status", caught.value, env)
+    assert (result.impact, result.severity) == ("non-critical", "SEV3")
+    assert result.failed_dependencies == ["cloudwatch"]
+    assert result.fixes == list(CATALOG.fix_for("cloudwatch", "auth_rejected").fixes)
+    assert "Scale DynamoDB read/write capacity" not in result.fixes
+    assert result.commands[0] == "aws sts get-caller-identity"
+    assert ("aws cloudwatch get-metric-statistics --region eu-west-1 --namespace AWS/DynamoDB "
+            "--metric-name ReadThrottleEvents --dimensions "
+            "Name=TableName,Value=unibazzar-listings --statistics Sum --period 60 "
+            "--start-time $(( $(date +%s) - 900 )) --end-time $(date +%s)") in result.commands
+    # CloudWatch not answering: read the metrics by hand.
+    slow = failure("cloudwatch", FailureKind.TIMEOUT, METRICS, "did not answer")
+    with pytest.raises(Finding) as caught:
+        judge({"table": ACTIVE_TABLE, "capacity": slow}, Thresholds())
+    result = result_of("listing.dynamodb-table-status", caught.value, env)
+    assert result.fixes[0].startswith("Read the listings table's throttle events")
+    assert result.commands[-1] == \
+        "aws dynamodb describe-table --table-name unibazzar-listings --region eu-west-1"
+
+
+def test_a_table_status_problem_still_fails_as_before_when_capacity_cannot_be_read() -> None:
+    from dataclasses import replace
+
+    judge = listing_checks().test_step1_dynamodb_table_status_and_capacity
+    denied = failure("cloudwatch", FailureKind.AUTH_REJECTED, METRICS)
+    with pytest.raises(AssertionError) as caught:
+        judge({"table": replace(ACTIVE_TABLE, status="CREATING"), "capacity": denied},
+              Thresholds())
+    assert not isinstance(caught.value, Finding)
+    assert str(caught.value).startswith("table unibazzar-listings is CREATING, not ACTIVE")
+    with pytest.raises(Finding) as inactive:
+        judge({"table": replace(ACTIVE_TABLE, index_statuses={"by-category": "CREATING"}),
+               "capacity": denied}, Thresholds())
+    assert inactive.value.impact == "degradation" and not inactive.value.failures
 
 
 def test_a_deleted_bucket_gets_recreate_and_head_bucket(env: Environment) -> None:

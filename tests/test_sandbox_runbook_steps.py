@@ -302,6 +302,92 @@ def test_a_throttled_table_near_its_capacity_is_named_with_the_scale_command(
             "ReadCapacityUnits=10,WriteCapacityUnits=10") in check["commands"]
 
 
+class CloudWatchDenied:
+    """A loopback proxy in front of the sandbox's AWS (moto) that passes every request on
+    but CloudWatch's GetMetricData, answered HTTP 403 AccessDenied: the checks' identity
+    lacking cloudwatch:GetMetricData, DynamoDB itself fine."""
+
+    def __init__(self, upstream: str = "127.0.0.1:25000") -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.denied = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                asked = self.path + str(self.headers.get("X-Amz-Target", "")) + body.decode(
+                    "latin-1")
+                if "GetMetricData" in asked:
+                    outer.denied += 1
+                    self.answer(403, [("x-amzn-query-error", "AccessDenied;Sender")], b"")
+                    return
+                host, port = upstream.split(":")
+                conn = http.client.HTTPConnection(host, int(port), timeout=10)
+                conn.request(self.command, self.path, body=body or None,
+                             headers={k: v for k, v in self.headers.items()
+                                      if k.lower() not in ("connection", "content-length")})
+                answer = conn.getresponse()
+                data = answer.read()
+                conn.close()
+                self.answer(answer.status, [(k, v) for k, v in answer.getheaders() if k.lower()
+                                            not in ("connection", "content-length",
+                                                    "transfer-encoding")], data)
+
+            def answer(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_capacity_that_cannot_be_read_is_non_critical_not_a_silent_pass(
+        tmp_path: Path) -> None:
+    """CloudWatch refusing the checks (no cloudwatch:GetMetricData): the table is ACTIVE but
+    throttling would go unseen, so the check fails as non-critical (SEV3), pinned on
+    cloudwatch, with the fix for a refused identity, not "scale the table"."""
+    proxy = CloudWatchDenied()
+    try:
+        env_file = environment_with(tmp_path, endpoint_url=f'"{proxy.url}"')
+        result, summary = run_checks(tmp_path, "-m", "listing-service", env_file=env_file)
+    finally:
+        proxy.close()
+    assert proxy.denied, "the check never asked CloudWatch"
+    failed = failed_checks(summary)
+    assert set(failed) == {"listing.dynamodb-table-status"}, result.stdout[-3000:]
+    check = failed["listing.dynamodb-table-status"]
+    assert check["message"].startswith(
+        "DynamoDB table unibazzar-listings is ACTIVE, but its capacity could not be judged: "
+        "cloudwatch at CloudWatch AWS/DynamoDB metrics of table unibazzar-listings "
+        "(eu-west-1): "), check["message"]
+    assert (check["impact"], check["severity"]) == ("non-critical", "SEV3")
+    [cloudwatch] = check["failures"]
+    assert (cloudwatch["backend"], cloudwatch["kind"]) == ("cloudwatch", "auth_rejected")
+    assert check["fixes"] == list(CATALOG.fix_for("cloudwatch", "auth_rejected").fixes)
+    assert check["commands"][0] == f"aws --endpoint-url '{proxy.url}' sts get-caller-identity"
+    assert any("--metric-name ReadThrottleEvents" in c for c in check["commands"])
+
+
 # ---- listing-service 2. Review indexing performance, read-only --------------------------------
 def events_queue() -> dict[str, Any]:
     import requests

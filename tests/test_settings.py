@@ -99,6 +99,26 @@ def test_a_good_file_resolves_its_secret_from_the_environment(tmp_path: Path) ->
     pytest.param(GOOD + '\n[auth_logs]\nfailure = "login failed ("\n',
                  "key 'auth_logs.failure': value 'login failed (': not a regular expression",
                  id="bad-regex"),
+    # [report] tms_pattern is filled with each check's id in a pytest hook: checked here.
+    pytest.param(GOOD + '\n[report]\ntms_pattern = "https://tms.example/case/{name}"\n',
+                 "key 'report.tms_pattern': value 'https://tms.example/case/{name}': expected "
+                 "exactly one {} placeholder (the id), found {name}", id="tms-pattern-named"),
+    pytest.param(GOOD + '\n[report]\ntms_pattern = "https://tms.example/{}/{}"\n',
+                 "key 'report.tms_pattern': value 'https://tms.example/{}/{}': expected "
+                 "exactly one {} placeholder (the id), found {}, {}", id="tms-pattern-two"),
+    pytest.param(GOOD + '\n[report]\ntms_pattern = "https://tms.example/case"\n',
+                 "key 'report.tms_pattern': value 'https://tms.example/case': expected "
+                 "exactly one {} placeholder (the id), found none", id="tms-pattern-none"),
+    pytest.param(GOOD + '\n[report]\ntms_pattern = "https://tms.example/{"\n',
+                 "key 'report.tms_pattern': value 'https://tms.example/{': not a link "
+                 "pattern", id="tms-pattern-brace"),
+    pytest.param(GOOD + f'\n[report]\ntms_pattern = "https://tms.example/{{}}?token={SECRET}"\n',
+                 "key 'report.tms_pattern': value 'https://tms.example/{}?token=***': the URL "
+                 "carries a secret in its query", id="tms-pattern-secret"),
+    # Nothing ever filled it: refused as unknown rather than silently doing nothing.
+    pytest.param(GOOD + '\n[report]\nissue_pattern = "https://issues.example/{}"\n',
+                 "key 'report.issue_pattern': value 'https://issues.example/{}': unknown key",
+                 id="issue-pattern-unused"),
     pytest.param("[environment]\n", "key 'environment.name': required key is missing",
                  id="missing-key"),
     pytest.param("[environment\nname=1", "file: not valid TOML", id="not-toml"),
@@ -110,6 +130,14 @@ def test_bad_files_name_file_key_and_value(tmp_path: Path, text: str, expected: 
     message = str(caught.value)
     assert message.startswith(f"{path}: {expected}"), message
     assert SECRET not in message
+
+
+def test_a_tms_pattern_with_one_placeholder_and_literal_braces_loads(tmp_path: Path) -> None:
+    text = GOOD + '\n[report]\ntms_pattern = "https://tms.example/{{suite}}/case/{}"\n'
+    env = load_environment(write(tmp_path, text), {"TEST_DB_PASSWORD": SECRET})
+    assert env.spec.report.tms_pattern is not None
+    assert env.spec.report.tms_pattern.format("auth.postgresql-connectivity") == \
+        "https://tms.example/{suite}/case/auth.postgresql-connectivity"
 
 
 def test_a_password_written_in_a_url_is_refused_without_being_shown(tmp_path: Path) -> None:

@@ -21,12 +21,13 @@ from unibazzar_health.settings import Thresholds
 # ---- 1. Check DynamoDB table status and capacity ------------------------------------------
 def observe_listings_table(ctx: CheckContext) -> dict[str, Any]:
     """The table's status and its capacity use over the window. The capacity metrics are
-    CloudWatch's: where they cannot be read, status is still judged (the reason is kept)."""
+    CloudWatch's: where they cannot be read, the failure stands in their place (status is
+    still judged first)."""
     from unibazzar_health.probes import ProbeError, dynamodb
 
     aws = ctx.aws("dynamodb")
     table = dynamodb.describe_table(aws, ctx.env.spec.aws.listings_table)  # type: ignore[union-attr]
-    capacity: dynamodb.CapacityUse | ProbeFailure | None = None
+    capacity: dynamodb.CapacityUse | ProbeFailure | None = None  # None: no table to measure
     if table.exists:
         try:
             capacity = dynamodb.capacity_use(aws, table.table, list(table.index_statuses),
@@ -74,8 +75,12 @@ def test_step1_dynamodb_table_status_and_capacity(observed: dict[str, Any],
     table: TableStatus = observed["table"]
     _judge_table(table)
     capacity = observed["capacity"]
-    if capacity is None or isinstance(capacity, ProbeFailure):
-        return  # no capacity metrics: status is what could be judged
+    if isinstance(capacity, ProbeFailure):
+        # Not a pass: throttling would go unseen. Pinned on CloudWatch, whose failure's kind
+        # picks the fix (read the metrics by hand, grant the read), not "scale the table".
+        raise Finding(f"DynamoDB table {table.table} is ACTIVE, but its capacity could not be "
+                      f"judged: {capacity.message}", impact="non-critical",
+                      failures=(capacity,))
     problems, names = _capacity_problems(table, capacity, thresholds)
     if problems:
         mode = "on demand" if table.billing_mode == "PAY_PER_REQUEST" else "provisioned"

@@ -17,7 +17,9 @@ SEVERITY_ORDER = ("SEV1", "SEV2", "SEV3", "SEV4")
 # selects the checks standing on it: `pytest -m "order-service and postgres"`.
 BACKEND_MARKERS = {"postgresql": "postgres", "redis": "redis", "rabbitmq": "rabbitmq",
                    "dynamodb": "dynamodb", "s3": "s3", "kubernetes": "kubernetes",
-                   "payments": "payments", "vector-db": "vector-db", "logs": "logs"}
+                   "payments": "payments", "vector-db": "vector-db", "logs": "logs",
+                   # The DynamoDB capacity metrics: a failure of its own, with fixes of its own.
+                   "cloudwatch": "cloudwatch"}
 # The marker of checks that write (a canary in its own names, removed by the same check).
 CANARY_WRITE = "canary_write"
 

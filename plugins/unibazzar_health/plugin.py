@@ -109,12 +109,22 @@ def _positive_float(value: str) -> float:
     return number
 
 
-def _http_url(value: str) -> str:
+def _pushgateway_url(value: str) -> str:
+    """An http(s) URL with no secret in it: it is shown in summary.json's arguments and on
+    the terminal ("metrics: pushed to ..."), so a password or token is refused, unshown."""
     from urllib.parse import urlsplit
+
+    from unibazzar_health.settings import secret_in_url, shown_url
 
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise pytest.UsageError(f"expected an http(s) URL, got {value!r}")
+        raise pytest.UsageError(f"--pushgateway: expected an http(s) URL, got "
+                                f"{shown_url(value)!r}")
+    secret = secret_in_url(value)
+    if secret:
+        raise pytest.UsageError(f"--pushgateway: {secret} ({shown_url(value)!r}): it would be "
+                                "shown in summary.json and on the terminal; give the "
+                                "Pushgateway's address without it")
     return value
 
 
@@ -151,10 +161,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--metrics-file", dest="unibazzar_metrics_file", metavar="PATH",
                     help="write the run's Prometheus metrics to PATH, atomically, for "
                          "node_exporter's textfile collector (name it *.prom; docs/metrics.md)")
-    group.addoption("--pushgateway", dest="unibazzar_pushgateway", type=_http_url, metavar="URL",
+    group.addoption("--pushgateway", dest="unibazzar_pushgateway", type=_pushgateway_url,
+                    metavar="URL",
                     help="push the run's Prometheus metrics to this Pushgateway (job "
                          "unibazzar_health, grouped by environment); a failed push is "
-                         "reported, never fatal")
+                         "reported, never fatal; a URL with a password or a token is refused "
+                         "(it is shown in summary.json)")
     group.addoption("--dry-run", dest="unibazzar_dry_run", action="store_true",
                     help="print what the incident lifecycle would post ([notify]); change no "
                          "incident state and post nothing")

@@ -87,8 +87,8 @@ def next_update(level: str, respond_within_minutes: int, at: datetime,
 def internal_level(level: str, open_minutes: float,
                    thresholds: Mapping[str, Mapping[int, float]] | None = None) -> int:
     """The highest internal level an incident of this severity has reached after being open
-    ``open_minutes``."""
-    steps = (thresholds or DEFAULT_ESCALATION_MINUTES).get(level, {1: 0})
+    ``open_minutes``; ``thresholds`` replace the defaults of the severities they name."""
+    steps = {**DEFAULT_ESCALATION_MINUTES, **(thresholds or {})}.get(level, {1: 0})
     reached = [n for n, after in steps.items() if open_minutes >= after]
     return max(reached or [1])
 

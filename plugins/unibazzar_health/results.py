@@ -313,7 +313,10 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
         names["aws"] = (f"aws --endpoint-url {quoted(spec.aws.endpoint_url)}"
                         if spec.aws.endpoint_url else "aws")
         names |= {"listings_table": spec.aws.listings_table,
-                  "images_bucket": spec.aws.images_bucket, "aws_region": spec.aws.region}
+                  "images_bucket": spec.aws.images_bucket, "aws_region": spec.aws.region,
+                  # The capacity check's window, for a CloudWatch read by hand.
+                  "dynamodb_window_seconds":
+                      f"{round(spec.thresholds.dynamodb_window_minutes * 60)}"}
     database = (spec.postgresql.get(SERVICE_DATABASE.get(entry.service, ""))
                 or next(iter(spec.postgresql.values()), None))
     if database:

@@ -61,6 +61,11 @@ def _mask_query(url: str) -> str:
     return urlunsplit(parts._replace(query=SECRET_QUERY.sub(r"\1\2=***", parts.query)))
 
 
+def shown_url(url: str) -> str:
+    """``url`` as an error may show it: its password and secret-like query values masked."""
+    return _mask_query(url_without_password(url))
+
+
 # Keys that match SECRET_LIKE_KEY but hold no secret: names the file's author chose (a
 # database called "auth"), the auth_logs section, and a path (shown: masked, "no such
 # file" would not say which file).
@@ -93,7 +98,7 @@ def _shown(key: str, value: object) -> object:
     if key.rsplit(".", 1)[-1].endswith("_env"):
         return value if isinstance(value, str) and ENV_VAR_NAME.fullmatch(value) else MASK
     if isinstance(value, str):
-        return _mask_query(url_without_password(value))
+        return shown_url(value)
     if isinstance(value, dict):
         return {name: _shown(f"{key}.{name}", item) for name, item in value.items()}
     if isinstance(value, list):
@@ -116,6 +121,18 @@ class EnvironmentFileError(Exception):
 _NO_VALUE: Any = object()
 
 
+def secret_in_url(value: str) -> str | None:
+    """What in ``value`` is a secret that must not be written where it is (a file, a
+    command line, and so every summary and log that shows it): a password, a query
+    parameter whose name sounds secret; None when there is none."""
+    parts = urlsplit(value)
+    if parts.password is not None:
+        return "the URL carries a password"
+    if SECRET_QUERY.search(parts.query):
+        return "the URL carries a secret in its query"
+    return None
+
+
 def _url(*schemes: str) -> AfterValidator:
     def check(value: str) -> str:
         parts = urlsplit(value)
@@ -127,12 +144,10 @@ def _url(*schemes: str) -> AfterValidator:
             parts.port  # noqa: B018 - parsing the port is the validation
         except ValueError as exc:
             raise ValueError(f"bad port ({exc})") from None
-        if parts.password is not None:
-            raise ValueError("the URL carries a password: write it in an environment "
-                             "variable and name it in the matching *_env key")
-        if SECRET_QUERY.search(parts.query):
-            raise ValueError("the URL carries a secret in its query: write it in an "
-                             "environment variable and name it in the matching *_env key")
+        secret = secret_in_url(value)
+        if secret:
+            raise ValueError(f"{secret}: write it in an environment variable and name it "
+                             "in the matching *_env key")
         return value
 
     return AfterValidator(check)
@@ -377,15 +392,43 @@ class Calendar(_Section):
     holidays: list[date] = []
 
 
+def _link_pattern(value: str) -> str:
+    """A link with exactly one ``{}``, the id it is filled with (``{{``/``}}``: a literal
+    brace): checked here, so a bad one stops the run at load, not in a pytest hook."""
+    import string
+
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion
+                  in string.Formatter().parse(value) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a link pattern ({exc}): write {{}} where the id goes, "
+                         "{{ and }} for a literal brace") from None
+    if fields != [("", "", None)]:
+        found = ", ".join("{" + name + (f"!{conversion}" if conversion else "")
+                          + (f":{spec}" if spec else "") + "}"
+                          for name, spec, conversion in fields)
+        raise ValueError(f"expected exactly one {{}} placeholder (the id), found "
+                         f"{found or 'none'}")
+    parts = urlsplit(value.format("id"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL with {} where the id goes")
+    secret = secret_in_url(value)
+    if secret:
+        raise ValueError(f"{secret}: a link is shown in every report")
+    return value
+
+
 class ReportLinks(_Section):
     """Where a run's outputs are read: the published single-file Allure report, the
-    runbook, the war room; Allure link patterns for tickets ({} is the id)."""
+    runbook, the war room; ``tms_pattern``, each check's Allure test-case link, its
+    catalog id in place of ``{}``."""
 
     url: HttpUrl | None = None
     runbook_url: HttpUrl | None = None
     war_room: str = "#incidents"
-    issue_pattern: str | None = None
-    tms_pattern: str | None = None
+    # No issue_pattern: nothing knows a ticket's id while the checks' Allure results are
+    # written (the ticket is opened by posting, after the verdict, and links itself).
+    tms_pattern: Annotated[str, AfterValidator(_link_pattern)] | None = None
 
 
 def _regex(value: str) -> str:

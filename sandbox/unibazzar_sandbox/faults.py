@@ -339,6 +339,9 @@ def _spike_off(layout: Layout) -> None:
         return
     injected = set(_spike_lines(marker.read_text()))
     path = layout.logs / "order-service.log"
+    if not path.exists():
+        marker.unlink()
+        return
     with path.open("r+") as log:
         kept = [line for line in log.readlines() if line not in injected]
         log.seek(0)
@@ -413,6 +416,8 @@ def _moto_reset(layout: Layout) -> None:
 
     from unibazzar_sandbox.seed import aws
 
+    if not (layout.faults / "moto.dynamodb-throttled").exists():
+        return  # not on: nothing of moto's to throw away
     requests.post(f"http://{HOST}:{PORTS['moto']}/moto-api/reset", timeout=10) \
         .raise_for_status()
     aws(layout, _secrets(layout))
@@ -506,6 +511,8 @@ def _backlog_on(layout: Layout) -> None:
     for it, stamped as published over the last BACKLOG_AGE_S seconds."""
     import pika
 
+    if (layout.faults / "listing-service.indexer-stuck").exists():
+        return  # on already: its backlog waits
     layout.faults.mkdir(parents=True, exist_ok=True)
     (layout.faults / "listing-service.indexer-stuck").write_text("")
     now = int(time.time())
@@ -528,6 +535,8 @@ def _backlog_on(layout: Layout) -> None:
 def _backlog_off(layout: Layout) -> None:
     """The waiting events purged (the indexer would skip them: nothing indexes an update),
     then the indexer unstuck; it acknowledges the few it held."""
+    if not (layout.faults / "listing-service.indexer-stuck").exists():
+        return  # not on: what waits in the queue is not the game day's
     connection = _rabbit(layout)
     try:
         connection.channel().queue_purge(EVENTS_QUEUE)
@@ -557,10 +566,18 @@ def _forget_searches(layout: Layout) -> None:
         cache.delete(key)
 
 
+REINDEXING = "listing-service.indexer-reindexing"
+
+
 def _vectors_empty_on(layout: Layout) -> None:
-    """Every record deleted from the collection, kept aside under faults/ for off."""
+    """A reindex gone wrong: the search indexer paused for it, then every record deleted
+    from the collection (kept aside under faults/ for off). Paused, as a reindex pauses it:
+    otherwise the run's own canary listing would pass through the empty collection while
+    ai-service's checks read it, and what they see would depend on the moment."""
     import requests
 
+    layout.faults.mkdir(parents=True, exist_ok=True)
+    (layout.faults / REINDEXING).write_text("")
     collection = _collection()
     records = requests.post(f"{CHROMA}/{collection}/get", timeout=10, json={
         "include": ["embeddings", "documents", "metadatas"]})
@@ -589,14 +606,18 @@ def _vectors_empty_off(layout: Layout) -> None:
     else:
         vector_db(layout, _secrets(layout))
     _forget_searches(layout)
+    (layout.faults / REINDEXING).unlink(missing_ok=True)
 
 
-def _vectors_empty_is_on(layout: Layout) -> bool:
-    import requests
-
-    answer = requests.get(f"{CHROMA}/{_collection()}/count", timeout=10)
-    answer.raise_for_status()
-    return int(answer.json()) == 0
+def clear(layout: Layout) -> None:
+    """No fault outlives `down`: a sandbox starting afresh removes every fault file and
+    marker and cuts an error spike out of its log. What the others changed lived in the
+    servers, which start from fresh state."""
+    _spike_off(layout)
+    if layout.faults.exists():
+        for path in layout.faults.iterdir():
+            if not path.is_dir():
+                path.unlink()
 
 
 FAULTS: tuple[Fault, ...] = (
@@ -724,14 +745,15 @@ FAULTS: tuple[Fault, ...] = (
         (("order.downstream-dependencies", "SEV2"),), content="listing-service\n"),
     # ---- ai-service: vector database, model, Redis
     Fault("vector-collection-empty",
-          "the vector collection of listings is empty: search and recommendations find "
-          "nothing",
-          (("ai.vector-database-connectivity", "SEV2"), ("ai.end-to-end-search", "SEV2"),
-           ("ai.end-to-end-recommendations", "SEV2")),
-          _vectors_empty_on, _vectors_empty_off, _vectors_empty_is_on,
-          notes=f"every record of collection {VECTOR_COLLECTION} deleted, kept in "
-                "faults/vector-collection-empty.saved.json and put back by off; on and off "
-                "also clear ai-service's cached searches"),
+          "a reindex emptied the vector collection of listings and paused the search "
+          "indexer: search and recommendations find nothing, new listings are not indexed",
+          (("ai.vector-database-connectivity", "SEV1"), ("ai.end-to-end-search", "SEV2"),
+           ("ai.end-to-end-recommendations", "SEV2"), ("listing.indexing-performance", "SEV2")),
+          _vectors_empty_on, _vectors_empty_off,
+          lambda layout: (layout.faults / REINDEXING).exists(),
+          notes=f"faults/{REINDEXING}, and every record of collection "
+                f"{VECTOR_COLLECTION} deleted, kept in faults/vector-collection-empty.saved.json "
+                "and put back by off; on and off also clear ai-service's cached searches"),
     _file_fault(
         "model-not-loaded", "ai-service.model-not-loaded",
         "ai-service's model failed to load: it says so, and cannot embed text",
@@ -756,7 +778,8 @@ FAULTS: tuple[Fault, ...] = (
          ("ai.end-to-end-search", "SEV2"), ("listing.related-systems", "SEV2"))),
     _held_fault(
         "redis-slow",
-        "Redis answers every command up to 100 ms late (its clients paused again and again)",
+        "Redis answers slowly: its clients are paused 100 ms at a time, again and again "
+        "(PING p95 about 200 ms)",
         (("ai.redis-cache-performance", "SEV3"),),
         "CLIENT PAUSE 100 ALL, repeated by a thread of the supervisor"),
     # ---- Kubernetes

@@ -96,6 +96,9 @@ class Supervisor:
         self.write_state()
 
     def up(self) -> None:
+        from unibazzar_sandbox.faults import clear
+
+        clear(self.layout)  # a fresh sandbox starts with no game-day fault on
         for component in COMPONENTS:
             if component.prepare is not None:
                 component.prepare(self.layout, self.secrets)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from unibazzar_health.incidents.lifecycle import Mute, Policy
     from unibazzar_health.incidents.notifiers.base import Notifier
     from unibazzar_health.incidents.state import StateStore
-    from unibazzar_health.settings import Environment
+    from unibazzar_health.settings import Environment, IncidentState
 
 
 def check_incident_settings(path: Path, spec: EnvironmentFile,
@@ -76,7 +76,11 @@ def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
         DEFAULT_RESOLVE_AFTER,
         Policy,
     )
-    from unibazzar_health.policy import WEEKDAY_NUMBERS, BusinessCalendar
+    from unibazzar_health.policy import (
+        DEFAULT_ESCALATION_MINUTES,
+        WEEKDAY_NUMBERS,
+        BusinessCalendar,
+    )
 
     spec = env.spec
     alerting = spec.alerting
@@ -84,20 +88,26 @@ def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
              alerting.update_every_minutes.model_dump().items() if minutes is not None}
     contacts = {1: spec.oncall.primary, 2: spec.contacts.level_2,
                 3: spec.contacts.level_3 or spec.oncall.manager, 4: spec.contacts.level_4}
+    external = {key: who for key in ("aws_support", "payment_provider", "security_team")
+                if (who := getattr(spec.contacts, key))}
     calendar = spec.calendar
+    severities = load_catalog().severities
     return Policy(
         environment=env.name,
         alert_after=alerting.alert_after or DEFAULT_ALERT_AFTER[run_mode],
         resolve_after=alerting.resolve_after or DEFAULT_RESOLVE_AFTER[run_mode],
         update_every_minutes=every,
         respond_within_minutes={level: s.respond_within_minutes
-                                for level, s in load_catalog().severities.items()},
+                                for level, s in severities.items()},
         calendar=BusinessCalendar(
             timezone=calendar.timezone,
             workdays=tuple(WEEKDAY_NUMBERS[d] for d in calendar.workdays),
             day_starts=calendar.day_starts, holidays=tuple(calendar.holidays)),
-        escalation_minutes=spec.escalation.minutes() or None,
+        # A partial [escalation] replaces the defaults of the severities it names only.
+        escalation_minutes={**DEFAULT_ESCALATION_MINUTES, **spec.escalation.minutes()},
         contacts=contacts,
+        external_contacts=external,
+        severities=severities,
         notifiers=tuple((n.name, n.kinds) for n in posting),
         mutes=mutes(env),
     )
@@ -109,11 +119,51 @@ def open_store(env: Environment, reports_dir: Path) -> StateStore:
     from unibazzar_health.settings import IncidentState
 
     config = env.spec.incident_state or IncidentState()
+    return store_of(config, env.secret(config.password_env), reports_dir)
+
+
+def open_store_of_file(path: Path, reports_dir: Path,
+                       environ: Mapping[str, str]) -> tuple[StateStore, str]:
+    """(store, environment name) an environment file names, for the commands that only read
+    the store (timeline, postmortem): the file is validated, but of its secrets only the
+    store's password is resolved — a runner that reads the timeline needs no Slack URL."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from unibazzar_health.settings import (
+        EnvironmentFile,
+        IncidentState,
+        _first_error,
+        _resolve_secrets,
+    )
+
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EnvironmentFileError(path, "", _NO_VALUE, "no such environment file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise EnvironmentFileError(path, "", _NO_VALUE, f"not valid TOML ({exc})") from None
+    try:
+        spec = EnvironmentFile.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None
+    config = spec.incident_state or IncidentState()
+    if config.backend == "redis" and config.url is None:
+        raise EnvironmentFileError(path, "incident_state.url", _NO_VALUE,
+                                   "required when incident_state.backend is 'redis'")
+    secrets = _resolve_secrets(path, spec, {"incident_state": raw.get("incident_state", {})},
+                               environ)
+    password = secrets[config.password_env] if config.password_env else None
+    return store_of(config, password, reports_dir), spec.environment.name
+
+
+def store_of(config: IncidentState, password: str | None, reports_dir: Path) -> StateStore:
     if config.backend == "redis":
         from unibazzar_health.incidents.redis_store import RedisStore
 
         assert config.url is not None  # check_incident_settings
-        return RedisStore(config.url, env.secret(config.password_env), prefix=config.key_prefix,
+        return RedisStore(config.url, password, prefix=config.key_prefix,
                           deadline=config.deadline, lock_wait=config.lock_wait,
                           keep_runs=config.keep_runs, keep_days=config.keep_days)
     from unibazzar_health.incidents.sqlite_store import SqliteStore

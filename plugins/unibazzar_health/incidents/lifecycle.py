@@ -1,8 +1,9 @@
 """The incident commander's policy, as a pure function: given what an environment remembers,
 this run's summary, the policy and the time, what changes and what is to be posted.
 
-No I/O: the caller holds the store's lock, hands in the state and the stored run summaries an
-open incident needs, and saves what ``decide`` returns. Messages come from messages.py
+No I/O: the caller holds the store's lock, hands in the state, the stored run summaries an
+open incident needs and the policy (the catalog's severities included), and saves what
+``decide`` returns. Messages come from messages.py
 (alerts per root cause; update(first, previous, current); resolved(first, last_failing,
 healthy)), each over a summary narrowed to one incident's checks (``scope``).
 
@@ -14,9 +15,12 @@ healthy)), each over a summary narrowed to one incident's checks (``scope``).
   ``pytest -m auth-service`` neither heals nor prolongs an order-service incident.
 - A Status Update at once when the severity or the set of failing checks changes, else when
   due (every 30 min for SEV1/2, configurable for SEV3/4, else the response time).
-- Internal escalation when the incident outlives its level's time (policy.internal_level).
+- Internal escalation when the incident outlives its level's time (policy.internal_level),
+  only from a run that judged its checks or carries them failing (a healing incident does
+  not escalate); external teams by the incident's own failing checks.
 - Silences and maintenance windows mute failing checks: a muted check alerts nothing and
-  keeps no incident going; an incident whose every check is muted posts nothing.
+  keeps no incident going, and neither its severity nor its service reaches a message; an
+  incident whose every check is muted posts nothing.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from unibazzar_health import messages
 from unibazzar_health.incidents.state import (
     PENDING,
+    SEVERITY_CHANGE,
     SUPERSEDED,
-    CheckStreak,
     Delivery,
     EnvironmentState,
     Event,
@@ -40,15 +45,17 @@ from unibazzar_health.incidents.state import (
     StatusChange,
 )
 from unibazzar_health.policy import (
+    DEFAULT_ESCALATION_MINUTES,
     LEVELS,
     BusinessCalendar,
     clock,
+    external_teams,
     human_duration,
     internal_level,
     next_update,
 )
 from unibazzar_health.policy import parse_time as at
-from unibazzar_health.severity import rank, worst
+from unibazzar_health.severity import OUTAGE, rank, service_outages, worst
 
 # alert_after / resolve_after by run mode: an engineer's run alerts at once; a scheduled probe
 # waits for a second failing run (and a second passing one), damping a flapping check.
@@ -81,6 +88,12 @@ class Mute:
         return self.service is None or check["service"] == self.service
 
 
+def _catalog_severities() -> Mapping[str, Any]:
+    from unibazzar_health.catalog import load_catalog
+
+    return load_catalog().severities
+
+
 @dataclass(frozen=True)
 class Policy:
     environment: str
@@ -93,6 +106,10 @@ class Policy:
     calendar: BusinessCalendar = field(default_factory=BusinessCalendar)
     escalation_minutes: Mapping[str, Mapping[int, float]] | None = None
     contacts: Mapping[int, str] = field(default_factory=dict)  # internal level -> who
+    # External escalation: aws_support, payment_provider, security_team -> who.
+    external_contacts: Mapping[str, str] = field(default_factory=dict)
+    # The catalog's severities (title, response time), read once when the policy is built.
+    severities: Mapping[str, Any] = field(default_factory=_catalog_severities)
     # (name, kinds it takes), in the order deliveries are made.
     notifiers: tuple[tuple[str, frozenset[str]], ...] = ()
     mutes: tuple[Mute, ...] = ()
@@ -167,12 +184,13 @@ def runs_needed(state: EnvironmentState) -> set[str]:
 
 # ---- narrowing a summary to one incident ------------------------------------------------
 def scope(summary: Mapping[str, Any], checks: Collection[str], incident: Incident,
-          carried: Collection[str] = (), escalation: Mapping[str, Any] | None = None
-          ) -> dict[str, Any]:
+          severities: Mapping[str, Any], carried: Collection[str] = (),
+          muted: Collection[str] = (), severity: str | None = None) -> dict[str, Any]:
     """The summary as if the run had judged only this incident's ``checks``; ``carried``
-    are failing checks this run did not observe, taken from what the state keeps."""
-    from unibazzar_health.catalog import load_catalog
-
+    are failing checks this run did not observe, taken from what the state keeps; ``muted``
+    are checks whose failure the run does not count (an outage needs its unmuted checks to
+    fail). The severity is its failing checks' and its services' outages (``severity``
+    says it instead, where the incident's own is meant)."""
     wanted = list(dict.fromkeys(checks))
     present = {c["id"]: c for c in summary.get("checks", []) if c["id"] in wanted}
     for check_id in carried:
@@ -181,18 +199,19 @@ def scope(summary: Mapping[str, Any], checks: Collection[str], incident: Inciden
     entries = [present[i] for i in wanted if i in present]
     failed = [c for c in entries if c["outcome"] == "failed"]
     failed_ids = {c["id"] for c in failed}
-    causes = [c for c in summary.get("root_causes") or [] if set(c["checks"]) & failed_ids]
-    level = worst([*(c["severity"] for c in causes), *(c["severity"] for c in failed)])
-    severity = load_catalog().severities[level] if level else None
     services = sorted({c["service"] for c in failed})
+    outages = _outages(summary.get("checks", []), services, muted)
+    level = severity or worst([*(c["severity"] for c in failed),
+                               *(o["severity"] for o in outages)])
+    known = severities.get(level) if level else None
     out = dict(summary)
     out["checks"] = sorted(entries, key=lambda c: (c["outcome"] != "failed",
                                                    rank(c.get("severity")), c["id"]))
     out["verdict"] = {
         **summary.get("verdict", {}),
         "status": "failing" if failed else "healthy", "severity": level,
-        "title": severity.title if severity else None,
-        "respond_within": severity.respond_within if severity else None,
+        "title": known.title if known else None,
+        "respond_within": known.respond_within if known else None,
         "failing_checks": [c["id"] for c in out["checks"] if c["outcome"] == "failed"],
         "broken_checks": []}
     out["root_causes"] = [{
@@ -200,12 +219,18 @@ def scope(summary: Mapping[str, Any], checks: Collection[str], incident: Inciden
         "dependency": incident.dependency, "services": services,
         "checks": out["verdict"]["failing_checks"], "severity": level}] if failed else []
     out["incidents"] = [i for i in summary.get("incidents", []) if set(i["checks"]) & failed_ids]
-    out["outages"] = [o for o in summary.get("outages", []) if o["service"] in services]
+    out["outages"] = outages
     out["incident"] = {**(summary.get("incident") or {}),
                        "first_failure_at": incident.first_failure_at}
-    if escalation is not None:
-        out["escalation"] = escalation
     return out
+
+
+def _outages(entries: Iterable[Mapping[str, Any]], services: Collection[str],
+             muted: Collection[str]) -> list[dict[str, Any]]:
+    """The outages (severity.service_outages) of these services, counting only their
+    unmuted checks: a silenced check's failure makes no outage."""
+    return service_outages(SimpleNamespace(service=c["service"], outcome=c["outcome"])
+                           for c in entries if c["service"] in services and c["id"] not in muted)
 
 
 def _carried_entry(incident: Incident, check_id: str) -> dict[str, Any]:
@@ -275,7 +300,6 @@ def decide(state: EnvironmentState, summary: Mapping[str, Any], run_id: str, pol
                         if c["outcome"] == "failed" and c["id"] not in muted},
                muted=muted)
     decision = Decision(state=state, silenced=silenced_report(summary, policy.mutes, now))
-    _count_checks(state, run)
     attached = _attach_causes(state, run, policy)
     stored = runs or {}
     for key in list(state.incidents):
@@ -289,19 +313,6 @@ def decide(state: EnvironmentState, summary: Mapping[str, Any], run_id: str, pol
     return decision
 
 
-def _count_checks(state: EnvironmentState, run: _Run) -> None:
-    for check_id, outcome in run.outcomes.items():
-        streak = state.checks.setdefault(check_id, CheckStreak())
-        if outcome == "failed":
-            if not streak.failing:
-                streak.since = run.iso
-            streak.failing, streak.passing = streak.failing + 1, 0
-        elif outcome == "passed":
-            if not streak.passing:
-                streak.since = run.iso
-            streak.failing, streak.passing = 0, streak.passing + 1
-
-
 def _attach_causes(state: EnvironmentState, run: _Run,
                    policy: Policy) -> dict[str, list[dict[str, Any]]]:
     """Each root cause of the run (narrowed to its unmuted failing checks) joined to the
@@ -312,7 +323,8 @@ def _attach_causes(state: EnvironmentState, run: _Run,
         checks = [c for c in cause["checks"] if c in run.failing]
         if not checks:
             continue
-        cause = {**cause, "checks": checks}
+        if checks != list(cause["checks"]):
+            cause = _unmuted(cause, checks, run)
         matches = sorted((i for i in state.incidents.values() if _belongs(cause, i)),
                          key=lambda i: (i.first_failure_at, i.key))
         if matches:
@@ -328,6 +340,18 @@ def _attach_causes(state: EnvironmentState, run: _Run,
         state.incidents[incident.key] = incident
         attached[incident.key] = [cause]
     return attached
+
+
+def _unmuted(cause: Mapping[str, Any], checks: list[str], run: _Run) -> dict[str, Any]:
+    """The cause as if its muted checks had not failed: their severity, their services and
+    the outages they make are not its own."""
+    entries = [run.entries[c] for c in checks]
+    services = sorted({e["service"] for e in entries})
+    down = _outages(run.entries.values(), services, run.muted)
+    return {**cause, "checks": checks, "services": services,
+            "title": _title(cause.get("dependency"), services, cause["title"]),
+            "severity": worst([*(e["severity"] for e in entries),
+                               *(OUTAGE for _ in down)])}
 
 
 def _belongs(cause: Mapping[str, Any], incident: Incident) -> bool:
@@ -398,8 +422,7 @@ def _alert(decision: Decision, incident: Incident, run: _Run, policy: Policy,
     open_minutes = (run.now - at(incident.first_failure_at)).total_seconds() / 60
     incident.escalation_level = internal_level(incident.severity, open_minutes,
                                                policy.escalation_minutes)
-    current = scope(run.summary, incident.checks, incident, carried,
-                    _escalation(incident, run, policy))
+    current = _current(incident, incident.checks, carried, run, policy)
     message = messages.alerts(current, run.now)[0]
     message = _with_next_update(message, incident, run, policy)
     incident.events.append(Event(run.iso, "alert", (
@@ -488,36 +511,36 @@ def _update_if_due(decision: Decision, incident: Incident, before: list[str],
     if not (changed_checks or changed_severity or due):
         return
     first = _stored_or_rebuilt(stored, incident.first_run_id, incident.first_failure_at,
-                               incident.all_checks, None, incident)
+                               incident.all_checks, None, incident, policy)
     previous = _stored_or_rebuilt(stored, incident.last_posted_run_id,
                                   incident.posted_started_at or incident.first_failure_at,
                                   incident.posted_checks, incident.posted_severity, incident,
-                                  narrow_to=incident.posted_checks)
-    current = scope(run.summary, failing, incident, carried, _escalation(incident, run, policy))
+                                  policy, narrow_to=incident.posted_checks)
+    current = _current(incident, failing, carried, run, policy)
     message = messages.update(first, previous, current, run.now)
     message = _with_next_update(message, incident, run, policy)
     why = "changed" if changed_checks or changed_severity else "due"
     incident.events.append(Event(run.iso, "update", f"Status Update ({why}): "
                                  + message.lines[3].removeprefix("Actions taken: ")))
     _told(incident, run)
-    _enqueue(decision, incident, "update", message, current, policy, run)
+    _enqueue(decision, incident, "update", message, current, policy, run,
+             severity_changed=changed_severity)
 
 
 def _escalate_if_due(decision: Decision, incident: Incident, run: _Run, policy: Policy,
                      carried: list[str]) -> None:
+    if not incident.checks:
+        return  # healing: every check of it passed when last judged; nothing to escalate
     open_minutes = (run.now - at(incident.first_failure_at)).total_seconds() / 60
     level = internal_level(incident.severity, open_minutes, policy.escalation_minutes)
     if level <= incident.escalation_level:
         return
     incident.escalation_level = level
-    thresholds = (policy.escalation_minutes or {}).get(incident.severity)
-    if thresholds is None:
-        from unibazzar_health.policy import DEFAULT_ESCALATION_MINUTES
-
-        thresholds = DEFAULT_ESCALATION_MINUTES.get(incident.severity, {})
+    thresholds = {**DEFAULT_ESCALATION_MINUTES, **(policy.escalation_minutes or {})}.get(
+        incident.severity, {})
     contact = policy.contacts.get(level)
-    current = scope(run.summary, incident.checks, incident, carried,
-                    _escalation(incident, run, policy))
+    current = _current(incident, incident.checks, carried, run, policy,
+                       severity=incident.severity)
     message = messages.escalated(current, level, LEVELS[level], contact,
                                  float(thresholds.get(level, 0.0)),
                                  at(incident.first_failure_at))
@@ -531,16 +554,16 @@ def _resolve(decision: Decision, incident: Incident, run: _Run, policy: Policy,
              stored: Mapping[str, Mapping[str, Any]]) -> None:
     last = incident.last_failing_checks or incident.posted_checks
     first = _stored_or_rebuilt(stored, incident.first_run_id, incident.first_failure_at,
-                               incident.all_checks, None, incident)
+                               incident.all_checks, None, incident, policy)
     last_failing = _stored_or_rebuilt(stored, incident.last_failing_run_id,
                                       incident.last_failure_at, last, incident.severity,
-                                      incident, narrow_to=last)
+                                      incident, policy, narrow_to=last)
     healthy_at = incident.first_passing_at or run.summary["started_at"]
     healthy = _synthetic(healthy_at, [], None, incident)
     message = messages.resolved(first, last_failing, healthy)
     incident.resolved_at, incident.resolved_run_id = healthy_at, incident.first_passing_run_id
     incident.events.append(Event(run.iso, "resolved", message.lines[3]))
-    current = scope(run.summary, incident.all_checks, incident)
+    current = scope(run.summary, incident.all_checks, incident, policy.severities)
     _enqueue(decision, incident, "resolved", message, current, policy, run)
     del decision.state.incidents[incident.key]
     decision.state.closed.append(incident)
@@ -548,13 +571,14 @@ def _resolve(decision: Decision, incident: Incident, run: _Run, policy: Policy,
 
 def _stored_or_rebuilt(stored: Mapping[str, Mapping[str, Any]], run_id: str | None,
                        started_at: str, checks: list[str], severity: str | None,
-                       incident: Incident, narrow_to: list[str] | None = None
+                       incident: Incident, policy: Policy, narrow_to: list[str] | None = None
                        ) -> dict[str, Any]:
     """A past run of the incident: its stored summary narrowed to the incident (to
     ``narrow_to`` when given: what that run told), else rebuilt from the state."""
     summary = stored.get(run_id) if run_id else None
     if summary is not None:
-        return scope(summary, narrow_to if narrow_to is not None else checks, incident)
+        return scope(summary, narrow_to if narrow_to is not None else checks, incident,
+                     policy.severities)
     return _synthetic(started_at, checks, severity or incident.severity, incident)
 
 
@@ -591,20 +615,36 @@ def _with_next_update(message: messages.Message, incident: Incident, run: _Run,
                             message.details)
 
 
-def _escalation(incident: Incident, run: _Run, policy: Policy) -> dict[str, Any]:
+def _current(incident: Incident, checks: Collection[str], carried: Collection[str],
+             run: _Run, policy: Policy, severity: str | None = None) -> dict[str, Any]:
+    """This run's summary narrowed to the incident, with its own escalation block."""
+    current = scope(run.summary, checks, incident, policy.severities, carried, run.muted,
+                    severity)
+    failed = [c for c in current["checks"] if c["outcome"] == "failed"]
+    current["escalation"] = _escalation(incident, run, policy, failed)
+    return current
+
+
+def _escalation(incident: Incident, run: _Run, policy: Policy,
+                failed: list[dict[str, Any]]) -> dict[str, Any]:
     """The summary's escalation block for this incident alone: its level by its own
-    severity and time open; the external teams as the run named them."""
+    severity and time open; the external teams its own failing checks call for."""
+    from unibazzar_health.summary import EXTERNAL_TEAMS
+
     open_minutes = (run.now - at(incident.first_failure_at)).total_seconds() / 60
     level = max(internal_level(incident.severity, open_minutes, policy.escalation_minutes),
                 incident.escalation_level)
-    external = ((run.summary.get("escalation") or {}).get("external") or [])
+    teams = external_teams((c["impact"] for c in failed if c.get("impact")),
+                           (d for c in failed for d in c.get("failed_dependencies") or []))
     return {"internal": {"level": level, "title": LEVELS[level],
                          "contact": policy.contacts.get(level)},
-            "external": list(external)}
+            "external": [{"team": EXTERNAL_TEAMS[key], "contact": policy.external_contacts.get(key),
+                          "why": why} for key, why in teams]}
 
 
 def _enqueue(decision: Decision, incident: Incident, kind: str, message: messages.Message,
-             current: Mapping[str, Any], policy: Policy, run: _Run) -> None:
+             current: Mapping[str, Any], policy: Policy, run: _Run,
+             severity_changed: bool = False) -> None:
     number = incident.messages.get(kind, 0) + 1
     incident.messages[kind] = number
     payload = {
@@ -620,7 +660,8 @@ def _enqueue(decision: Decision, incident: Incident, kind: str, message: message
     }
     key = dedup_key(policy.environment, incident.key)
     for name, kinds in policy.notifiers:
-        if kind not in kinds:
+        if kind not in kinds and not (kind == "update" and severity_changed
+                                      and SEVERITY_CHANGE in kinds):
             continue
         if kind != "alert":
             _supersede(decision, incident, name, kind)

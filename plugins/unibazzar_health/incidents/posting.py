@@ -1,19 +1,23 @@
 """After the summary is on disk: decide under the store's lock, then post outside it.
 
 1. Under the environment's lock (one short transaction): deliveries a dead runner left in
-   ``sending`` are settled (PagerDuty's go back to pending: its dedup_key makes a resend
-   harmless; Slack's, the webhook's and the ticket's become ``unknown``, never resent, and
-   are named on the terminal for a human to check), the lifecycle decides, the new
-   deliveries are enqueued and the state and the run's summary saved.
+   ``sending`` are settled (PagerDuty's and the ticket's go back to pending: PagerDuty's
+   dedup_key makes a resend harmless, the ticket looks for its marker before sending again;
+   Slack's and the webhook's become ``unknown``, never resent, and are named on the terminal
+   for a human to check), the lifecycle decides, the new deliveries are enqueued and the
+   state and the run's summary saved.
 2. Outside the lock, the outbox is drained in order: each delivery is claimed
    (pending → sending, compare-and-set: two runners never send the same one), sent with a
    per-request deadline and a few retries with backoff, all within the run's posting
    budget, and its result recorded (sent; or pending with the error, retried by the next
-   run). A request that may have arrived (no answer) is retried in this run only where the
-   service deduplicates (PagerDuty).
+   run). A request that may have arrived (no answer, a dropped connection) is retried in
+   this run only where the service deduplicates (PagerDuty), left for the next run where
+   the notifier looks for it first (the ticket), and else ``unknown``, named for a human
+   like a crash mid-send: nothing is sent twice.
 
 Posting never raises into the run and never changes its exit status: what went wrong is in
-the report (terminal lines, reports/posting.json).
+the report (terminal lines, reports/posting.json) — a store that cannot be used, a state
+written by another version, or a bug of ours alike.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import socket
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
@@ -30,7 +35,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unibazzar_health.incidents.notifiers.base import MIN_REQUEST_S
 from unibazzar_health.incidents.state import (
+    FAILED,
     PENDING,
     SENDING,
     SENT,
@@ -54,8 +61,6 @@ POSTING_FILE = "posting.json"
 SCHEMA = "unibazzar-health/posting/v1"
 # Sends of one delivery, over all runs, before it is given up (status failed).
 MAX_ATTEMPTS = 20
-# Below this many seconds left, no request is started: it could not finish.
-MIN_REQUEST_S = 0.2
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
@@ -84,7 +89,9 @@ class Report:
     results: list[Result] = field(default_factory=list)
     silenced: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    error: str | None = None  # the store could not be used: nothing decided nor sent
+    # Posting stopped: the store could not be used, or something unexpected happened.
+    error: str | None = None
+    decided: bool = False  # this run's decision was saved (an error came after it)
     duration_s: float = 0.0
     written: str | None = None  # where this report is on disk (reports/posting.json)
     preview: list[str] = field(default_factory=list)  # a dry run: the messages, once each
@@ -95,9 +102,12 @@ class Report:
     def lines(self) -> list[str]:
         """The terminal's lines, under the verdict."""
         out: list[str] = []
-        if self.error:
+        if self.error and not self.decided:
             out.append(f"POSTING skipped: {self.error}: nothing decided or posted in this "
                        "run; the summary is written and the next run tries again")
+        elif self.error:
+            out.append(f"POSTING stopped: {self.error}: what was not sent stays in the "
+                       "outbox; the next run sends it")
         for item in self.silenced:
             out.append(f"SILENCED {item['check']}: {item['kind']} '{item['reason']}' (until "
                        f"{item['until']}): alerts nothing")
@@ -111,7 +121,7 @@ class Report:
             elif r.status == PENDING:
                 tries = f" after {r.tries} tr{'y' if r.tries == 1 else 'ies'}" if r.tries else ""
                 out.append(f"POST {what} failed ({r.error}{tries}): will retry next run")
-            elif r.status == "failed":
+            elif r.status == FAILED:
                 out.append(f"POST {what} failed ({r.error}): given up after {r.attempts} "
                            "attempts")
             elif r.status == UNKNOWN:
@@ -164,17 +174,21 @@ def stale_claim(delivery: Delivery, now: datetime, lease_s: float,
 
 def settle_stale(state: EnvironmentState, notifiers: Mapping[str, Notifier], now: datetime,
                  lease_s: float) -> tuple[list[StatusChange], list[Result]]:
-    """Deliveries a dead runner was sending: resent where harmless, else ``unknown``."""
+    """Deliveries a dead runner was sending: resent where harmless (the send it was making
+    counts as an attempt, so the resend looks for it first), else ``unknown``."""
     changes, results = [], []
     for d in state.outbox:
         if not stale_claim(d, now, lease_s):
             continue
         notifier = notifiers.get(d.notifier)
-        if notifier is not None and notifier.idempotent:
-            error = "the run sending it stopped before recording the result: resent " \
-                    "(deduplicated by its dedup_key)"
-            d.status = PENDING
-            changes.append(StatusChange(d.id, PENDING, error, expected=SENDING))
+        if notifier is not None and (d.kind in notifier.idempotent
+                                     or d.kind in notifier.recoverable):
+            how = ("deduplicated by its dedup_key" if d.kind in notifier.idempotent
+                   else "it looks for what the stopped run sent first")
+            error = f"the run sending it stopped before recording the result: resent ({how})"
+            d.status, d.attempts = PENDING, d.attempts + 1
+            changes.append(StatusChange(d.id, PENDING, error, expected=SENDING,
+                                        attempts=d.attempts))
             continue
         error = (f"the run sending it ({d.claimed_by}) stopped before recording the result: "
                  f"not resent, so nobody is notified twice — check {d.notifier} by hand")
@@ -211,28 +225,31 @@ class Poster:
                                   *(h for n in self.notifiers for h in n.hidden())])
         self.clock = clock or (lambda: datetime.now(UTC))
         self.run_id = ""
+        self._early_error: str | None = None  # first_failure_at could not read the store
         # Each incident's ticket (its create's receipt), as recorded: comments need it.
         self._tickets: dict[str, Any] = {}
         self._tickets_lost: set[str] = set()  # incidents whose ticket create is unknown
 
     # ---- before the summary -------------------------------------------------------------
     def _absent(self) -> bool:
-        """A SQLite file not yet created: nothing remembered (and a read must not create it)."""
-        from unibazzar_health.incidents.sqlite_store import SqliteStore
-
-        return isinstance(self.store, SqliteStore) and not self.store.path.exists()
+        """Nothing remembered yet (and a read must not create the store)."""
+        return not self.store.exists()
 
     def first_failure_at(self, failing: Collection[str]) -> datetime | None:
         """When the incident behind these failing checks began, read (no lock) from the
-        store; None when it remembers none or cannot be read (posting reports that)."""
+        store; None when it remembers none or cannot be read (posting reports that). Never
+        raises: it runs before the summary is written."""
         from unibazzar_health.incidents.lifecycle import first_failure_at
 
-        if not failing or self._absent():
-            return None
         try:
+            if not failing or self._absent():
+                return None
             return first_failure_at(self.store.peek(self.env.name), failing)
-        except StoreError:
-            return None
+        except StoreError as exc:
+            self._early_error = self.redactor.text(str(exc))
+        except Exception as exc:  # a bug of ours or a state we misread: never the run's end
+            self._early_error = self.redactor.text(_unexpected(exc))
+        return None
 
     def silenced(self, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         from unibazzar_health.incidents.lifecycle import silenced_report
@@ -244,20 +261,33 @@ class Poster:
         """Decide, record, deliver; never raises (a store that cannot be used is the
         report's error)."""
         started = time.monotonic()
-        self.run_id = (at(summary["started_at"]).strftime("%Y%m%dT%H%M%SZ") + "-"
-                       + uuid.uuid4().hex[:8])
-        report = Report(self.env.name, self.store.where, self.run_id, dry_run=self.dry_run)
-        redacted: dict[str, Any] = self.redactor.data(dict(summary))
         try:
+            began = at(summary["started_at"]).strftime("%Y%m%dT%H%M%SZ")
+        except (KeyError, TypeError, ValueError):
+            began = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.run_id = began + "-" + uuid.uuid4().hex[:8]
+        report = Report(self.env.name, self.store.where, self.run_id, dry_run=self.dry_run)
+        try:
+            redacted: dict[str, Any] = self.redactor.data(dict(summary))
             if self.dry_run:
                 self._dry_run(redacted, report)
             else:
                 self._decide(redacted, report)
+                report.decided = True
                 self._drain(report, started)
         except StoreError as exc:
             report.error = self.redactor.text(str(exc))
+        except Exception as exc:  # a bug of ours or a state we misread: reported, not raised
+            report.error = self.redactor.text(_unexpected(exc))
         finally:
-            self.store.close()
+            try:
+                self.store.close()
+            except Exception as exc:
+                report.notes.append(self.redactor.text(f"closing {self.store.where}: "
+                                                       f"{_unexpected(exc)}"))
+        if self._early_error and self._early_error != report.error:
+            report.notes.append(f"when the incident began was not read from the store: "
+                                f"{self._early_error}")
         report.duration_s = round(time.monotonic() - started, 3)
         return report
 
@@ -302,7 +332,7 @@ class Poster:
                          and d.receipt}
         self._tickets_lost = {d.incident_id for d in decision.state.outbox
                               if d.notifier == "ticket" and d.kind == "alert"
-                              and d.status in (UNKNOWN, "failed")}
+                              and d.status in (UNKNOWN, FAILED)}
 
     # ---- delivering ---------------------------------------------------------------------
     def _drain(self, report: Report, started: float) -> None:
@@ -331,9 +361,9 @@ class Poster:
                                                              "created yet"
                 elif self.store.claim(self.env.name, d.id, claimant, self._now()):
                     # Its ticket's creation is unknown or given up: nowhere to comment.
-                    result.status = "failed"
+                    result.status = FAILED
                     result.error = "the incident's ticket was never recorded as created"
-                    self.store.finish(self.env.name, d.id, claimant, "failed", now=self._now(),
+                    self.store.finish(self.env.name, d.id, claimant, FAILED, now=self._now(),
                                       attempts=d.attempts, error=result.error)
                 else:
                     continue
@@ -350,23 +380,25 @@ class Poster:
 
     def _send(self, notifier: Notifier, d: Delivery, result: Result,
               remaining: Callable[[], float], claimant: str) -> None:
-        from unibazzar_health.incidents.notifiers.base import DeliveryError
+        from unibazzar_health.incidents.notifiers.base import DeliveryError, RequestBudget
 
         attempts = d.attempts
         receipt: Receipt | None = None
         error: str | None = None
-        in_flight = False  # a send overran the budget and is still running: outcome unknown
+        # It may have reached the service (no answer came, or a send overran the budget and
+        # is still running) and a resend now could post twice.
+        maybe_delivered = False
         while True:
-            limit = min(self.deadline, remaining())
-            if limit < MIN_REQUEST_S:
+            if min(self.deadline, remaining()) < MIN_REQUEST_S:
                 error = error or f"the posting budget ({self.budget:g} s) is spent"
                 break
             result.tries += 1
             attempts += 1
+            budget = RequestBudget(self.deadline, time.monotonic() + remaining())
             finished, value = _bounded(
-                partial(notifier.send, self._outgoing(d, attempts - 1), limit), remaining())
+                partial(notifier.send, self._outgoing(d, attempts - 1), budget), remaining())
             if not finished:
-                in_flight = True
+                maybe_delivered = True
                 error = (f"no answer within the posting budget ({self.budget:g} s); it may "
                          "still arrive")
                 break
@@ -377,8 +409,10 @@ class Poster:
                 error = f"{type(value).__name__} in the {notifier.name} notifier"
                 break
             error = value.reason
-            if value.maybe_delivered and not notifier.idempotent:
-                break  # resending now could post twice; the next run decides again
+            if value.maybe_delivered:
+                maybe_delivered = True
+                if d.kind not in notifier.idempotent:
+                    break  # resending now could post twice
             if not value.retryable or result.tries > self.retries:
                 break
             pause = BACKOFF_S[min(result.tries - 1, len(BACKOFF_S) - 1)]
@@ -390,10 +424,13 @@ class Poster:
             result.status, result.receipt = SENT, self.redactor.data(receipt.detail)
             if d.notifier == "ticket" and d.kind == "alert":
                 self._tickets[d.incident_id] = result.receipt
-        elif in_flight and not notifier.idempotent:
+        elif maybe_delivered and not (d.kind in notifier.idempotent
+                                      or d.kind in notifier.recoverable):
             result.status = UNKNOWN
+            error = (f"{error}: not resent, so nobody is notified twice — check "
+                     f"{notifier.name} by hand")
         else:
-            result.status = PENDING if attempts < MAX_ATTEMPTS else "failed"
+            result.status = PENDING if attempts < MAX_ATTEMPTS else FAILED
         result.error = self.redactor.text(error) if error else None
         self.store.finish(self.env.name, d.id, claimant, result.status, now=self._now(),
                           attempts=attempts, error=result.error, receipt=result.receipt)
@@ -416,6 +453,15 @@ class Poster:
         path = write_json(self.reports_dir / POSTING_FILE, self.redactor.data(report.to_dict()))
         report.written = str(path)
         return path
+
+
+def _unexpected(exc: BaseException) -> str:
+    """An exception we did not expect, in one line a maintainer can find: its type, its
+    text and where it was raised (file:line of the innermost frame)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}{': ' + text if text else ''}{where}"
 
 
 def _bounded(call: Callable[[], Any], limit: float) -> tuple[bool, Any]:

@@ -24,9 +24,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from unibazzar_health.incidents.state import (
+    FINISHED,
     Delivery,
     EnvironmentState,
     RunRecord,
+    StateFormatError,
     StatusChange,
     StoreBusy,
     StoreError,
@@ -37,7 +39,6 @@ from unibazzar_health.incidents.state import (
 # Milliseconds a lock lives if its holder dies: the read-decide-save it guards takes tens of
 # milliseconds, and a run waiting on a dead holder's lock waits at most this long.
 LOCK_LEASE_MS = 5000
-FINISHED = ("sent", "failed", "unknown", "superseded")
 # The delivery's fields kept as strings in its hash (payload and receipt apart).
 FIELDS = ("id", "environment", "incident_id", "incident_key", "kind", "notifier", "headline",
           "dedup_key", "created_at", "status", "attempts", "last_error", "updated_at",
@@ -84,6 +85,9 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"RedisStore({self.where!r})"
+
+    def exists(self) -> bool:
+        return True  # a read creates nothing
 
     def _redis(self) -> Any:
         if self._client is None:
@@ -137,8 +141,12 @@ class RedisStore:
         for delivery_id in ids:
             pipe.hmget(self._key(environment, "d", delivery_id), [*FIELDS, "receipt"])
         outbox = [self._delivery(values) for values in pipe.execute() if values[0] is not None]
-        return EnvironmentState.from_document(
-            environment, json.loads(document) if document else None, outbox)
+        try:
+            data = json.loads(document) if document else None
+        except ValueError:
+            raise StateFormatError(f"{self.where}: the state of {environment} is not JSON "
+                                   "(nothing decided, nothing changed)") from None
+        return EnvironmentState.from_document(environment, data, outbox, where=self.where)
 
     @staticmethod
     def _delivery(values: list[bytes | None], payload: bytes | None = None) -> Delivery:
@@ -250,7 +258,7 @@ class _Transaction:
             statuses = [pipe.hget(k, "status") for k in changed]
             fresh = [d for d in deliveries if not pipe.exists(key(env, "d", d.id))]
             seq = int(pipe.get(key(env, "seq")) or 0)
-            stale_runs, stale_deliveries = self._prunable(state, run, now, pipe)
+            stale_runs, stale_deliveries, old_payloads = self._prunable(state, run, now, pipe)
             pipe.multi()
             pipe.set(key(env, "state"), json.dumps(state.document(), ensure_ascii=False))
             if run is not None:
@@ -269,19 +277,24 @@ class _Transaction:
                                           "claimed_by": ""})
                     if change.error is not None:
                         pipe.hset(k, "last_error", change.error)
+                    if change.attempts is not None:
+                        pipe.hset(k, "attempts", str(change.attempts))
             for run_id in stale_runs:
                 pipe.zrem(key(env, "runs"), run_id)
                 pipe.delete(key(env, "run", run_id))
             for delivery_id in stale_deliveries:
                 pipe.zrem(key(env, "outbox"), delivery_id)
                 pipe.delete(key(env, "d", delivery_id))
+            for delivery_id in old_payloads:
+                pipe.hdel(key(env, "d", delivery_id), "payload")
             pipe.execute()
 
     def _prunable(self, state: EnvironmentState, run: RunRecord | None, now: str, pipe: Any
-                  ) -> tuple[list[str], list[str]]:
-        """Bounded retention, as in the SQLite store: runs beyond the newest keep_runs or
-        older than keep_days (not those an open incident speaks of); finished deliveries of
-        closed incidents older than keep_days."""
+                  ) -> tuple[list[str], list[str], list[str]]:
+        """Bounded retention, as in the SQLite store: (runs beyond the newest keep_runs or
+        older than keep_days, not those an open incident speaks of; finished deliveries of
+        incidents no longer remembered; finished deliveries older than keep_days, whose
+        payload is dropped)."""
         from unibazzar_health.incidents.lifecycle import runs_needed
 
         store, env = self._store, self._environment
@@ -295,11 +308,13 @@ class _Transaction:
         stale = [run_id for n, (run_id, score) in enumerate(ranked)
                  if (n >= store.keep_runs or score < cutoff.timestamp())
                  and run_id not in needed and (run is None or run_id != run.id)]
-        open_ids = {i.id for i in state.incidents.values()}
+        remembered = {i.id for i in state.incidents.values()} | {i.id for i in state.closed}
         cutoff_iso = cutoff.isoformat(timespec="seconds")
-        old = [d.id for d in self.state.outbox if d.status in FINISHED
-               and d.created_at < cutoff_iso and d.incident_id not in open_ids]
-        return stale, old
+        finished = [d for d in self.state.outbox if d.status in FINISHED]
+        forgotten = [d.id for d in finished if d.incident_id not in remembered]
+        old = [d.id for d in finished
+               if d.incident_id in remembered and d.created_at < cutoff_iso]
+        return stale, forgotten, old
 
 
 def _epoch(iso: str) -> float:

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from unibazzar_health.incidents.state import (
+    FINISHED,
     SENDING,
     SENT,
     Delivery,
     EnvironmentState,
     RunRecord,
+    StateFormatError,
     StatusChange,
     StoreBusy,
     StoreError,
@@ -76,7 +78,7 @@ CREATE INDEX IF NOT EXISTS outbox_by_status ON outbox (environment, status);
 COLUMNS = ("seq", "id", "environment", "incident_id", "incident_key", "kind", "notifier",
            "headline", "dedup_key", "created_at", "status", "attempts", "last_error",
            "updated_at", "claimed_by", "claimed_at", "receipt", "sent_at")
-FINISHED = ("sent", "failed", "unknown", "superseded")
+EMPTY_PAYLOAD = encode({})  # what a finished delivery keeps once its payload is dropped
 
 
 class SqliteStore:
@@ -93,6 +95,9 @@ class SqliteStore:
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
+
+    def exists(self) -> bool:
+        return self.path.exists()
 
     # ---- connection ---------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
@@ -133,8 +138,12 @@ class SqliteStore:
         outbox = [self._delivery(r, with_payload=False) for r in conn.execute(
             f"SELECT {', '.join(COLUMNS)} FROM outbox WHERE environment = ? ORDER BY seq",
             (environment,))]
-        return EnvironmentState.from_document(environment, json.loads(row[0]) if row else None,
-                                              outbox)
+        try:
+            document = json.loads(row[0]) if row else None
+        except ValueError:
+            raise StateFormatError(f"{self.where}: the state of {environment} is not JSON "
+                                   "(nothing decided, nothing changed)") from None
+        return EnvironmentState.from_document(environment, document, outbox, where=self.where)
 
     @staticmethod
     def _delivery(row: Any, with_payload: bool, payload: bytes | None = None) -> Delivery:
@@ -272,16 +281,18 @@ class _Transaction:
         for change in changes:
             conn.execute(
                 "UPDATE outbox SET status = ?, last_error = COALESCE(?, last_error), "
-                "updated_at = ?, claimed_by = NULL WHERE environment = ? AND id = ? AND "
-                "(? IS NULL OR status = ?)",
-                (change.status, change.error, now, env, change.delivery_id, change.expected,
-                 change.expected))
+                "attempts = COALESCE(?, attempts), updated_at = ?, claimed_by = NULL "
+                "WHERE environment = ? AND id = ? AND (? IS NULL OR status = ?)",
+                (change.status, change.error, change.attempts, now, env, change.delivery_id,
+                 change.expected, change.expected))
         self._prune(state, now)
         self.saved = True
 
     def _prune(self, state: EnvironmentState, now: str) -> None:
         """Bounded retention: the newest keep_runs runs younger than keep_days, and every run
-        an open incident still speaks of; finished deliveries of closed incidents as old."""
+        an open incident still speaks of. A finished delivery keeps its row while its
+        incident is remembered (open, or among the resolved ones kept: the timeline and the
+        ticket read them) and its payload for keep_days."""
         conn, env = self._conn, self._environment
         from unibazzar_health.incidents.lifecycle import runs_needed
 
@@ -295,10 +306,14 @@ class _Transaction:
             f"(started_at < ? OR id NOT IN (SELECT id FROM runs WHERE environment = ? "
             f"ORDER BY started_at DESC LIMIT ?))",
             (env, *keep, cutoff, env, self._store.keep_runs))
-        open_ids = sorted(i.id for i in state.incidents.values()) or [""]
-        marks = ", ".join("?" for _ in open_ids)
+        remembered = sorted({i.id for i in state.incidents.values()}
+                            | {i.id for i in state.closed}) or [""]
+        marks = ", ".join("?" for _ in remembered)
         done = ", ".join("?" for _ in FINISHED)
         conn.execute(
             f"DELETE FROM outbox WHERE environment = ? AND status IN ({done}) AND "
-            f"created_at < ? AND incident_id NOT IN ({marks})",
-            (env, *FINISHED, cutoff, *open_ids))
+            f"incident_id NOT IN ({marks})", (env, *FINISHED, *remembered))
+        conn.execute(
+            f"UPDATE outbox SET payload = ? WHERE environment = ? AND status IN ({done}) AND "
+            f"created_at < ? AND payload != ?",
+            (EMPTY_PAYLOAD, env, *FINISHED, cutoff, EMPTY_PAYLOAD))

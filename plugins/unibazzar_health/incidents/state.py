@@ -5,14 +5,17 @@ JSON: the SQLite and Redis stores keep the same documents. Times are ISO 8601 st
 
 - ``EnvironmentState``: per environment, the open incidents (and those failing but not yet
   alerted) keyed by the root cause key they opened with (``dependency:redis``,
-  ``service:order-service``), the last resolved ones (for the timeline and the post-mortem),
-  and consecutive failing/passing runs per check.
+  ``service:order-service``) with their consecutive failing/passing runs, and the last
+  resolved ones (for the timeline and the post-mortem). Its document carries a ``version``:
+  a runner that finds one newer than it reads says so (StateFormatError) instead of
+  guessing.
 - ``RunRecord``: one run's summary, kept with bounded retention, so first/previous summaries of
   an incident can be read back.
 - ``Delivery``: one message to one notifier, in the outbox. Its status moves
   pending → sending (claimed by one runner, compare-and-set) → sent | pending (failed, retried
-  by the next run) | failed (given up) | unknown (the runner died while sending: a human
-  checks) | superseded (a newer update of the same incident replaced it before it went out).
+  by the next run) | failed (given up) | unknown (it may have arrived — no answer came, or
+  the runner died while sending — and resending could post twice: a human checks) |
+  superseded (a newer update of the same incident replaced it before it went out).
 """
 
 from __future__ import annotations
@@ -24,9 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 KINDS = ("alert", "update", "escalation", "resolved")
+# In a notifier's kinds: the updates whose severity changed, and only those (PagerDuty is
+# re-triggered with the new severity; the chat hears every update).
+SEVERITY_CHANGE = "update:severity"
 PENDING, SENDING, SENT, FAILED, UNKNOWN, SUPERSEDED = (
     "pending", "sending", "sent", "failed", "unknown", "superseded")
-STATUSES = (PENDING, SENDING, SENT, FAILED, UNKNOWN, SUPERSEDED)
+FINISHED = (SENT, FAILED, UNKNOWN, SUPERSEDED)  # no runner moves a delivery out of these
+# The state document's layout. A document without the field was written before it existed,
+# in the layout of version 1.
+STATE_VERSION = 1
 
 
 class StoreError(Exception):
@@ -36,6 +45,11 @@ class StoreError(Exception):
 
 class StoreBusy(StoreError):
     """Another run held the environment's lock for longer than we wait."""
+
+
+class StateFormatError(StoreError):
+    """The state document is of a version this runner does not read, or cannot be read
+    (written by another version of unibazzar-health, or by hand)."""
 
 
 @dataclass
@@ -92,15 +106,6 @@ class Incident:
 
 
 @dataclass
-class CheckStreak:
-    """Consecutive runs a check failed or passed (only runs that observed it count)."""
-
-    failing: int = 0
-    passing: int = 0
-    since: str | None = None  # when the current streak began
-
-
-@dataclass
 class Delivery:
     id: str  # deterministic: incident occurrence, kind, its number, notifier
     environment: str
@@ -135,28 +140,43 @@ class EnvironmentState:
     environment: str
     incidents: dict[str, Incident] = field(default_factory=dict)  # open or pending, by key
     closed: list[Incident] = field(default_factory=list)  # resolved, oldest first
-    checks: dict[str, CheckStreak] = field(default_factory=dict)
     # The outbox as it stood when the state was loaded (kept by the store in its own rows,
     # not in this document), without payloads: StateStore.deliveries reads those.
     outbox: list[Delivery] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
         """What the store saves as the state document (the outbox is stored apart)."""
-        return {"environment": self.environment,
+        return {"version": STATE_VERSION, "environment": self.environment,
                 "incidents": {k: dataclasses.asdict(v) for k, v in self.incidents.items()},
-                "closed": [dataclasses.asdict(i) for i in self.closed],
-                "checks": {k: dataclasses.asdict(v) for k, v in self.checks.items()}}
+                "closed": [dataclasses.asdict(i) for i in self.closed]}
 
     @classmethod
     def from_document(cls, environment: str, data: Mapping[str, Any] | None,
-                      outbox: Iterable[Delivery] = ()) -> EnvironmentState:
+                      outbox: Iterable[Delivery] = (), *, where: str = "the store"
+                      ) -> EnvironmentState:
+        """The state from its stored document; raises StateFormatError (naming ``where``)
+        for a version this runner does not read or a document it cannot read."""
         data = data or {}
-        return cls(
-            environment=environment,
-            incidents={k: Incident.from_dict(v) for k, v in data.get("incidents", {}).items()},
-            closed=[Incident.from_dict(v) for v in data.get("closed", [])],
-            checks={k: CheckStreak(**v) for k, v in data.get("checks", {}).items()},
-            outbox=list(outbox))
+        version = data.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or \
+                not 1 <= version <= STATE_VERSION:
+            raise StateFormatError(
+                f"{where}: the state of {environment} is version {version!r}; this "
+                f"unibazzar-health reads versions 1 to {STATE_VERSION}: run the same version "
+                "on every runner that shares the store (nothing decided, nothing changed)")
+        try:
+            # A version 1 document may still hold "checks" (per-check streaks, never read).
+            return cls(
+                environment=environment,
+                incidents={k: Incident.from_dict(v)
+                           for k, v in data.get("incidents", {}).items()},
+                closed=[Incident.from_dict(v) for v in data.get("closed", [])],
+                outbox=list(outbox))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise StateFormatError(
+                f"{where}: the state of {environment} cannot be read ({type(exc).__name__}: "
+                f"{exc}): written by another version of unibazzar-health? (nothing decided, "
+                "nothing changed)") from None
 
     def find(self, key: str | None = None) -> Incident | None:
         """The incident named by key (open first, then the latest resolved); without a key,
@@ -202,6 +222,7 @@ class StatusChange:
     error: str | None = None
     # Only change it while it still has this status (another runner may have moved it).
     expected: str | None = None
+    attempts: int | None = None  # its sends so far, when the change counts one more
 
 
 class Transaction(Protocol):
@@ -243,6 +264,11 @@ class StateStore(Protocol):
     @property
     def where(self) -> str:
         """The store as a person names it (a path, a host:port/db): never a password."""
+        ...
+
+    def exists(self) -> bool:
+        """False while nothing was ever saved where it must be created first (a SQLite
+        file): nothing is remembered, and a read must not create it."""
         ...
 
     def peek(self, environment: str) -> EnvironmentState:

@@ -247,7 +247,8 @@ def add_commands(commands: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> tuple[Any, str]:
-    """(store, environment) the options name."""
+    """(store, environment) the options name. With --env or --env-file only the file's
+    [incident_state] is used: no other secret of it needs to be set."""
     from unibazzar_health.incidents.sqlite_store import SqliteStore
 
     if args.state:
@@ -261,22 +262,17 @@ def _open(args: argparse.Namespace) -> tuple[Any, str]:
             raise SystemExit(f"{path}: holds {', '.join(names) or 'no environment'}: "
                              "choose one with --environment")
         return store, name
-    from unibazzar_health.incidents import config
-    from unibazzar_health.settings import (
-        EnvironmentFileError,
-        choose_environment_file,
-        load_environment,
-    )
+    from unibazzar_health.incidents.config import open_store_of_file
+    from unibazzar_health.settings import EnvironmentFileError, choose_environment_file
 
     path = choose_environment_file(Path.cwd(), args.env, args.env_file, os.environ)
     try:
-        env = load_environment(path)
+        opened, name = open_store_of_file(path, Path(args.reports_dir), os.environ)
     except EnvironmentFileError as exc:
         raise SystemExit(str(exc)) from None
-    opened = config.open_store(env, Path(args.reports_dir))
-    if isinstance(opened, SqliteStore) and not opened.path.is_file():
-        raise SystemExit(f"{opened.path}: no incident store yet (no run has posted)")
-    return opened, env.name
+    if not opened.exists():
+        raise SystemExit(f"{opened.where}: no incident store yet (no run has posted)")
+    return opened, name
 
 
 def _find(args: argparse.Namespace) -> tuple[Any, EnvironmentState, Incident]:

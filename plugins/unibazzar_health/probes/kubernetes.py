@@ -3,6 +3,7 @@ urllib3's retries are off (the client would otherwise try three more times)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,15 +51,37 @@ def api_client(target: KubeTarget) -> Any:
     return client.ApiClient(configuration)
 
 
-def _call(target: KubeTarget, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _call(target: KubeTarget, what: str, fn: Any, *args: Any,
+          read: Callable[[Any], Any] | None = None, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` within the deadline, its failures as ProbeErrors. With
+    ``read``, the answer is a raw response (``_preload_content=False``) and ``read(answer)``,
+    its body read, is returned: within the same deadline, so a server that sends its
+    headers and then drips the body costs one deadline, and its read errors are typed too.
+    Past the deadline the response is shut down, so the abandoned read ends as well."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError, TimeoutError
 
+    responses: list[Any] = []
+
+    def call() -> Any:
+        answer = fn(*args, _request_timeout=(target.deadline, target.deadline), **kwargs)
+        if read is None:
+            return answer
+        responses.append(answer)
+        try:
+            return read(answer)
+        finally:
+            answer.release_conn()
+
     try:
-        # The request timeout bounds the HTTP exchange; bounded() also covers what the client
-        # does first (refreshing an exec-plugin token, say).
-        return bounded(lambda: fn(*args, _request_timeout=(target.deadline, target.deadline),
-                                  **kwargs), target.deadline, "kubernetes", target.where)
+        # The request timeout bounds each step of the HTTP exchange (each read of the body
+        # too, not all of them); bounded() bounds the whole, and what the client does first
+        # (refreshing an exec-plugin token, say).
+        return bounded(call, target.deadline, "kubernetes", target.where)
+    except DeadlineExceeded:
+        for answer in responses:
+            _shut_down(answer)
+        raise
     except ApiException:
         raise
     except (TimeoutError, MaxRetryError) as exc:
@@ -79,6 +102,15 @@ def _call(target: KubeTarget, what: str, fn: Any, *args: Any, **kwargs: Any) -> 
     except HTTPError as exc:
         raise ProbeError("kubernetes", target.where, f"{what}: {exc}", target.deadline,
                          kind=FailureKind.UNEXPECTED_ANSWER) from None
+
+
+def _shut_down(response: Any) -> None:
+    """Unblock and end a read under way on another thread (urllib3 2.3+), else close: best
+    effort, on a response already given up."""
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        getattr(response, "shutdown", response.close)()
 
 
 def _api_error(target: KubeTarget, exc: Any) -> ProbeError:
@@ -321,7 +353,13 @@ def pod_logs(target: KubeTarget, deployment: str, since_seconds: int,
              timestamps: bool = False) -> dict[str, str]:
     """Each pod's log over the last ``since_seconds``, as `kubectl logs --since` gives it,
     bounded in lines and bytes; with ``timestamps``, each line starts with the time the
-    kubelet received it (RFC 3339) and a space, as `kubectl logs --timestamps`."""
+    kubelet received it (RFC 3339) and a space, as `kubectl logs --timestamps`.
+
+    The pods are read at once, each read (its body included) within the deadline, so the
+    logs cost one deadline however many pods there are; the first pod's failure (in the
+    order listed) is raised."""
+    import threading
+
     from kubernetes import client
 
     api = api_client(target)
@@ -331,13 +369,29 @@ def pod_logs(target: KubeTarget, deployment: str, since_seconds: int,
     core = client.CoreV1Api(api)
     pods = _items(target, f"list pods of {deployment}", core.list_namespaced_pod,
                   target.namespace, label_selector=found[1])
-    logs: dict[str, str] = {}
-    for pod in pods:
-        name = pod.metadata.name
-        # Raw: the client would otherwise "deserialize" the text into the repr of bytes.
-        response = _call(target, f"read log of {name}", core.read_namespaced_pod_log,
+    names = [pod.metadata.name for pod in pods]
+    read: dict[str, str | BaseException] = {}
+
+    def read_log(name: str) -> None:
+        try:
+            # Raw: the client would otherwise "deserialize" the text into the repr of bytes.
+            body = _call(target, f"read log of {name}", core.read_namespaced_pod_log,
                          name, target.namespace, since_seconds=since_seconds,
                          tail_lines=tail_lines, limit_bytes=limit_bytes,
-                         timestamps=timestamps, _preload_content=False)
-        logs[name] = response.data.decode("utf-8", errors="replace")
-    return logs
+                         timestamps=timestamps, _preload_content=False,
+                         read=lambda response: response.data)
+            read[name] = body.decode("utf-8", errors="replace")
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            read[name] = exc
+
+    threads = [threading.Thread(target=read_log, args=(name,), name="kubernetes-logs",
+                                daemon=True) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()  # each returns within about one deadline: _call is bounded
+    for name in names:
+        outcome = read[name]
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return {name: str(read[name]) for name in names}

@@ -166,9 +166,11 @@ def _indexer_fault(name: str) -> bool:
 
 def _indexer_paused() -> bool:
     """The indexer takes no event while it stays subscribed (a stuck consumer):
-    faults/listing-service.indexer-paused, or faults/listing-service.indexer-stuck (the
-    game day that also fills the queue)."""
-    return _indexer_fault("indexer-paused") or _indexer_fault("indexer-stuck")
+    faults/listing-service.indexer-paused, faults/listing-service.indexer-stuck (the game
+    day that also fills the queue) or faults/listing-service.indexer-reindexing (the one
+    that empties the vector collection, as a reindex would)."""
+    return any(_indexer_fault(name)
+               for name in ("indexer-paused", "indexer-stuck", "indexer-reindexing"))
 
 
 def _indexer_stopped() -> bool:

@@ -4,12 +4,14 @@ A notifier is built from its validated section of the environment file (``build`
 start-up: a bad config stops the run before any probe) and is handed, per delivery, the
 rendered message and the summary narrowed to the incident (``Outgoing``): never a check, a
 probe or the environment. It answers with a ``Receipt`` or raises ``DeliveryError`` saying
-whether the request may have reached the service: posting retries only what surely did not
-(or what the service deduplicates).
+whether the request may have reached the service: posting resends only what surely did not,
+what the service deduplicates (``idempotent``) or what the notifier looks for before sending
+it again (``recoverable``); anything else that may have arrived ends ``unknown``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +20,8 @@ from unibazzar_health.messages import Message
 
 # Reads a secret by the variable a *_env key names (the run's resolved secrets).
 SecretLookup = Callable[[str], str]
+# Below this many seconds left, no request is started: it could not finish.
+MIN_REQUEST_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,26 @@ class DeliveryError(Exception):
         self.reason, self.retryable, self.maybe_delivered = reason, retryable, maybe_delivered
 
 
+class RequestBudget:
+    """The time one send may take, request by request: each request at most
+    ``per_request`` seconds, and none started that could not end before ``ends_at``
+    (time.monotonic) — a notifier that makes several requests (the ticket's comment and
+    close) never overruns the posting budget with a request in flight."""
+
+    def __init__(self, per_request: float, ends_at: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_request, self.ends_at, self._clock = per_request, ends_at, clock
+
+    def timeout(self) -> float:
+        """Seconds for the next request; DeliveryError (nothing sent) when too few are
+        left."""
+        left = min(self.per_request, self.ends_at - self._clock())
+        if left < MIN_REQUEST_S:
+            raise DeliveryError("the posting budget ran out before the next request",
+                                retryable=True)
+        return left
+
+
 class ConfigError(Exception):
     """A notifier's section cannot be used: ``key`` is relative to the section."""
 
@@ -59,13 +83,19 @@ class ConfigError(Exception):
 
 class Notifier(Protocol):
     name: str
-    kinds: frozenset[str]  # the message kinds it posts
-    # A resend of a delivery already received is harmless (PagerDuty deduplicates by
-    # dedup_key): a delivery found mid-send after a crash is sent again, not given up.
-    idempotent: bool
+    # The message kinds it posts (state.SEVERITY_CHANGE: the updates whose severity changed).
+    kinds: frozenset[str]
+    # Kinds whose resend is harmless at any moment, the service deduplicating (PagerDuty's
+    # dedup_key): one that may have arrived is retried in the same run, one a dead runner
+    # left mid-send is sent again.
+    idempotent: frozenset[str]
+    # Kinds whose resend first looks for what an earlier attempt made (a marker in the
+    # ticket and its comments): one that may have arrived is sent again by the next run,
+    # once the service has finished what it got; so is one a dead runner left mid-send.
+    recoverable: frozenset[str]
 
-    def send(self, outgoing: Outgoing, timeout: float) -> Receipt:
-        """Deliver within ``timeout`` seconds per request; raise DeliveryError."""
+    def send(self, outgoing: Outgoing, budget: RequestBudget) -> Receipt:
+        """Deliver, each request within ``budget.timeout()``; raise DeliveryError."""
         ...
 
     def hidden(self) -> list[str]:

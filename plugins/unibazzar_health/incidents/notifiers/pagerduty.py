@@ -1,7 +1,8 @@
 """PagerDuty Events API v2: the alert triggers, the resolution resolves, both under one
 ``dedup_key`` per incident key and environment, so a trigger sent twice (two runners, a
-resend after a crash) is one PagerDuty incident. Updates and escalations stay in the chat
-and the ticket: PagerDuty runs its own escalation policy once paged.
+resend after a crash) is one PagerDuty incident. An update whose severity changed triggers
+again under the same key with the new severity; other updates and escalations stay in the
+chat and the ticket: PagerDuty runs its own escalation policy once paged.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from unibazzar_health.incidents.notifiers.base import (
     DeliveryError,
     Outgoing,
     Receipt,
+    RequestBudget,
     SecretLookup,
     new_session,
     post_json,
 )
+from unibazzar_health.incidents.state import SEVERITY_CHANGE
 from unibazzar_health.settings import PagerDutyNotify
 
 SEVERITIES = {"SEV1": "critical", "SEV2": "error", "SEV3": "warning", "SEV4": "info"}
@@ -24,8 +27,9 @@ SUMMARY_LIMIT = 1024  # characters of payload.summary (the Events API's limit)
 
 class PagerDutyNotifier:
     name = "pagerduty"
-    kinds = frozenset({"alert", "resolved"})
-    idempotent = True
+    kinds = frozenset({"alert", SEVERITY_CHANGE, "resolved"})
+    idempotent = frozenset({"alert", "update", "resolved"})  # deduplicated by dedup_key
+    recoverable: frozenset[str] = frozenset()
 
     def __init__(self, routing_key: str, api_url: str, session: Any = None) -> None:
         self._routing_key, self._api_url = routing_key, api_url
@@ -37,12 +41,12 @@ class PagerDutyNotifier:
     def hidden(self) -> list[str]:
         return []
 
-    def send(self, outgoing: Outgoing, timeout: float) -> Receipt:
+    def send(self, outgoing: Outgoing, budget: RequestBudget) -> Receipt:
         if self._session is None:
             self._session = new_session()
         response = post_json(self._session, "POST", self._api_url, event(outgoing,
                                                                          self._routing_key),
-                             timeout)
+                             budget.timeout())
         try:
             answer = response.json()
         except ValueError:
@@ -55,7 +59,9 @@ class PagerDutyNotifier:
 
 
 def event(outgoing: Outgoing, routing_key: str) -> dict[str, Any]:
-    """The Events API v2 body: trigger for the alert, resolve for the resolution."""
+    """The Events API v2 body: trigger for the alert and for an update whose severity
+    changed (the same dedup_key: the same PagerDuty incident, its severity now the new one),
+    resolve for the resolution."""
     if outgoing.kind == "resolved":
         return {"routing_key": routing_key, "event_action": "resolve",
                 "dedup_key": outgoing.dedup_key}

@@ -20,6 +20,7 @@ from unibazzar_health.incidents.notifiers.base import (
     DeliveryError,
     Outgoing,
     Receipt,
+    RequestBudget,
     SecretLookup,
     http_status_error,
 )
@@ -31,7 +32,9 @@ SECTION_LIMIT = 3000  # characters of one section block's text (Slack's limit)
 class SlackNotifier:
     name = "slack"
     kinds = frozenset({"alert", "update", "escalation", "resolved"})
-    idempotent = False  # a second post is a second message in the channel
+    # A second post is a second message in the channel, and nothing can look for the first.
+    idempotent: frozenset[str] = frozenset()
+    recoverable: frozenset[str] = frozenset()
 
     def __init__(self, webhook_url: str) -> None:
         self._url = webhook_url
@@ -43,12 +46,13 @@ class SlackNotifier:
         parts = urlsplit(self._url)
         return [p for p in (parts.path, parts.query) if len(p) >= 8]
 
-    def send(self, outgoing: Outgoing, timeout: float) -> Receipt:
+    def send(self, outgoing: Outgoing, budget: RequestBudget) -> Receipt:
         import http.client
         import urllib.error
 
         from slack_sdk.webhook import WebhookClient
 
+        timeout = budget.timeout()
         client = WebhookClient(
             self._url,
             # Whole seconds (its type); posting bounds the whole send by its own clock too.

@@ -18,6 +18,7 @@ from typing import Any
 from unibazzar_health.incidents.notifiers.base import (
     Outgoing,
     Receipt,
+    RequestBudget,
     SecretLookup,
     new_session,
     post_json,
@@ -30,7 +31,10 @@ SCHEMA = "unibazzar-health/notification/v1"
 class WebhookNotifier:
     name = "webhook"
     kinds = frozenset({"alert", "update", "escalation", "resolved"})
-    idempotent = False  # unknown receivers may act twice on a repeat
+    # Unknown receivers may act twice on a repeat (X-UniBazzar-Delivery lets them drop it,
+    # but we cannot count on it).
+    idempotent: frozenset[str] = frozenset()
+    recoverable: frozenset[str] = frozenset()
 
     def __init__(self, url: str, secret: str | None, session: Any = None) -> None:
         self._url, self._secret, self._session = url, secret, session
@@ -41,11 +45,11 @@ class WebhookNotifier:
     def hidden(self) -> list[str]:
         return []
 
-    def send(self, outgoing: Outgoing, timeout: float) -> Receipt:
+    def send(self, outgoing: Outgoing, budget: RequestBudget) -> Receipt:
         if self._session is None:
             self._session = new_session()
         body = json.dumps(document(outgoing), ensure_ascii=False).encode()
-        response = post_json(self._session, "POST", self._url, body, timeout,
+        response = post_json(self._session, "POST", self._url, body, budget.timeout(),
                              headers=headers(outgoing, body, self._secret))
         return Receipt(status=response.status_code)
 
