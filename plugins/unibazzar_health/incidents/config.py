@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from unibazzar_health.incidents.lifecycle import Mute, Policy
     from unibazzar_health.incidents.notifiers.base import Notifier
     from unibazzar_health.incidents.state import StateStore
+    from unibazzar_health.policy import BusinessCalendar
     from unibazzar_health.settings import Environment, IncidentState
 
 
@@ -69,6 +70,25 @@ def mutes(env: Environment) -> tuple[Mute, ...]:
     return tuple(found)
 
 
+def contacts(spec: EnvironmentFile) -> dict[str, str]:
+    """Who each escalation reaches, by [contacts] key (level_2…level_4, aws_support,
+    payment_provider, security_team; those set), Level 3 defaulting to [oncall] manager.
+    The summary's Response and the incident policy both read them here."""
+    found = {key: who for key, who in spec.contacts.model_dump().items() if who}
+    found.setdefault("level_3", spec.oncall.manager)
+    return found
+
+
+def business_calendar(spec: EnvironmentFile) -> BusinessCalendar:
+    """The environment's [calendar] as the policy reads it (SEV4: the next business day)."""
+    from unibazzar_health.policy import WEEKDAY_NUMBERS, BusinessCalendar
+
+    calendar = spec.calendar
+    return BusinessCalendar(timezone=calendar.timezone,
+                            workdays=tuple(WEEKDAY_NUMBERS[d] for d in calendar.workdays),
+                            day_starts=calendar.day_starts, holidays=tuple(calendar.holidays))
+
+
 def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
     from unibazzar_health.catalog import load_catalog
     from unibazzar_health.incidents.lifecycle import (
@@ -76,21 +96,17 @@ def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
         DEFAULT_RESOLVE_AFTER,
         Policy,
     )
-    from unibazzar_health.policy import (
-        DEFAULT_ESCALATION_MINUTES,
-        WEEKDAY_NUMBERS,
-        BusinessCalendar,
-    )
+    from unibazzar_health.policy import DEFAULT_ESCALATION_MINUTES
 
     spec = env.spec
     alerting = spec.alerting
     every = {level: minutes for level, minutes in
              alerting.update_every_minutes.model_dump().items() if minutes is not None}
-    contacts = {1: spec.oncall.primary, 2: spec.contacts.level_2,
-                3: spec.contacts.level_3 or spec.oncall.manager, 4: spec.contacts.level_4}
-    external = {key: who for key in ("aws_support", "payment_provider", "security_team")
-                if (who := getattr(spec.contacts, key))}
-    calendar = spec.calendar
+    named = contacts(spec)
+    internal = {1: spec.oncall.primary, **{n: named[f"level_{n}"] for n in (2, 3, 4)
+                                           if f"level_{n}" in named}}
+    teams = ("aws_support", "payment_provider", "security_team")
+    external: dict[str, str] = {key: named[key] for key in teams if key in named}
     severities = load_catalog().severities
     return Policy(
         environment=env.name,
@@ -99,13 +115,10 @@ def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
         update_every_minutes=every,
         respond_within_minutes={level: s.respond_within_minutes
                                 for level, s in severities.items()},
-        calendar=BusinessCalendar(
-            timezone=calendar.timezone,
-            workdays=tuple(WEEKDAY_NUMBERS[d] for d in calendar.workdays),
-            day_starts=calendar.day_starts, holidays=tuple(calendar.holidays)),
+        calendar=business_calendar(spec),
         # A partial [escalation] replaces the defaults of the severities it names only.
         escalation_minutes={**DEFAULT_ESCALATION_MINUTES, **spec.escalation.minutes()},
-        contacts=contacts,
+        contacts=internal,
         external_contacts=external,
         severities=severities,
         notifiers=tuple((n.name, n.kinds) for n in posting),
