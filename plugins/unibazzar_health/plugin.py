@@ -677,21 +677,16 @@ def _alluredir(config: pytest.Config) -> Path | None:
 
 
 def response(env: Environment) -> Any:
-    """Who answers and where, as the summary names them (summary.Response)."""
-    from unibazzar_health.policy import WEEKDAY_NUMBERS, BusinessCalendar
+    """Who answers and where, as the summary names them (summary.Response); the contacts and
+    the calendar are built where the incident policy builds them."""
+    from unibazzar_health.incidents.config import business_calendar, contacts
     from unibazzar_health.summary import Response
 
     spec = env.spec
-    contacts = {k: v for k, v in spec.contacts.model_dump().items() if v}
-    contacts.setdefault("level_3", spec.oncall.manager)
-    return Response(
-        ic=spec.oncall.primary, war_room=spec.report.war_room, report_url=spec.report.url,
-        runbook_url=spec.report.runbook_url, contacts=contacts,
-        escalation_minutes=spec.escalation.minutes(),
-        calendar=BusinessCalendar(
-            timezone=spec.calendar.timezone,
-            workdays=tuple(WEEKDAY_NUMBERS[d] for d in spec.calendar.workdays),
-            day_starts=spec.calendar.day_starts, holidays=tuple(spec.calendar.holidays)))
+    return Response(ic=spec.oncall.primary, war_room=spec.report.war_room,
+                    report_url=spec.report.url, runbook_url=spec.report.runbook_url,
+                    contacts=contacts(spec), escalation_minutes=spec.escalation.minutes(),
+                    calendar=business_calendar(spec))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

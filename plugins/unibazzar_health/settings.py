@@ -114,11 +114,11 @@ class EnvironmentFileError(Exception):
     def __init__(self, path: Path | str, key: str, value: object, reason: str) -> None:
         self.path, self.key, self.value, self.reason = str(path), key, value, reason
         where = f"key '{key}'" if key else "file"
-        value_part = "" if value is _NO_VALUE else f": value {_shown(key, value)!r}"
+        value_part = "" if value is NO_VALUE else f": value {_shown(key, value)!r}"
         super().__init__(f"{path}: {where}{value_part}: {reason}")
 
 
-_NO_VALUE: Any = object()
+NO_VALUE: Any = object()
 
 
 def secret_in_url(value: str) -> str | None:
@@ -659,15 +659,15 @@ def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> En
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise EnvironmentFileError(path, "", _NO_VALUE, "no such environment file") from None
+        raise EnvironmentFileError(path, "", NO_VALUE, "no such environment file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise EnvironmentFileError(path, "", _NO_VALUE, f"not valid TOML ({exc})") from None
+        raise EnvironmentFileError(path, "", NO_VALUE, f"not valid TOML ({exc})") from None
     try:
         spec = EnvironmentFile.model_validate(raw)
     except ValidationError as exc:
-        raise _first_error(path, exc) from None
+        raise first_error(path, exc) from None
     kube_context = _check_consistency(path, spec, environ)
-    secrets = _resolve_secrets(path, spec, raw, environ)
+    secrets = resolve_secrets(path, spec, raw, environ)
     if spec.notify or spec.incident_state or spec.silences or spec.maintenance:
         # Imported here: a run that posts nothing never loads the notifiers' code.
         from unibazzar_health.incidents.config import check_incident_settings
@@ -676,13 +676,13 @@ def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> En
     return Environment(path, spec, secrets, kube_context)
 
 
-def _first_error(path: Path, exc: ValidationError) -> EnvironmentFileError:
+def first_error(path: Path, exc: ValidationError) -> EnvironmentFileError:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return EnvironmentFileError(path, key, error["input"], "unknown key")
     if error["type"] == "missing":
-        return EnvironmentFileError(path, key, _NO_VALUE, "required key is missing")
+        return EnvironmentFileError(path, key, NO_VALUE, "required key is missing")
     reason = error["msg"].removeprefix("Value error, ")
     return EnvironmentFileError(path, key, error["input"], reason)
 
@@ -701,7 +701,7 @@ def _check_kubernetes(path: Path, kube: KubernetesTarget,
     not a ConfigException in each of the Kubernetes checks."""
     if kube.mode == "url":
         if kube.api_url is None:
-            raise EnvironmentFileError(path, "kubernetes.api_url", _NO_VALUE,
+            raise EnvironmentFileError(path, "kubernetes.api_url", NO_VALUE,
                                        "required when kubernetes.mode is 'url'")
     elif kube.mode == "in-cluster":
         # What kubernetes.config.load_incluster_config needs.
@@ -762,7 +762,7 @@ def _check_kubeconfig(path: Path, kube: KubernetesTarget,
     if kube.context is None:
         if current is None:
             raise EnvironmentFileError(
-                path, "kubernetes.context", _NO_VALUE,
+                path, "kubernetes.context", NO_VALUE,
                 f"required: the kubeconfig ({shown}) sets no current-context")
     elif kube.context not in contexts:
         raise EnvironmentFileError(
@@ -807,7 +807,7 @@ def _secret_keys(raw: Any, prefix: str = "") -> list[tuple[str, str]]:
     return found
 
 
-def _resolve_secrets(
+def resolve_secrets(
     path: Path, spec: EnvironmentFile, raw: Mapping[str, Any], environ: Mapping[str, str]
 ) -> dict[str, str]:
     fallback: dict[str, str] = {}

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unibazzar_health.settings import _NO_VALUE, EnvironmentFile, EnvironmentFileError
+from unibazzar_health.settings import NO_VALUE, EnvironmentFile, EnvironmentFileError
 
 if TYPE_CHECKING:
     from unibazzar_health.incidents.lifecycle import Mute, Policy
@@ -23,7 +23,7 @@ def check_incident_settings(path: Path, spec: EnvironmentFile,
     """What pydantic cannot see in the file alone, as the environment file's own errors."""
     state = spec.incident_state
     if state is not None and state.backend == "redis" and state.url is None:
-        raise EnvironmentFileError(path, "incident_state.url", _NO_VALUE,
+        raise EnvironmentFileError(path, "incident_state.url", NO_VALUE,
                                    "required when incident_state.backend is 'redis'")
     if spec.silences:
         from unibazzar_health.catalog import load_catalog
@@ -147,25 +147,25 @@ def open_store_of_file(path: Path, reports_dir: Path,
     from unibazzar_health.settings import (
         EnvironmentFile,
         IncidentState,
-        _first_error,
-        _resolve_secrets,
+        first_error,
+        resolve_secrets,
     )
 
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise EnvironmentFileError(path, "", _NO_VALUE, "no such environment file") from None
+        raise EnvironmentFileError(path, "", NO_VALUE, "no such environment file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise EnvironmentFileError(path, "", _NO_VALUE, f"not valid TOML ({exc})") from None
+        raise EnvironmentFileError(path, "", NO_VALUE, f"not valid TOML ({exc})") from None
     try:
         spec = EnvironmentFile.model_validate(raw)
     except ValidationError as exc:
-        raise _first_error(path, exc) from None
+        raise first_error(path, exc) from None
     config = spec.incident_state or IncidentState()
     if config.backend == "redis" and config.url is None:
-        raise EnvironmentFileError(path, "incident_state.url", _NO_VALUE,
+        raise EnvironmentFileError(path, "incident_state.url", NO_VALUE,
                                    "required when incident_state.backend is 'redis'")
-    secrets = _resolve_secrets(path, spec, {"incident_state": raw.get("incident_state", {})},
+    secrets = resolve_secrets(path, spec, {"incident_state": raw.get("incident_state", {})},
                                environ)
     password = secrets[config.password_env] if config.password_env else None
     return store_of(config, password, reports_dir), spec.environment.name

@@ -258,8 +258,8 @@ class Poster:
 
     # ---- after the summary --------------------------------------------------------------
     def post(self, summary: Mapping[str, Any]) -> Report:
-        """Decide, record, deliver; never raises (a store that cannot be used is the
-        report's error)."""
+        """Decide, record, deliver; never raises: a store that cannot be used, a state of
+        another version or a bug of ours is the report's error."""
         started = time.monotonic()
         try:
             began = at(summary["started_at"]).strftime("%Y%m%dT%H%M%SZ")
