@@ -88,3 +88,21 @@ def test_each_failing_checks_probe_failures_reach_the_summary() -> None:
     checks = {c["id"]: c for c in summary["checks"]}
     assert checks["ai.redis-cache-performance"]["failures"] == failures
     assert checks["ai.related-systems"]["failures"] == []
+
+
+def test_a_failure_pinned_on_nothing_joins_the_dependency_incident_it_likely_follows() -> None:
+    """Redis down: ai-service's search times out (pinned on ai-service itself, which stands
+    on redis); it is the same incident, one page, not a second root cause."""
+    search = result("ai.end-to-end-search", "ai-service", Outcome.FAILED, "SEV2",
+                    ("ai-service",))
+    search.depends_on = ["ai-service", "redis"]
+    summary = build_summary([
+        result("listing.related-systems", "listing-service", Outcome.FAILED, "SEV2", ("redis",)),
+        result("ai.related-systems", "ai-service", Outcome.FAILED, "SEV2", ("redis",)),
+        search,
+        result("order.saga-orchestration", "order-service", Outcome.FAILED, "SEV2"),
+    ], load_catalog(), RUN)
+    assert [(c["key"], c["checks"]) for c in summary["root_causes"]] == [
+        ("dependency:redis", ["ai.related-systems", "listing.related-systems",
+                              "ai.end-to-end-search"]),
+        ("service:order-service", ["order.saga-orchestration"])]

@@ -164,6 +164,18 @@ def root_causes(failed: list[CheckResult], incidents: list[dict[str, Any]],
             "severity": worst([incident["severity"],
                                *(OUTAGE for s in services if s in down)]),
         })
+    # A failure pinned on nothing but its own service (a search that timed out), of a service
+    # a dependency incident already covers, that stands on that dependency: its likely
+    # consequence, one incident with it rather than a second page.
+    by_id = {r.id: r for r in failed}
+    for cause in causes:
+        for r in failed:
+            if (r.id not in claimed and set(r.failed_dependencies) <= {r.service}
+                    and r.service in cause["services"] and cause["dependency"] in r.depends_on):
+                cause["checks"].append(r.id)
+                claimed.add(r.id)
+        cause["severity"] = worst([cause["severity"],
+                                   *(by_id[c].severity for c in cause["checks"])])
     by_service: dict[str, list[CheckResult]] = {}
     for r in failed:
         if r.id not in claimed:
