@@ -438,11 +438,28 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     state = config.stash.get(RUN_KEY, None)
     if state is None or config.option.collectonly or session.testsfailed:
         return
-    for item in _own_items(session):
-        info = item.stash.get(ITEM_KEY, None)
-        if (info is not None and not info.held_back
-                and "observed" in getattr(item, "fixturenames", ())):
-            info.observation = _start(state, item, info)
+    starting = [(item, info) for item in _own_items(session)
+                if (info := item.stash.get(ITEM_KEY, None)) is not None and not info.held_back
+                and "observed" in getattr(item, "fixturenames", ())]
+    _import_clients({d for _, info in starting for d in info.entry.depends_on})
+    for item, info in starting:
+        info.observation = _start(state, item, info)
+
+
+# The client each backend's probes use. Imported here, before any observation starts:
+# imported inside forty starting threads, a client's import (kubernetes alone 0.4 s of CPU)
+# ran contended and ahead of its first probe's deadline, so a dead platform cost a deadline
+# plus that. What a selection does not stand on is never imported (lean start-up).
+CLIENT_MODULES = {"postgresql": "psycopg", "redis": "redis", "rabbitmq": "pika",
+                  "dynamodb": "boto3", "s3": "boto3", "cloudwatch": "boto3",
+                  "kubernetes": "kubernetes.client", "logs": "kubernetes.client"}
+
+
+def _import_clients(dependencies: set[str]) -> None:
+    import importlib
+
+    for module in sorted({CLIENT_MODULES[d] for d in dependencies if d in CLIENT_MODULES}):
+        importlib.import_module(module)
 
 
 @pytest.hookimpl(tryfirst=True)
