@@ -654,8 +654,9 @@ def choose_environment_file(
     return root / "environments" / f"{environ.get(ENV_VAR_SELECT_NAME) or DEFAULT_ENVIRONMENT}.toml"
 
 
-def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> Environment:
-    environ = os.environ if environ is None else environ
+def read_environment_file(path: Path) -> tuple[EnvironmentFile, dict[str, Any]]:
+    """The file validated (its secrets not resolved) and its raw TOML: one EnvironmentFileError
+    naming file, key and value when it is bad."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -663,9 +664,14 @@ def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> En
     except tomllib.TOMLDecodeError as exc:
         raise EnvironmentFileError(path, "", NO_VALUE, f"not valid TOML ({exc})") from None
     try:
-        spec = EnvironmentFile.model_validate(raw)
+        return EnvironmentFile.model_validate(raw), raw
     except ValidationError as exc:
         raise first_error(path, exc) from None
+
+
+def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> Environment:
+    environ = os.environ if environ is None else environ
+    spec, raw = read_environment_file(path)
     kube_context = _check_consistency(path, spec, environ)
     secrets = resolve_secrets(path, spec, raw, environ)
     if spec.notify or spec.incident_state or spec.silences or spec.maintenance:

@@ -140,27 +140,9 @@ def open_store_of_file(path: Path, reports_dir: Path,
     """(store, environment name) an environment file names, for the commands that only read
     the store (timeline, postmortem): the file is validated, but of its secrets only the
     store's password is resolved — a runner that reads the timeline needs no Slack URL."""
-    import tomllib
+    from unibazzar_health.settings import IncidentState, read_environment_file, resolve_secrets
 
-    from pydantic import ValidationError
-
-    from unibazzar_health.settings import (
-        EnvironmentFile,
-        IncidentState,
-        first_error,
-        resolve_secrets,
-    )
-
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EnvironmentFileError(path, "", NO_VALUE, "no such environment file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise EnvironmentFileError(path, "", NO_VALUE, f"not valid TOML ({exc})") from None
-    try:
-        spec = EnvironmentFile.model_validate(raw)
-    except ValidationError as exc:
-        raise first_error(path, exc) from None
+    spec, raw = read_environment_file(path)
     config = spec.incident_state or IncidentState()
     if config.backend == "redis" and config.url is None:
         raise EnvironmentFileError(path, "incident_state.url", NO_VALUE,
