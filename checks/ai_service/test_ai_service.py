@@ -90,7 +90,10 @@ def test_step2_model_loading_and_memory_usage(observed: dict[str, Any],
 def observe_ai_cache(ctx: CheckContext) -> CachePerformance:
     from unibazzar_health.probes import redis
 
-    return redis.cache_performance(ctx.redis("ai-cache"))
+    # A slow first round is measured again: our own start-up must not read as a slow Redis.
+    return redis.cache_performance(
+        ctx.redis("ai-cache"),
+        second_round_above_ms=ctx.env.spec.thresholds.redis_latency_p95_ms)
 
 
 @runbook_check("ai.redis-cache-performance", observe=observe_ai_cache)

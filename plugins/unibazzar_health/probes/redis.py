@@ -43,6 +43,8 @@ class CachePerformance:
     used_memory: int
     maxmemory: int
     memory_usage: float | None
+    # The first round's p95 when a second round was taken (see cache_performance), else None.
+    ping_p95_first_round_ms: float | None = None
 
 
 def client(target: RedisTarget) -> Any:
@@ -94,29 +96,31 @@ def ping(target: RedisTarget) -> float:
     return t.ms
 
 
-def cache_performance(target: RedisTarget, samples: int = 40) -> CachePerformance:
+def cache_performance(target: RedisTarget, samples: int = 40,
+                      second_round_above_ms: float | None = None) -> CachePerformance:
     """Latency percentiles over ``samples`` round trips. The clock runs in this process, where
     other checks' probes run at once: a thread can wait for the GIL after Redis answered (another
     thread loading a CA bundle holds it for tens of ms). Forty samples let p95 (nearest rank)
-    ignore two such stalls; the max is kept as evidence."""
+    ignore two such stalls; the max is kept as evidence.
+
+    A burst of our own start-up (worse under xdist: three processes on two cores) can stall a
+    whole round. So when the first round's p95 is above ``second_round_above_ms``, a second
+    round is taken a moment later and the lower p95 stands, the first kept as evidence: a
+    slow Redis is slow in both rounds, our own stall is not."""
     import redis
 
     conn = client(target)
     started = time.monotonic()
     try:
-        pings: list[float] = []
-        gets: list[float] = []
-        # Up to ``samples`` round trips, but no longer than one deadline in all: against a
-        # slow Redis, fewer samples still give the percentile, within the check's limit.
-        while len(pings) < samples and (len(pings) < 3
-                                        or time.monotonic() - started < target.deadline):
-            with timed() as t:
-                conn.ping()
-            pings.append(t.ms)
-            with timed() as t:
-                # A key nobody writes: measures the read path without touching data.
-                conn.get("unibazzar-health:canary:latency-probe")
-            gets.append(t.ms)
+        pings, gets = _latency_round(conn, samples, started, target.deadline)
+        first_p95 = None
+        if (second_round_above_ms is not None and percentile(pings, 95) > second_round_above_ms
+                and time.monotonic() - started < target.deadline / 2):
+            first_p95 = percentile(pings, 95)
+            time.sleep(min(0.2, target.deadline / 10))
+            again = _latency_round(conn, samples, time.monotonic(), target.deadline / 2)
+            if percentile(again[0], 95) < first_p95:
+                pings, gets = again
         stats = conn.info("stats")
         memory = conn.info("memory")
     except redis.RedisError as exc:
@@ -138,4 +142,22 @@ def cache_performance(target: RedisTarget, samples: int = 40) -> CachePerformanc
         used_memory=used,
         maxmemory=maxmemory,
         memory_usage=round(used / maxmemory, 4) if maxmemory else None,
+        ping_p95_first_round_ms=first_p95,
     )
+
+
+def _latency_round(conn: Any, samples: int, started: float,
+                   budget: float) -> tuple[list[float], list[float]]:
+    """Up to ``samples`` PING and GET round trips, but no longer than ``budget`` in all
+    (three at least): against a slow Redis, fewer samples still give the percentile."""
+    pings: list[float] = []
+    gets: list[float] = []
+    while len(pings) < samples and (len(pings) < 3 or time.monotonic() - started < budget):
+        with timed() as t:
+            conn.ping()
+        pings.append(t.ms)
+        with timed() as t:
+            # A key nobody writes: measures the read path without touching data.
+            conn.get("unibazzar-health:canary:latency-probe")
+        gets.append(t.ms)
+    return pings, gets
