@@ -72,7 +72,7 @@ def test_read_only_skips_the_writers_and_never_observes_them(suite: pytest.Pytes
 
 
 def test_every_dependency_in_the_catalog_is_a_service_or_a_marked_backend() -> None:
-    from unibazzar_health.settings import SERVICES
+    from unibazzar_health.names import SERVICES
 
     for entry in load_catalog().checks.values():
         assert set(entry.depends_on) <= set(BACKEND_MARKERS) | set(SERVICES), entry.id

@@ -10,7 +10,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from unibazzar_health.settings import SERVICES
+from unibazzar_health.names import SERVICES
 
 SEVERITY_ORDER = ("SEV1", "SEV2", "SEV3", "SEV4")
 # The backends a check may depend on (catalog depends_on), each with the pytest marker that

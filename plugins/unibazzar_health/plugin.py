@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,6 +23,7 @@ from unibazzar_health.catalog import (
     load_catalog,
 )
 from unibazzar_health.gate import DEFAULT_FAIL_ON, FAIL_ON_CHOICES
+from unibazzar_health.names import SERVICES
 from unibazzar_health.observer import BudgetExhausted, Observation, Observer
 from unibazzar_health.redaction import Redactor
 from unibazzar_health.results import (
@@ -32,15 +33,10 @@ from unibazzar_health.results import (
     Outcome,
     build_result,
 )
-from unibazzar_health.settings import (
-    SERVICES,
-    Environment,
-    EnvironmentFileError,
-    Thresholds,
-    choose_environment_file,
-    load_environment,
-)
 from unibazzar_health.shared import SharedObservations
+
+if TYPE_CHECKING:
+    from unibazzar_health.settings import Environment, Thresholds
 
 WIRE_KEY = "unibazzar_env"
 # Seconds a whole run may take, by who runs it: an engineer at 3 a.m. wants a verdict in
@@ -246,7 +242,16 @@ def _environment(config: pytest.Config) -> Environment:
         workerinput = config.workerinput  # type: ignore[attr-defined]
         if WIRE_KEY not in workerinput:
             raise pytest.UsageError(workerinput.get(WIRE_ERROR_KEY) or "no environment")
+        from unibazzar_health.settings import Environment
+
         return Environment.from_wire(workerinput[WIRE_KEY])
+    # Here, not at import: a pytest run without runbook checks never loads the settings.
+    from unibazzar_health.settings import (
+        EnvironmentFileError,
+        choose_environment_file,
+        load_environment,
+    )
+
     path = choose_environment_file(config.rootpath, config.option.unibazzar_env,
                                    config.option.unibazzar_env_file, os.environ)
     try:
@@ -464,11 +469,11 @@ def _import_clients(dependencies: set[str]) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
-    from unibazzar_health.runbook import NotConfigured
-
     info = pyfuncitem.stash.get(ITEM_KEY, None)
     if info is None or "observed" not in pyfuncitem.funcargs:
-        return
+        return  # not a runbook check: nothing of ours is loaded for it
+    from unibazzar_health.runbook import NotConfigured
+
     state = pyfuncitem.config.stash[RUN_KEY]
     if info.observation is None:
         info.observation = _start(state, pyfuncitem, info)

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from unibazzar_health.catalog import FINDING_NAMES, Catalog, CheckEntry, fill_commands, names_in
 from unibazzar_health.redaction import Redactor
-from unibazzar_health.settings import Environment
 from unibazzar_health.severity import severity_of
 
 if TYPE_CHECKING:
     from unibazzar_health.probes import ProbeFailure
+    from unibazzar_health.settings import Environment
 
 PROPERTY_KEY = "unibazzar"
 NOT_RUN_PREFIX = "not run:"
@@ -284,7 +284,8 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
     """The names the runbook's commands need, filled in from the environment."""
     from urllib.parse import urlsplit
 
-    from unibazzar_health.settings import DEFAULT_NAMESPACE, SERVICES
+    from unibazzar_health.names import SERVICES
+    from unibazzar_health.settings import DEFAULT_NAMESPACE
 
     spec = env.spec
     service = spec.service(entry.service)

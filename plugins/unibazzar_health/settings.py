@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from datetime import time as dt_time
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -33,10 +33,9 @@ from pydantic import (
     model_validator,
 )
 
+from unibazzar_health.names import ServiceName
 from unibazzar_health.redaction import MASK, Redactor, url_without_password
 
-ServiceName = Literal["auth-service", "listing-service", "order-service", "ai-service"]
-SERVICES: tuple[str, ...] = get_args(ServiceName)
 ENV_VAR_SELECT_NAME = "UNIBAZZAR_ENV"
 ENV_VAR_SELECT_FILE = "UNIBAZZAR_ENV_FILE"
 DEFAULT_ENVIRONMENT = "sandbox"
