@@ -34,7 +34,7 @@ CATALOG = load_catalog()
 # What only a check's Finding names (catalog.FINDING_NAMES), and the host a failure_fixes
 # command looks up: samples.
 FINDING = {"pod": "auth-service-7d9f8-abc12", "replicas": "3", "read_capacity": "10",
-           "write_capacity": "5"}
+           "write_capacity": "5", "error_log_file": "/var/log/unibazzar/auth-service.log"}
 FAILED_HOST = "db.internal.unibazzar.example"
 # How each environment selects its cluster: what every kubectl command starts with.
 KUBECTL = {"sandbox": "kubectl --server 'http://127.0.0.1:25443'",

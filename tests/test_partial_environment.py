@@ -14,9 +14,10 @@ from conftest import SANDBOX_TOML, run_checks
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]
 
-# They read a service's health endpoint besides its Deployment: without [kubernetes] they may
-# judge the endpoint alone, so passing is as right as being skipped.
-HEALTH_AND_DEPLOYMENT = re.compile(r"\.scope-and-impact$")
+# They read a service's health endpoint besides its Deployment, or its log file besides its
+# pods' logs: without [kubernetes] they may judge the other alone, so passing is as right as
+# being skipped.
+HEALTH_AND_DEPLOYMENT = re.compile(r"\.(scope-and-impact|error-patterns)$")
 
 
 def without_section(tmp_path: Path, section: str) -> Path:

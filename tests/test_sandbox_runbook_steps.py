@@ -121,14 +121,21 @@ def test_an_error_spike_is_a_degradation_with_its_signature(tmp_path: Path) -> N
     assert (check["impact"], check["severity"]) == ("degradation", "SEV2")
     signature = ("ERROR order-service saga step charge failed for order order-<hex> after <n> "
                  "ms: TimeoutError (payment token=***)")
-    assert check["message"].startswith("error spike in order-service's logs: "), check["message"]
+    assert check["message"].startswith(
+        "error spike in order-service's logs (pods of deployment/order-service): "), \
+        check["message"]
     assert f"; top: 300 x {signature!r}" in check["message"], check["message"]
-    [top] = check["evidence"]["signatures"]
-    assert (top["signature"], top["count"]) == (signature, 300)
-    assert "secret" not in top["example"] and "token=***" in top["example"]
-    assert check["commands"][0] == (
+    # The log file ([error_logs] files) is judged on its own: each line once.
+    for source, count in (("pods", 300), ("file", 150)):
+        [top] = check["evidence"][source]["signatures"]
+        assert (top["signature"], top["count"]) == (signature, count)
+        assert "secret" not in top["example"] and "token=***" in top["example"]
+    log_file = SANDBOX_STATE / "logs" / "order-service.log"
+    assert check["evidence"]["file"]["source"] == str(log_file)
+    assert check["commands"][:2] == [
         f"{KUBECTL} logs -l app=order-service -n unibazzar --since=5m --tail=-1 --prefix | "
-        "grep -E -e " + shlex.quote(ErrorLogs().pattern))
+        "grep -E -e " + shlex.quote(ErrorLogs().pattern),
+        f"grep -E -e {shlex.quote(ErrorLogs().pattern)} {log_file} | tail -100"]
     result, _ = run_checks(tmp_path, "-m", "order-service")
     assert result.returncode == 0, result.stdout[-3000:]
 
@@ -143,9 +150,9 @@ def test_a_standing_error_rate_is_minor(tmp_path: Path) -> None:
     check = failed["order.error-patterns"]
     assert (check["impact"], check["severity"]) == ("minor", "SEV3")
     assert check["message"].startswith(
-        "standing error rate in order-service's logs: 40.0 error lines/min over the 5 min "
-        "before the run (200 lines), as high as the 5 min before that (40.0/min)"), \
-        check["message"]
+        "standing error rate in order-service's logs (pods of deployment/order-service): 40.0 "
+        "error lines/min over the 5 min before the run (200 lines), as high as the 5 min "
+        "before that (40.0/min)"), check["message"]
 
 
 def test_errors_a_run_causes_are_not_judged_by_it(tmp_path: Path) -> None:
@@ -155,7 +162,43 @@ def test_errors_a_run_causes_are_not_judged_by_it(tmp_path: Path) -> None:
         result, summary = run_checks(tmp_path, "-m", "order-service")
     assert result.returncode == 0, result.stdout[-3000:]
     evidence = {c["id"]: c for c in summary["checks"]}["order.error-patterns"]["evidence"]
-    assert evidence["errors"] == 0
+    assert evidence["pods"]["errors"] == evidence["file"]["errors"] == 0
+
+
+def test_without_kubernetes_the_log_file_alone_finds_the_spike(tmp_path: Path) -> None:
+    """An environment with no cluster access but the services' log files ([error_logs]
+    files, the runbook's /var/log/unibazzar/{service}.log): the step is judged, not skipped."""
+    from test_partial_environment import without_section
+
+    env_file = without_section(tmp_path, "kubernetes")
+    with service_log_lines("order-service", saga_timeouts(150), minutes_ago=1):
+        result, summary = run_checks(tmp_path, "-m", "order-service", env_file=env_file)
+    check = {c["id"]: c for c in summary["checks"]}["order.error-patterns"]
+    assert check["outcome"] == "failed", result.stdout[-3000:]
+    assert check["message"].startswith(
+        f"error spike in order-service's logs ({SANDBOX_STATE}/logs/order-service.log): 30.0 "
+        "error lines/min"), check["message"]
+    assert set(check["evidence"]) == {"file"}
+    result, summary = run_checks(tmp_path, "-m", "order-service", env_file=env_file)
+    check = {c["id"]: c for c in summary["checks"]}["order.error-patterns"]
+    assert check["outcome"] == "passed", result.stdout[-3000:]
+
+
+def test_a_log_file_that_cannot_be_read_is_never_a_pass(tmp_path: Path) -> None:
+    """A configured file that is not there leaves the service's errors unjudged: a failure
+    naming the file, pinned on the logs, whatever the pods' logs say."""
+    env_file = environment_with(tmp_path, files='"/tmp/unibazzar-sandbox/nowhere/{service}.log"')
+    result, summary = run_checks(tmp_path, "-m", "order-service", env_file=env_file)
+    failed = failed_checks(summary)
+    assert set(failed) == {"order.error-patterns"}, result.stdout[-3000:]
+    check = failed["order.error-patterns"]
+    assert check["message"] == (
+        "order-service's error lines could not be read: logs at "
+        "/tmp/unibazzar-sandbox/nowhere/order-service.log: no such file (deadline 2 s)")
+    assert check["evidence"]["pods"]["errors"] == 0
+    assert check["commands"][1] == ("grep -E -e " + shlex.quote(ErrorLogs().pattern)
+                                    + " /tmp/unibazzar-sandbox/nowhere/order-service.log"
+                                    " | tail -100"), check["commands"]
 
 
 # ---- ai-service: recommendation failures ------------------------------------------------------

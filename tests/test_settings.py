@@ -99,6 +99,12 @@ def test_a_good_file_resolves_its_secret_from_the_environment(tmp_path: Path) ->
     pytest.param(GOOD + '\n[auth_logs]\nfailure = "login failed ("\n',
                  "key 'auth_logs.failure': value 'login failed (': not a regular expression",
                  id="bad-regex"),
+    pytest.param(GOOD + '\n[error_logs]\nfiles = "/var/log/unibazzar/app.log"\n',
+                 "key 'error_logs.files': value '/var/log/unibazzar/app.log': the path must "
+                 "name the service as {service}", id="log-file-without-service"),
+    pytest.param(GOOD + '\n[error_logs]\nfiles = "logs/{service}.log"\n',
+                 "key 'error_logs.files': value 'logs/{service}.log': not an absolute path",
+                 id="log-file-relative"),
     # [report] tms_pattern is filled with each check's id in a pytest hook: checked here.
     pytest.param(GOOD + '\n[report]\ntms_pattern = "https://tms.example/case/{name}"\n',
                  "key 'report.tms_pattern': value 'https://tms.example/case/{name}': expected "

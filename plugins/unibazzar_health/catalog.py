@@ -216,7 +216,8 @@ class _KeepUnknown(dict[str, str]):
 # Placeholders only a check's Finding fills (the pod it names, the replicas or capacity to
 # scale to): a
 # command that needs one the finding did not give is left out rather than shown with a hole.
-FINDING_NAMES = frozenset({"pod", "replicas", "read_capacity", "write_capacity"})
+FINDING_NAMES = frozenset({"pod", "replicas", "read_capacity", "write_capacity",
+                           "error_log_file"})
 
 
 def names_in(template: str) -> set[str]:

@@ -1,4 +1,5 @@
-"""Reading a service's pod logs as error rates and error signatures: plain logic, no I/O.
+"""Reading a service's pod logs (or its log file) as error rates and error signatures:
+plain logic, no I/O.
 
 A line's time is the kubelet's stamp (``kubectl logs --timestamps``: RFC 3339 and a space),
 else the line's own leading timestamp, else the previous line's (a traceback's lines
@@ -91,6 +92,7 @@ class ErrorSignature:
 
 @dataclass(frozen=True)
 class ErrorActivity:
+    source: str  # what was read: "pods of deployment/X", or a log file's path
     window_minutes: float
     until: str  # ISO 8601, UTC: the end of the window judged (the run's start)
     errors: int = 0  # error lines in the window
@@ -98,6 +100,9 @@ class ErrorActivity:
     lines: int = 0  # every line in the window
     signatures: list[ErrorSignature] = field(default_factory=list)  # the most frequent first
     pods: int = 0
+    # Read from a cut-off tail that starts inside the window before (a file's last bytes):
+    # that window's count is short, so a rise against it is not known to be a spike.
+    before_partial: bool = False
 
     @property
     def rate(self) -> float:
@@ -110,9 +115,11 @@ class ErrorActivity:
 
 
 def error_activity(lines: Iterable[str], pattern: str, until: float, window_minutes: float,
-                   top: int = 5, pods: int = 0) -> ErrorActivity:
+                   top: int = 5, pods: int = 0, source: str = "", cut: bool = False,
+                   ) -> ErrorActivity:
     """Error lines (``pattern``) per window and their ``top`` signatures, from log lines in
-    order (one pod's after another's is fine: each line carries its time)."""
+    order (one pod's after another's is fine: each line carries its time). ``cut``: the
+    lines are a log's tail, its earlier lines not read."""
     from datetime import UTC
 
     error = re.compile(pattern)
@@ -122,12 +129,14 @@ def error_activity(lines: Iterable[str], pattern: str, until: float, window_minu
     examples: dict[str, str] = {}
     errors = previous = total = 0
     last: float | None = None
+    first: float | None = None
     for raw in lines:
         moment, line = split_time(raw.rstrip("\n"))
         if moment is None:
             moment = last  # a continuation line: the time of the line it continues
         else:
             last = moment
+            first = moment if first is None else first
         if moment is None or moment >= until or moment < before:
             continue
         is_error = bool(error.search(line))
@@ -141,8 +150,8 @@ def error_activity(lines: Iterable[str], pattern: str, until: float, window_minu
             counts[kind] += 1
             examples.setdefault(kind, mask_credentials(line.strip())[:EXAMPLE_CHARS])
     return ErrorActivity(
-        window_minutes=window_minutes,
+        source=source, window_minutes=window_minutes,
         until=datetime.fromtimestamp(until, UTC).isoformat(timespec="seconds"),
         errors=errors, previous_errors=previous, lines=total,
         signatures=[ErrorSignature(kind, n, examples[kind]) for kind, n in counts.most_common(top)],
-        pods=pods)
+        pods=pods, before_partial=cut and (first is None or first > before))

@@ -190,6 +190,7 @@ class Deadlines(_Section):
     http: PositiveFloat | None = None
     payments: PositiveFloat | None = None
     vector_db: PositiveFloat | None = None
+    logs: PositiveFloat | None = None  # reading a service's log file ([error_logs] files)
 
 
 class Thresholds(_Section):
@@ -441,6 +442,15 @@ def _regex(value: str) -> str:
 Regex = Annotated[str, AfterValidator(_regex)]
 
 
+def _log_file_template(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("not an absolute path")
+    if "{service}" not in value:
+        raise ValueError("the path must name the service as {service} (each service has "
+                         "its own file), e.g. /var/log/unibazzar/{service}.log")
+    return value
+
+
 class AuthLogs(_Section):
     """How auth-service's log lines say what happened (regular expressions)."""
 
@@ -467,6 +477,16 @@ class ErrorLogs(_Section):
     pattern: Regex = ("\\b(ERROR|CRITICAL|FATAL)\\b|level[\"']?\\s*[=:]\\s*[\"']?"
                       "(error|critical|fatal)\\b")
     signatures: Annotated[int, Field(ge=1, le=50)] = 5  # the top error signatures shown
+    # The runbook's "/var/log/unibazzar/{service}.log", where this host can read it (a log
+    # host, a CronJob's hostPath or shared volume): each service's file, {service} filled
+    # in, judged beside its pod logs (or alone, without [kubernetes]). Only its last
+    # file_max_bytes are read: a file written faster than that over the two windows is
+    # judged over what fits.
+    files: Annotated[str, AfterValidator(_log_file_template)] | None = None
+    file_max_bytes: Annotated[int, Field(ge=4096, le=256 * 2**20)] = 8 * 2**20
+
+    def file_for(self, service: str) -> str | None:
+        return self.files.replace("{service}", service) if self.files else None
 
 
 # ---- incident lifecycle and posting (issue #8; docs/notifications.md) ---------------------
