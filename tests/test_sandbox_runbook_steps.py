@@ -44,7 +44,15 @@ def test_legitimate_traffic_rate_limited_is_a_degradation(tmp_path: Path) -> Non
     with sandbox_logs_kept(), fault("auth-service.rate-limit-too-low"):
         result, summary = run_checks(tmp_path, "-m", "auth-service")
     failed = failed_checks(summary)
-    assert set(failed) == {"auth.rate-limit-legitimate-traffic"}, result.stdout[-3000:]
+    assert set(failed) == {"auth.rate-limit-legitimate-traffic", "auth.rate-limit-configured"}, \
+        result.stdout[-3000:]
+    # Read-only, the limits auth-service states say the same before any 429 is met.
+    stated = failed["auth.rate-limit-configured"]
+    assert stated["message"] == (
+        "login rate limit set below legitimate traffic: per-source: 2 per 10 s is fewer than "
+        "the canary's normal 3 logins in a row (stated: per-source: 2 per 10 s; per-account: "
+        "20 per 10 s)")
+    assert (stated["impact"], stated["severity"]) == ("degradation", "SEV2")
     check = failed["auth.rate-limit-legitimate-traffic"]
     assert check["message"] == ("legitimate traffic is rate-limited: the canary's login 3 of 3 "
                                 "in a row was answered HTTP 429 (too many requests)")
@@ -64,7 +72,13 @@ def test_no_rate_limiting_is_a_security_finding(tmp_path: Path) -> None:
     with sandbox_logs_kept(), fault("auth-service.no-rate-limiting"):
         result, summary = run_checks(tmp_path, "-m", "auth-service")
     failed = failed_checks(summary)
-    assert set(failed) == {"auth.rate-limit-protection"}, result.stdout[-3000:]
+    assert set(failed) == {"auth.rate-limit-protection", "auth.rate-limit-configured"}, \
+        result.stdout[-3000:]
+    # Read-only, the limits gone from the answers: worth a look, not a page.
+    stated = failed["auth.rate-limit-configured"]
+    assert stated["message"].startswith("auth-service's logins state no rate limit: none of "
+                                        "the canary's 3 logins carried"), stated["message"]
+    assert (stated["impact"], stated["severity"]) == ("non-critical", "SEV3")
     check = failed["auth.rate-limit-protection"]
     assert re.fullmatch(r"no rate limiting: a burst of 30 logins from one source in \d+\.\d s "
                         r"was never answered HTTP 429 \(30 x HTTP 401\)", check["message"]), \
@@ -90,6 +104,15 @@ def test_the_burst_is_limited_on_the_healthy_sandbox_and_read_only_skips_it(
     assert checks["auth.rate-limit-protection"]["outcome"] == "skipped"
     assert checks["auth.rate-limit-protection"]["message"].startswith("read-only run: writes ")
     assert checks["auth.rate-limit-legitimate-traffic"]["outcome"] == "passed"
+    # Production's answer when no burst is allowed: the limits the answers state.
+    stated = checks["auth.rate-limit-configured"]
+    assert stated["outcome"] == "passed", stated
+    assert stated["evidence"]["policies"] == [
+        {"name": "per-source", "quota": 1000, "window_s": 10.0},
+        {"name": "per-account", "quota": 20, "window_s": 10.0}]
+    # The canary's own logins were counted by the per-account window; no other header kept.
+    assert stated["evidence"]["remaining_after"] is not None
+    assert all(set(h) == {"ratelimit-policy", "ratelimit"} for h in stated["evidence"]["headers"])
 
 
 # ---- Investigation: analyze error patterns and rates -----------------------------------------

@@ -219,6 +219,52 @@ def test_step4_legitimate_traffic_is_not_rate_limited(observed: dict[str, Any]) 
                       impact="degradation")
 
 
+def observe_stated_limits(ctx: CheckContext) -> dict[str, Any]:
+    """Read-only: the login limits auth-service states in the headers of the canary's own
+    logins (no request of its own), so an environment that sends no burst gets an answer."""
+    from dataclasses import asdict
+
+    from unibazzar_health.ratelimits import stated_limits
+
+    service = ctx.require("services.auth-service", ctx.env.spec.service("auth-service"))
+    answers = canary_logins(ctx)
+    stated = next((limits for limits in map(stated_limits, (a.headers for a in answers))
+                   if limits), None)
+    if stated is None and not service.rate_limit_headers:
+        raise NotConfigured("services.auth-service.rate_limit_headers")
+    return {"url": ctx.service_url("auth-service", "/login"), "logins": len(answers),
+            "statuses": [a.status for a in answers],
+            "headers": [a.headers for a in answers],
+            "policies": [asdict(p) for p in stated.policies] if stated else [],
+            "remaining_after": (stated_limits(answers[-1].headers) or stated).remaining
+            if stated else None}
+
+
+@runbook_check("auth.rate-limit-configured", observe=observe_stated_limits)
+def test_step4_login_limits_are_stated_and_let_legitimate_traffic_through(
+        observed: dict[str, Any]) -> None:
+    from unibazzar_health.ratelimits import RateLimitPolicy
+
+    if any(status >= 500 for status in observed["statuses"]):
+        return  # auth-service itself failing is step 2's finding (and the scope check's)
+    policies = [RateLimitPolicy(**p) for p in observed["policies"]]
+    if not policies:
+        # Headers gone can be a proxy that strips them as well as a limiter switched off:
+        # worth a look by day, not a page at night (auth.rate-limit-protection's burst,
+        # where allowed, proves the limiter off).
+        raise Finding(f"auth-service's logins state no rate limit: none of the canary's "
+                      f"{observed['logins']} logins carried RateLimit-Policy, RateLimit-Limit "
+                      f"or X-RateLimit-Limit, which the environment says it sends "
+                      f"(services.auth-service.rate_limit_headers): its rate limiter may be "
+                      f"off", impact="non-critical")
+    tightest = min(policies, key=lambda p: p.quota)
+    if tightest.quota < observed["logins"]:
+        raise Finding(f"login rate limit set below legitimate traffic: {tightest.describe()} "
+                      f"is fewer than the canary's normal {observed['logins']} logins in a row "
+                      f"(stated: {'; '.join(p.describe() for p in policies)})",
+                      impact="degradation")
+
+
 # The burst stops after this many 5xx answers in a row: auth-service is failing, and its
 # limiter cannot be judged.
 SERVER_ERRORS_STOP = 3

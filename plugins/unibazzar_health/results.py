@@ -303,6 +303,8 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
         "error_logs_pattern": shlex.quote(spec.error_logs.pattern),
         "saga_timeout_minutes": f"{spec.thresholds.saga_timeout_minutes:g}",
     }
+    if service:
+        names["service_url"] = service.url.rstrip("/")
     # Every service's Deployment by its id prefix ({auth_deployment}): a failure_fixes entry
     # about one service is shown by other services' checks too.
     for name in SERVICES:

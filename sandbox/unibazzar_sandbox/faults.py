@@ -661,11 +661,11 @@ FAULTS: tuple[Fault, ...] = (
         "rate-limit-too-low", "auth-service.rate-limit-too-low",
         "the login rate limiter allows 2 logins per source in 10 s: legitimate traffic is "
         "refused with HTTP 429",
-        (("auth.rate-limit-legitimate-traffic", "SEV2"),)),
+        (("auth.rate-limit-legitimate-traffic", "SEV2"), ("auth.rate-limit-configured", "SEV2"))),
     _file_fault(
         "no-rate-limiting", "auth-service.no-rate-limiting",
         "the login rate limiter is off: a burst of logins is never refused",
-        (("auth.rate-limit-protection", "SEV1"),)),
+        (("auth.rate-limit-protection", "SEV1"), ("auth.rate-limit-configured", "SEV3"))),
     # ---- listing-service: DynamoDB, RabbitMQ, S3, Redis
     Fault("dynamodb-table-missing",
           "the DynamoDB listings table is gone: listings cannot be read or created",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from unibazzar_health.probes import DeadlineExceeded, ProbeError, connection_failure, timed
@@ -13,6 +14,12 @@ class HttpAnswer:
     status: int
     elapsed_ms: float
     body: Any  # parsed JSON, or the text's first 500 characters
+    # The answer's rate-limit headers only (RateLimit*, X-RateLimit*, Retry-After), names in
+    # lower case: never a cookie or a token.
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+RATE_LIMIT_HEADER = re.compile(r"(x-)?ratelimit(-[a-z]+)?|retry-after")
 
 
 def request(
@@ -42,7 +49,9 @@ def request(
         body: Any = response.json()
     except ValueError:
         body = response.text[:500]
-    return HttpAnswer(status=response.status_code, elapsed_ms=t.ms, body=body)
+    kept = {name.lower(): value[:500] for name, value in response.headers.items()
+            if RATE_LIMIT_HEADER.fullmatch(name.lower())}
+    return HttpAnswer(status=response.status_code, elapsed_ms=t.ms, body=body, headers=kept)
 
 
 def reason(exc: Exception) -> str:

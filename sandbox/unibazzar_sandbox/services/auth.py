@@ -80,6 +80,22 @@ class RateLimiter:
                 self._by_account = {k: v for k, v in self._by_account.items() if v}
             return not full
 
+    def headers(self, source: str, account: str) -> dict[str, str]:
+        """The limits in force and what is left of them, as IETF's RateLimit-Policy and
+        RateLimit headers say it (draft-ietf-httpapi-ratelimit-headers); none while off."""
+        limits = self._limits or configured_limits()
+        if not limits.enabled:
+            return {}
+        with self._lock:
+            left = {"per-source": limits.per_source - len(self._by_source.get(source, ())),
+                    "per-account": (limits.per_account
+                                    - len(self._by_account.get((source, account), ())))}
+        tightest = min(left, key=lambda name: left[name])
+        window = f"{limits.window_s:g}"
+        return {"RateLimit-Policy": f'"per-source";q={limits.per_source};w={window}, '
+                                    f'"per-account";q={limits.per_account};w={window}',
+                "RateLimit": f'"{tightest}";r={max(0, left[tightest])};t={window}'}
+
     def succeeded(self, source: str, account: str) -> None:
         with self._lock:
             self._by_account.pop((source, account), None)
@@ -92,9 +108,16 @@ limiter = RateLimiter()
 def login() -> Any:
     body = request.get_json(silent=True) or {}
     email, source = str(body.get("email", "")), str(request.remote_addr)
-    if not limiter.allow(source, email):
+    allowed = limiter.allow(source, email)
+    limits = limiter.headers(source, email)
+    if not allowed:
         log.warning("login blocked: rate limited email=%s source=%s", email, source)
-        return {"error": "too many login attempts"}, 429, {"Retry-After": "10"}
+        return {"error": "too many login attempts"}, 429, {"Retry-After": "10", **limits}
+    answer, status = _login(body, email, source)
+    return answer, status, limits
+
+
+def _login(body: dict[str, Any], email: str, source: str) -> tuple[dict[str, Any], int]:
     try:
         with psycopg.connect(DSN, password=secret("UNIBAZZAR_AUTH_DB_PASSWORD")) as conn:
             row = conn.execute("SELECT password_hash FROM users WHERE email = %s",
@@ -112,7 +135,7 @@ def login() -> Any:
     # Who logged in, and from where: what lets a check tell the canary's own logins from a
     # stolen password's (auth_logs.email, auth_logs.source).
     log.info("login ok email=%s source=%s", email, source)
-    return {"token": token, "token_type": "Bearer", "expires_in": 900}
+    return {"token": token, "token_type": "Bearer", "expires_in": 900}, 200
 
 
 def accepts_forged_tokens() -> bool:
