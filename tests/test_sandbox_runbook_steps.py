@@ -511,8 +511,35 @@ def test_a_lagging_indexer_is_found_without_writing_a_canary(tmp_path: Path) -> 
                         r"the oldest waiting event is 1[2-5]\d s old \(> 60 s\)",
                         check["message"]), check["message"]
     assert (check["impact"], check["severity"]) == ("degradation", "SEV2")
-    assert check["fixes"] == ["Restart RabbitMQ consumers if backed up"]
+    assert check["fixes"] == list(CATALOG.check("listing.indexing-lag").fixes)
+    assert check["fixes"][0] == "Restart RabbitMQ consumers if backed up"
     assert f"{KUBECTL} rollout restart deployment/listing-service -n unibazzar" \
         in check["commands"]
     skipped = {c["id"]: c for c in summary["checks"]}["listing.indexing-performance"]
     assert skipped["outcome"] == "skipped"
+
+
+def test_a_listing_whose_event_was_lost_is_found_without_writing_a_canary(
+        tmp_path: Path) -> None:
+    """The queue healthy and empty, yet a listing of five minutes ago is not searchable: only
+    the newest indexed listing against the newest tells (as in production: no canary)."""
+    env_file = environment_with(tmp_path, listing_writes="false")
+    sandbox("fault", "listing-not-indexed", "on")
+    try:
+        result, summary = run_checks(tmp_path, "-m", "listing-service", env_file=env_file)
+    finally:
+        sandbox("fault", "listing-not-indexed", "off")
+    failed = failed_checks(summary)
+    assert set(failed) == {"listing.indexing-lag"}, result.stdout[-3000:]
+    check = failed["listing.indexing-lag"]
+    assert re.fullmatch(
+        r"the search index lags behind the listings: 1 of the 2 newest listings are not in "
+        r"the search index, the oldest, listing-gameday-unindexed, created 3\d\d s ago; the "
+        r"newest indexed listing \(canary-listing-0001\) is \d+ s older than the newest "
+        r"\(listing-gameday-unindexed\) \(> 60 s\)", check["message"]), check["message"]
+    assert (check["impact"], check["severity"]) == ("degradation", "SEV2")
+    index = check["evidence"]["index"]
+    assert index["newest_id"] == "listing-gameday-unindexed" and index["not_indexed"] == 1
+    assert check["evidence"]["queue"]["waiting"] == 0
+    result, summary = run_checks(tmp_path, "-m", "listing-service", env_file=env_file)
+    assert result.returncode == 0, result.stdout[-3000:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from unibazzar_health.indexing import IndexFreshness
 from unibazzar_health.probes import FailureKind, ProbeFailure
 from unibazzar_health.probes.dynamodb import TableStatus
 from unibazzar_health.probes.s3 import RoundTrip
@@ -158,9 +159,12 @@ def test_step2_indexing_performance(observed: dict[str, Any]) -> None:
                       f"{observed.get('delete_status')} (delete it by hand)", impact="minor")
 
 
-def observe_indexing_lag(ctx: CheckContext) -> dict[str, Any]:
-    """Read-only: the events queue as the search indexer leaves it (the management API's
-    last sample), so an environment that writes no canary still gets an answer."""
+# How many of the newest listings are compared with the search index.
+NEWEST_LISTINGS = 10
+
+
+def _queue_lag(ctx: CheckContext) -> dict[str, Any]:
+    """The events queue as the search indexer leaves it (the management API's last sample)."""
     import time
 
     from unibazzar_health.probes import rabbitmq
@@ -181,24 +185,96 @@ def observe_indexing_lag(ctx: CheckContext) -> dict[str, Any]:
     }
 
 
+def _index_freshness(ctx: CheckContext, path: str) -> IndexFreshness:
+    """The newest listings as listing-service lists them, and which of them the search index
+    holds: what a lost event leaves behind while the queue looks healthy."""
+    import time
+
+    from unibazzar_health.indexing import index_freshness
+    from unibazzar_health.probes import ProbeError, http, vectordb
+
+    collection = ctx.require("vector_db", ctx.env.spec.vector_db)
+    vector = ctx.vector_db()
+    url = ctx.service_url("listing-service", path)
+    url += ("&" if "?" in url else "?") + f"limit={NEWEST_LISTINGS}"
+    answer = http.request("listing-service", "GET", url, ctx.env.deadline("http"))
+    body = answer.body if isinstance(answer.body, dict) else {}
+    if answer.status != 200 or not isinstance(body.get("listings"), list):
+        raise ProbeError("listing-service", url, f"newest listings: HTTP {answer.status}, "
+                         f"{str(answer.body)[:200]!r}", ctx.env.deadline("http"),
+                         kind=FailureKind.UNEXPECTED_ANSWER)
+    listings = [(str(item.get("listing_id")), str(item.get("created_at")))
+                for item in body["listings"] if isinstance(item, dict)]
+    held = vectordb.has_ids(vector, collection.collection, [i for i, _ in listings]) \
+        if listings else []
+    return index_freshness(listings, held, time.time())
+
+
+def observe_indexing_lag(ctx: CheckContext) -> dict[str, Any]:
+    """Read-only, so an environment that writes no canary still gets an answer: the events
+    queue as the search indexer leaves it, and, where listing-service lists its newest
+    listings (newest_listings_path), the newest indexed listing against the newest."""
+    service = ctx.env.spec.service("listing-service")
+    path = service.newest_listings_path if service else None
+    calls: dict[str, Any] = {}
+    if ctx.env.spec.rabbitmq is not None:
+        calls["queue"] = lambda: _queue_lag(ctx)
+    if path:
+        calls["index"] = lambda: _index_freshness(ctx, path)
+    if not calls:
+        raise NotConfigured("rabbitmq' or 'services.listing-service.newest_listings_path")
+    return gather(**calls)
+
+
+def _queue_lags(queue: dict[str, Any], limit: float) -> list[str]:
+    # A missing queue or one without consumers is step 3's finding.
+    if not queue["exists"] or not queue["waiting"]:
+        return []
+    lags = []
+    if queue["oldest_waiting_s"] is not None and queue["oldest_waiting_s"] > limit:
+        lags.append(f"the oldest waiting event is {queue['oldest_waiting_s']:.0f} s old")
+    if queue["still_s"] is not None and queue["still_s"] > limit:
+        lags.append(f"nothing taken or acknowledged for {queue['still_s']:.0f} s")
+    if queue["catch_up_s"] is not None and queue["catch_up_s"] > limit:
+        lags.append(f"at {queue['ack_rate']:g} events/s it needs {queue['catch_up_s']:.0f} "
+                    "s to catch up")
+    return lags
+
+
+def _index_lag(index: IndexFreshness, limit: float) -> str | None:
+    age = index.oldest_not_indexed_age_s
+    if age is None or age <= limit:
+        return None
+    missing = (f"{index.not_indexed} of the {len(index.listings)} newest listings are not in "
+               f"the search index, the oldest, {index.oldest_not_indexed_id}, created {age:.0f} "
+               "s ago")
+    if index.newest_indexed_id is None:
+        return missing + "; none of them is indexed"
+    return (missing + f"; the newest indexed listing ({index.newest_indexed_id}) is "
+            f"{index.newest_indexed_behind_s:.0f} s older than the newest ({index.newest_id})")
+
+
 @runbook_check("listing.indexing-lag", observe=observe_indexing_lag)
 def test_step2_the_search_indexer_keeps_up(observed: dict[str, Any],
                                            thresholds: Thresholds) -> None:
-    # A missing queue or one without consumers is step 3's finding.
-    if not observed["exists"] or not observed["waiting"]:
-        return
-    limit, lags = thresholds.indexing_lag_s, []
-    if observed["oldest_waiting_s"] is not None and observed["oldest_waiting_s"] > limit:
-        lags.append(f"the oldest waiting event is {observed['oldest_waiting_s']:.0f} s old")
-    if observed["still_s"] is not None and observed["still_s"] > limit:
-        lags.append(f"nothing taken or acknowledged for {observed['still_s']:.0f} s")
-    if observed["catch_up_s"] is not None and observed["catch_up_s"] > limit:
-        lags.append(f"at {observed['ack_rate']:g} events/s it needs {observed['catch_up_s']:.0f} "
-                    "s to catch up")
-    if lags:
-        raise Finding(f"the search indexer lags behind {observed['queue']}: "
-                      f"{observed['waiting']} events waiting; " + "; ".join(lags)
-                      + f" (> {limit:g} s)", impact="degradation")
+    limit = thresholds.indexing_lag_s
+    found = []
+    queue, index = observed.get("queue"), observed.get("index")
+    if isinstance(queue, dict):
+        lags = _queue_lags(queue, limit)
+        if lags:
+            found.append(f"the search indexer lags behind {queue['queue']}: "
+                         f"{queue['waiting']} events waiting; " + "; ".join(lags))
+    if isinstance(index, IndexFreshness):
+        lag = _index_lag(index, limit)
+        if lag:
+            found.append(f"the search index lags behind the listings: {lag}")
+    if found:
+        raise Finding(" | ".join(found) + f" (> {limit:g} s)", impact="degradation")
+    # A reading that failed leaves the lag unjudged: never a pass.
+    failures = failures_among(queue, index)
+    if failures:
+        raise Finding.of(failures)
 
 
 # ---- 3. Check event publishing to RabbitMQ ------------------------------------------------

@@ -241,6 +241,10 @@ class ServiceTarget(_Section):
     # ai-service: recommendations for a user, answering {"recommendations": [...]}; the
     # canary's email is sent as ?user= (the symptom "recommendation failures").
     recommendations_path: str | None = None
+    # listing-service: its newest listings, answering {"listings": [{"listing_id": ...,
+    # "created_at": ISO 8601}, ...]} (?limit=N is added): the newest indexed listing is
+    # compared with the newest (the read-only indexing lag, listing-service step 2).
+    newest_listings_path: str | None = None
     # auth-service (or the gateway before it) states its login limits in RateLimit headers
     # (IETF RateLimit-Policy, RateLimit-Limit or X-RateLimit-Limit): their absence is then
     # a finding. Stated without this, they are read all the same (auth-service step 4).

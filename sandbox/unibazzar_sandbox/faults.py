@@ -546,6 +546,36 @@ def _backlog_off(layout: Layout) -> None:
     _wait_until(f"{EVENTS_QUEUE} empty", lambda: _queue(layout).get("messages", 1) == 0)
 
 
+# ---- a listing whose event was lost: in the table, never indexed --------------------------------
+UNINDEXED_LISTING = "listing-gameday-unindexed"
+UNINDEXED_AGE_S = 300
+
+
+def _unindexed_on(layout: Layout) -> None:
+    """A listing written five minutes ago whose listing.created event never reached the
+    queue (a publisher that lost it): the queue looks healthy, the search index lags."""
+    created = datetime.now(UTC) - timedelta(seconds=UNINDEXED_AGE_S)
+    _dynamodb(layout).put_item(TableName=LISTINGS_TABLE, Item={
+        "listing_id": {"S": UNINDEXED_LISTING}, "category": {"S": "game-day"},
+        "created_at": {"S": created.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        "title": {"S": "game day: a listing whose event was lost"},
+        "price_cents": {"N": "100"}})
+
+
+def _unindexed_off(layout: Layout) -> None:
+    _dynamodb(layout).delete_item(TableName=LISTINGS_TABLE,
+                                  Key={"listing_id": {"S": UNINDEXED_LISTING}})
+
+
+def _unindexed_is_on(layout: Layout) -> bool:
+    try:
+        found = _dynamodb(layout).get_item(TableName=LISTINGS_TABLE,
+                                           Key={"listing_id": {"S": UNINDEXED_LISTING}})
+    except Exception:  # no table: the listing is not there either
+        return False
+    return "Item" in found
+
+
 # ---- the vector database's collection emptied ----------------------------------------------------
 CHROMA = (f"http://{HOST}:{PORTS['vector-db']}/api/v2/tenants/default_tenant/"
           "databases/default_database/collections")
@@ -670,7 +700,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault("dynamodb-table-missing",
           "the DynamoDB listings table is gone: listings cannot be read or created",
           (("listing.dynamodb-table-status", "SEV1"), ("listing.indexing-performance", "SEV2"),
-           ("listing.cache-freshness", "SEV3")),
+           ("listing.indexing-lag", "SEV2"), ("listing.cache-freshness", "SEV3")),
           _table_missing_on, _table_missing_off, _table_missing_is_on,
           notes=f"table {LISTINGS_TABLE} deleted, its items kept in "
                 "faults/dynamodb-table-missing.saved.json; off recreates it from the seed and "
@@ -707,6 +737,13 @@ FAULTS: tuple[Fault, ...] = (
         "the search indexer stops consuming listing events: new listings never become "
         "searchable",
         (("listing.indexing-performance", "SEV2"),)),
+    Fault("listing-not-indexed",
+          f"a listing created {UNINDEXED_AGE_S // 60} minutes ago never reached the search "
+          "index: its event was lost, the events queue looks healthy",
+          (("listing.indexing-lag", "SEV2"),),
+          _unindexed_on, _unindexed_off, _unindexed_is_on,
+          notes=f"listing {UNINDEXED_LISTING} put into {LISTINGS_TABLE} with no event; off "
+                "deletes it"),
     Fault("s3-bucket-missing",
           "the S3 bucket of listing images is gone: images cannot be stored or served",
           (("listing.s3-image-uploads", "SEV1"), ("listing.indexing-performance", "SEV2")),
@@ -748,7 +785,8 @@ FAULTS: tuple[Fault, ...] = (
           "a reindex emptied the vector collection of listings and paused the search "
           "indexer: search and recommendations find nothing, new listings are not indexed",
           (("ai.vector-database-connectivity", "SEV1"), ("ai.end-to-end-search", "SEV2"),
-           ("ai.end-to-end-recommendations", "SEV2"), ("listing.indexing-performance", "SEV2")),
+           ("ai.end-to-end-recommendations", "SEV2"), ("listing.indexing-performance", "SEV2"),
+           ("listing.indexing-lag", "SEV2")),
           _vectors_empty_on, _vectors_empty_off,
           lambda layout: (layout.faults / REINDEXING).exists(),
           notes=f"faults/{REINDEXING}, and every record of collection "

@@ -18,6 +18,7 @@ EVENTS_QUEUE = "search-indexer"
 VECTOR_COLLECTION = "listings"
 CANARY_EMAIL = "canary@unibazzar.test"
 CANARY_LISTING_ID = "canary-listing-0001"
+CANARY_LISTING_TITLE = "Canary textbook"
 CANARY_ORDER_ID = "order-canary-0001"
 WEBHOOK_ID = "order-service"
 
@@ -149,7 +150,7 @@ def listings_table(secrets: Secrets) -> None:
             BillingMode="PAY_PER_REQUEST")
     dynamodb.put_item(TableName=LISTINGS_TABLE, Item={
         "listing_id": {"S": CANARY_LISTING_ID}, "category": {"S": "canary"},
-        "created_at": {"S": "2026-01-01T00:00:00Z"}, "title": {"S": "Canary textbook"},
+        "created_at": {"S": "2026-01-01T00:00:00Z"}, "title": {"S": CANARY_LISTING_TITLE},
         "price_cents": {"N": "1999"}})
 
 
@@ -179,6 +180,12 @@ def vector_db(layout: Layout, secrets: Secrets) -> None:
         "ids": ids, "embeddings": [embed(d) for d in CANARY_DOCUMENTS],
         "documents": list(CANARY_DOCUMENTS),
         "metadatas": [{"canary": True} for _ in ids]}).raise_for_status()
+    # The canary listing of the listings table too, as the search indexer indexed it: every
+    # listing there is searchable (listing.indexing-lag compares the newest of each).
+    requests.post(f"{base}/{collection}/upsert", timeout=10, json={
+        "ids": [CANARY_LISTING_ID], "embeddings": [embed(CANARY_LISTING_TITLE)],
+        "documents": [CANARY_LISTING_TITLE],
+        "metadatas": [{"category": "canary"}]}).raise_for_status()
 
 
 def payments(layout: Layout, secrets: Secrets) -> None:

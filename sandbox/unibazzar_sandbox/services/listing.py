@@ -61,6 +61,25 @@ def _item(listing: dict[str, Any]) -> dict[str, Any]:
     return {k: ({"N": str(v)} if isinstance(v, int) else {"S": str(v)}) for k, v in listing.items()}
 
 
+@app.get("/listings/newest")
+def newest_listings() -> Any:
+    """The newest listings first, their ids and creation times (the "new in" feed); a
+    stand-in's table is small enough to scan."""
+    limit = max(1, min(int(request.args.get("limit", "10")), 100))
+    try:
+        items: list[dict[str, Any]] = []
+        for page in dynamodb.get_paginator("scan").paginate(
+                TableName=LISTINGS_TABLE, ProjectionExpression="listing_id, created_at"):
+            items += page.get("Items", [])
+    except Exception as exc:
+        log.error("listing read failed: %s", type(exc).__name__)
+        return {"error": "listing store unavailable"}, 503
+    listings = sorted(({"listing_id": i["listing_id"]["S"],
+                        "created_at": i.get("created_at", {}).get("S", "")} for i in items),
+                      key=lambda listing: listing["created_at"], reverse=True)
+    return {"listings": listings[:limit]}
+
+
 @app.get("/listings/<listing_id>")
 def get_listing(listing_id: str) -> Any:
     key = f"listing:{listing_id}"
