@@ -119,6 +119,14 @@ def create_listing() -> Any:
         _publish("listing.created", listing)
     except Exception as exc:
         log.error("listing creation failed: %s", type(exc).__name__)
+        # Undone, as the real service's compensation does: a listing it answered 503 for
+        # (its id never returned) must not stay in the table, unindexed and unowned.
+        with contextlib.suppress(Exception):
+            dynamodb.delete_item(TableName=LISTINGS_TABLE,
+                                 Key={"listing_id": {"S": listing["listing_id"]}})
+        with contextlib.suppress(Exception):
+            s3.delete_object(Bucket=IMAGES_BUCKET,
+                             Key=f"listings/{listing['listing_id']}/cover.txt")
         return {"error": "listing creation failed"}, 503
     log.info("listing created %s", listing["listing_id"])
     return {"listing": listing}, 201
