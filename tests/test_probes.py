@@ -805,6 +805,10 @@ def test_aws_error_codes_have_their_kind(code: str, status: int, kind: FailureKi
 @pytest.mark.parametrize(("said", "kind"), [
     ("[Errno 111] Connection refused", FailureKind.REFUSED),
     ("ConnectionRefusedError", FailureKind.REFUSED),  # a service naming its client's error
+    ('connection to server at "10.0.0.5", port 5432 failed: FATAL:  the database system is '
+     "shutting down", FailureKind.REFUSED),
+    ('connection to server at "10.0.0.5", port 5432 failed: FATAL:  the database system is '
+     "starting up", FailureKind.REFUSED),
     ('could not translate host name "db" to address: Name or service not known',
      FailureKind.UNREACHABLE),
     ("[Errno -3] Temporary failure in name resolution", FailureKind.UNREACHABLE),

@@ -133,7 +133,9 @@ def status_failure(status: int) -> FailureKind:
 # The socket errors' words as the C library and the clients write them, and the names of
 # Python's exceptions for them (a service reporting its own client's failure).
 _CONNECTION_WORDS = (
-    (("connection refused", "connectionrefusederror"), FailureKind.REFUSED),
+    # PostgreSQL accepting no session while it shuts down or starts: nothing serves there.
+    (("connection refused", "connectionrefusederror", "the database system is shutting down",
+      "the database system is starting up"), FailureKind.REFUSED),
     (("name or service not known", "temporary failure in name resolution", "failed to resolve",
       "could not translate host name", "nodename nor servname", "no address associated",
       "getaddrinfo failed", "gaierror", "nameresolutionerror", "no route to host",
