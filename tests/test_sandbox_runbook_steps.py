@@ -90,6 +90,18 @@ def test_no_rate_limiting_is_a_security_finding(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:]
 
 
+def test_limits_neither_stated_nor_declared_skip_the_read_only_check(tmp_path: Path) -> None:
+    """An auth-service that sends no RateLimit headers, in an environment that does not say it
+    does: nothing to read, so skipped with the key to set, not failed."""
+    env_file = environment_with(tmp_path, rate_limit_headers="false")
+    with sandbox_logs_kept(), fault("auth-service.no-rate-limiting"):
+        result, summary = run_checks(tmp_path, "-m", "auth-service and not canary_write",
+                                     env_file=env_file)
+    check = {c["id"]: c for c in summary["checks"]}["auth.rate-limit-configured"]
+    assert check["outcome"] == "skipped", result.stdout[-3000:]
+    assert "services.auth-service.rate_limit_headers" in check["message"], check["message"]
+
+
 def test_the_burst_is_limited_on_the_healthy_sandbox_and_read_only_skips_it(
         tmp_path: Path) -> None:
     with sandbox_logs_kept():
