@@ -243,12 +243,14 @@ def observe_stated_limits(ctx: CheckContext) -> dict[str, Any]:
 @runbook_check("auth.rate-limit-configured", observe=observe_stated_limits)
 def test_step4_login_limits_are_stated_and_let_legitimate_traffic_through(
         observed: dict[str, Any]) -> None:
-    from unibazzar_health.ratelimits import RateLimitPolicy
+    from unibazzar_health.ratelimits import RateLimitPolicy, StatedLimits
 
     if any(status >= 500 for status in observed["statuses"]):
         return  # auth-service itself failing is step 2's finding (and the scope check's)
-    policies = [RateLimitPolicy(**p) for p in observed["policies"]]
-    if not policies:
+    stated = StatedLimits(tuple(RateLimitPolicy(**p) for p in observed["policies"]),
+                          observed["remaining_after"])
+    policies, tightest = stated.policies, stated.tightest
+    if tightest is None:
         # Headers gone can be a proxy that strips them as well as a limiter switched off:
         # worth a look by day, not a page at night (auth.rate-limit-protection's burst,
         # where allowed, proves the limiter off).
@@ -257,7 +259,6 @@ def test_step4_login_limits_are_stated_and_let_legitimate_traffic_through(
                       f"or X-RateLimit-Limit, which the environment says it sends "
                       f"(services.auth-service.rate_limit_headers): its rate limiter may be "
                       f"off", impact="non-critical")
-    tightest = min(policies, key=lambda p: p.quota)
     if tightest.quota < observed["logins"]:
         raise Finding(f"login rate limit set below legitimate traffic: {tightest.describe()} "
                       f"is fewer than the canary's normal {observed['logins']} logins in a row "
