@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -102,6 +103,29 @@ class ReportError(Exception):
     pass
 
 
+# Allure 3 (3.18.0, the newest) embeds Google Analytics in every report with no switch to turn
+# it off (allure3 issue 476), and a report linked from a ticket must not phone home: what would
+# load from another host is cut out of the HTML after generation (its own code loads nothing).
+_SCRIPT = re.compile(r"<script\b([^>]*)>(.*?)</script\s*>", re.IGNORECASE | re.DOTALL)
+_LINK = re.compile(r"<link\b[^>]*>", re.IGNORECASE)
+# src= / href= naming another host: http(s)://… or protocol-relative //…, quoted or not.
+_REMOTE = re.compile(r"""\b(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+# The inline bootstrap that goes with gtag.js (it queues the report's id for Google).
+_ANALYTICS = re.compile(r"\bgtag\s*\(|\bdataLayer\b|googletagmanager", re.IGNORECASE)
+
+
+def offline_html(html: str) -> str:
+    """``html`` without a script or stylesheet (any <link>) from another host, nor the
+    inline Google Analytics code: the report then opens from file:// with the network off."""
+
+    def script(match: re.Match[str]) -> str:
+        attributes, body = match.group(1), match.group(2)
+        return "" if _REMOTE.search(attributes) or _ANALYTICS.search(body) else match.group(0)
+
+    html = _SCRIPT.sub(script, html)
+    return _LINK.sub(lambda m: "" if _REMOTE.search(m.group(0)) else m.group(0), html)
+
+
 def allure_command(root: Path, environ: Mapping[str, str]) -> list[str]:
     """Allure 3's CLI: $UNIBAZZAR_ALLURE, else the copy scripts/bootstrap installs."""
     chosen = environ.get("UNIBAZZAR_ALLURE")
@@ -144,13 +168,27 @@ def build_single_file(results_dir: Path, output_dir: Path, history: Path, name: 
     if done.returncode != 0 or not index.exists():
         raise ReportError(f"allure generate failed (exit {done.returncode}): "
                           f"{(done.stderr or done.stdout).strip()[-500:]}")
+    index.write_text(offline_html(index.read_text(encoding="utf-8")), encoding="utf-8")
     return index
 
 
-def annotate(result: Mapping[str, Any], catalog: Any, env: Any, test: Any) -> None:
+def timing(allure_start_ms: int, duration_s: float,
+           probing_from_s: float | None) -> tuple[int, int]:
+    """Allure's start and stop (ms since the epoch) for a check, so that its duration is the
+    check's own, summary.json's ``duration_s``: its probes ran ahead of its test, beside every
+    other check's, and pytest's call (allure-pytest's start and stop) saw only the judging.
+    It starts when its probes did (``probing_from_s``, epoch seconds), so Allure's timeline
+    shows the checks probing side by side, as they ran."""
+    start = allure_start_ms if probing_from_s is None else round(probing_from_s * 1000)
+    return start, start + round(duration_s * 1000)
+
+
+def annotate(result: Mapping[str, Any], catalog: Any, env: Any, test: Any,
+             probing_from_s: float | None = None) -> None:
     """Label, link and describe the current Allure test case as ``result`` (a CheckResult
-    dict) says, attach its redacted evidence, and set its status to our outcome. ``test`` is
-    allure-pytest's current TestResult (its listener's), whose status we own from here."""
+    dict) says, attach its redacted evidence, and set its status to our outcome and its
+    start and stop to the check's own time (``timing``). ``test`` is allure-pytest's current
+    TestResult (its listener's), whose status and times we own from here."""
     import allure
 
     from unibazzar_health.severity import severity_of
@@ -180,5 +218,7 @@ def annotate(result: Mapping[str, Any], catalog: Any, env: Any, test: Any) -> No
               "skipped": "skipped", "not-run": "skipped"}[result["outcome"]]
     if test is not None:
         test.status = status
+        test.start, test.stop = timing(test.start, float(result.get("duration_s") or 0.0),
+                                       probing_from_s)
         if result.get("message") and test.statusDetails is not None:
             test.statusDetails.message = result["message"]

@@ -335,8 +335,11 @@ class AllureHooks:
         result, info.result = info.result, None  # once per check
         from unibazzar_health.allure_report import annotate
 
+        # When its probes started, on the wall clock Allure's times are on (theirs is monotonic).
+        began = info.observation.started_at if info.observation else None
+        probing_from = None if began is None else time.time() - (time.monotonic() - began)
         annotate(result.to_dict(), self.state.catalog, self.state.env,
-                 self.listener.allure_logger.get_test(None))
+                 self.listener.allure_logger.get_test(None), probing_from)
 
 
 def _shares_up_front(config: pytest.Config) -> bool:
