@@ -139,7 +139,7 @@ def store_cost(tmp: Path, summaries: dict[str, dict[str, Any]], repeat: int,
                redis_url: str | None) -> dict[str, tuple[float, int]]:
     """Median seconds of Poster.post with no notifier, per backend and summary; and the
     SQLite file's bytes per run."""
-    os.environ.setdefault("BENCH_ROUTING_KEY", "bench")
+    os.environ.setdefault("BENCH_ROUTING_KEY", "B" * 32)
     from unibazzar_health.incidents.posting import Poster
     from unibazzar_health.settings import load_environment
 
@@ -204,7 +204,7 @@ def main() -> int:
     if up.returncode != 0:
         print(up.stdout + up.stderr, file=sys.stderr)
         return 1
-    os.environ["BENCH_ROUTING_KEY"] = "bench-routing-key"
+    os.environ["BENCH_ROUTING_KEY"] = "B" * 32
     tmp = Path(tempfile.mkdtemp(prefix="unibazzar-bench-posting-"))
 
     pager = Pager()

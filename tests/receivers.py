@@ -7,7 +7,18 @@ but answers only after ``lag_s``: the sender's read times out though it arrived)
 ``block`` (records the request, then never answers until released: the test kills the
 sender meanwhile); ``stall`` (as ``block``, but acts on the request first, as a service that
 did the work and never answered). ``fail`` lists requests answered once each with HTTP 502
-(method, path suffix). ``down()`` closes the port."""
+(method, path suffix); ``answers`` lists whole answers (status, headers, body) given, one
+each, to the next requests before anything else (a 429 with Retry-After, a 401), and
+``arrivals`` the time of every request that came in. ``down()`` closes the port.
+
+Strict as the real services are (FACTS.md, "What the real receivers accept"): Slack refuses
+more than 50 blocks, a section over 3,000 characters, a header over 150, ``text`` over
+40,000 (400 ``invalid_blocks`` / ``invalid_payload`` / ``no_text``); PagerDuty a routing key
+that is not 32 characters, a summary over 1,024, an event over 512 KB (400 ``invalid
+event``) and keeps each dedup_key's alerts as PagerDuty does (a trigger after the resolve
+opens a new one); GitHub a title over 256 or a body or comment over 65,536 (422), drops the
+labels when the token cannot push (``can_push``), and searches issues; the webhook refuses a
+body over ``max_bytes`` (413)."""
 
 from __future__ import annotations
 
@@ -31,6 +42,10 @@ class Received:
     raw: bytes = b""
 
 
+# (status, headers, body): one answer, given whole.
+Answer = tuple[int, dict[str, str], Any]
+
+
 @dataclass
 class Receiver:
     name: str
@@ -43,6 +58,15 @@ class Receiver:
     arrived: threading.Event = field(default_factory=threading.Event)
     server: ThreadingHTTPServer | None = None
     port: int = 0
+    answers: list[Answer] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each request
+    # Hold only the first request this many seconds before acting on it (a race's loser).
+    hold_first_s: float = 0.0
+    _held: bool = False
+
+    def refuse(self, method: str, path: str, body: Any, raw: bytes) -> Answer | None:
+        """What the real service refuses outright (its limits), before acting."""
+        return None
 
     @property
     def base(self) -> str:
@@ -66,17 +90,82 @@ class Receiver:
 
 
 class SlackReceiver(Receiver):
-    pass
+    def refuse(self, method: str, path: str, body: Any, raw: bytes) -> Answer | None:
+        if not isinstance(body, dict):
+            return 400, {}, "invalid_payload"
+        blocks = body.get("blocks")
+        if not body.get("text") and not blocks:
+            return 400, {}, "no_text"
+        if len(str(body.get("text") or "")) > 40_000:
+            return 400, {}, "invalid_payload"
+        if blocks is not None:
+            if not isinstance(blocks, list) or len(blocks) > 50:
+                return 400, {}, "invalid_blocks"
+            for block in blocks:
+                text = (block.get("text") or {}).get("text", "")
+                limit = {"section": 3000, "header": 150}.get(block.get("type"), 3000)
+                if len(text) > limit or any(len(e.get("text", "")) > 2000
+                                            for e in block.get("elements", [])):
+                    return 400, {}, "invalid_blocks"
+        return None
 
 
+@dataclass
 class PagerDutyReceiver(Receiver):
+    """Events API v2, keeping what PagerDuty would show: each dedup_key's alerts, the last
+    one open until a resolve (a trigger after it opens a new one)."""
+
+    # dedup_key -> each alert's state, in order
+    alerts: dict[str, list[str]] = field(default_factory=dict)
+
+    def refuse(self, method: str, path: str, body: Any, raw: bytes) -> Answer | None:
+        def invalid(error: str) -> Answer:
+            return 400, {}, {"status": "invalid event", "message": "Event object is invalid",
+                             "errors": [error]}
+
+        if len(raw) > 512 * 1024:
+            return invalid("Event object is too large (maximum 512 KB)")
+        if not isinstance(body, dict):
+            return invalid("Event object is not JSON")
+        if len(str(body.get("routing_key") or "")) != 32:
+            return invalid("Length of 'routing_key' is incorrect (should be 32 characters)")
+        if body.get("event_action") not in ("trigger", "acknowledge", "resolve"):
+            return invalid("'event_action' is invalid")
+        if len(str(body.get("dedup_key") or "")) > 255:
+            return invalid("'dedup_key' is too long (maximum 255 characters)")
+        if body["event_action"] == "trigger":
+            payload = body.get("payload") or {}
+            if not payload.get("summary") or len(payload["summary"]) > 1024:
+                return invalid("'payload.summary' is missing or longer than 1024 characters")
+            if payload.get("severity") not in ("critical", "error", "warning", "info"):
+                return invalid("'payload.severity' is invalid")
+        return None
+
     def answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-        return 202, {"status": "success", "message": "Event processed",
-                     "dedup_key": body.get("dedup_key") if isinstance(body, dict) else None}
+        key = body.get("dedup_key")
+        alerts = self.alerts.setdefault(key, [])
+        if body["event_action"] == "trigger" and (not alerts or alerts[-1] == "resolved"):
+            alerts.append("triggered")
+        elif body["event_action"] == "resolve" and alerts:
+            alerts[-1] = "resolved"
+        elif body["event_action"] == "acknowledge" and alerts and alerts[-1] != "resolved":
+            alerts[-1] = "acknowledged"
+        return 202, {"status": "success", "message": "Event processed", "dedup_key": key}
+
+    def open_alerts(self) -> dict[str, int]:
+        """dedup_key -> alerts still open (triggered or acknowledged)."""
+        return {k: n for k, v in self.alerts.items()
+                if (n := sum(state != "resolved" for state in v))}
 
 
+@dataclass
 class WebhookReceiver(Receiver):
-    pass
+    max_bytes: int = 1024 * 1024
+
+    def refuse(self, method: str, path: str, body: Any, raw: bytes) -> Answer | None:
+        if len(raw) > self.max_bytes:
+            return 413, {}, {"message": "Request Entity Too Large"}
+        return None
 
 
 @dataclass
@@ -87,17 +176,43 @@ class GitHubReceiver(Receiver):
     repository: str = "unibazzar/incidents"
     issues: dict[int, dict[str, Any]] = field(default_factory=dict)
     comments: dict[int, list[str]] = field(default_factory=dict)
+    # GitHub drops the labels of a create, silently, when the token cannot push.
+    can_push: bool = True
+
+    def refuse(self, method: str, path: str, body: Any, raw: bytes) -> Answer | None:
+        def too_long(what: str, limit: int) -> Answer:
+            return 422, {}, {"message": "Validation Failed", "errors": [
+                {"resource": "Issue", "code": "custom", "field": what,
+                 "message": f"{what} is too long (maximum is {limit} characters)"}]}
+
+        if method in ("POST", "PATCH") and isinstance(body, dict):
+            if len(str(body.get("title") or "")) > 256:
+                return too_long("title", 256)
+            if len(str(body.get("body") or "")) > 65_536:
+                return too_long("body", 65_536)
+        return None
 
     def answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if method == "GET" and urlsplit(path).path == "/search/issues":
+            query = dict(parse_qsl(urlsplit(path).query))["q"]
+            term = query.split('"')[1] if '"' in query else query.split()[0]
+            items = [i for i in self.issues.values() if term in i["body"]]
+            return 200, {"total_count": len(items), "items": items}
         route = urlsplit(path).path.removeprefix(f"/repos/{self.repository}")
         if method == "POST" and route == "/issues":
             number = len(self.issues) + 1
+            labels = [{"name": n} for n in body.get("labels", [])] if self.can_push else []
             self.issues[number] = {"number": number, "state": "open", "title": body["title"],
-                                   "body": body["body"], "labels": body.get("labels", []),
+                                   "body": body["body"], "labels": labels,
                                    "html_url": f"{self.base}/{self.repository}/issues/{number}"}
             return 201, self.issues[number]
         if method == "GET" and route == "/issues":
-            return 200, sorted(self.issues.values(), key=lambda i: -i["number"])
+            query = dict(parse_qsl(urlsplit(path).query))
+            listed = sorted(self.issues.values(), key=lambda i: -i["number"])
+            if query.get("labels"):
+                listed = [i for i in listed if query["labels"] in
+                          {label["name"] for label in i["labels"]}]
+            return 200, listed
         parts = route.strip("/").split("/")
         if len(parts) >= 2 and parts[0] == "issues" and parts[1].isdigit():
             number = int(parts[1])
@@ -127,6 +242,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _serve(self) -> None:
+            receiver.arrivals.append(time.monotonic())
             if receiver.behaviour == "slow":
                 time.sleep(receiver.slow_s)
                 return
@@ -136,8 +252,16 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 body: Any = json.loads(raw) if raw else None
             except ValueError:
                 body = raw.decode("utf-8", "replace")
+            if receiver.answers:
+                status, headers, answer = receiver.answers.pop(0)
+                self._send(status, answer, headers)
+                return
             if receiver.behaviour == "error":
                 self._send(500, {"message": "internal error"})
+                return
+            refused = receiver.refuse(self.command, self.path, body, raw)
+            if refused is not None:
+                self._send(refused[0], refused[2], refused[1])
                 return
             if isinstance(receiver, GitHubReceiver) and \
                     self.headers.get("Authorization") != f"Bearer {receiver.token}":
@@ -152,6 +276,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             receiver.received.append(Received(self.command, self.path, dict(self.headers),
                                               body, raw))
             receiver.arrived.set()
+            if receiver.hold_first_s and not receiver._held:
+                receiver._held = True  # acted on after any request that comes meanwhile
+                time.sleep(receiver.hold_first_s)
             if receiver.behaviour == "block":
                 receiver.released.wait(120)
                 return
@@ -163,12 +290,15 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 time.sleep(receiver.lag_s)
             self._send(status, answer)
 
-        def _send(self, status: int, answer: Any) -> None:
+        def _send(self, status: int, answer: Any, headers: dict[str, str] | None = None
+                  ) -> None:
             data = (answer if isinstance(answer, str) else json.dumps(answer)).encode()
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain" if isinstance(answer, str)
                                  else "application/json")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

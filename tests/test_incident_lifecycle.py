@@ -175,7 +175,7 @@ def test_the_resolution_tells_the_duration_from_first_failure_to_first_healthy_r
         "Post-mortem: due 2026-12-04 04:23 UTC (within 1 week, Post-Incident Procedures)"]]
     trigger = next(d for d in alert.deliveries if d.notifier == "pagerduty")
     resolve = next(d for d in resolved.deliveries if d.notifier == "pagerduty")
-    assert trigger.dedup_key == resolve.dedup_key == dedup_key("production", "dependency:redis")
+    assert trigger.dedup_key == resolve.dedup_key == dedup_key("production", trigger.incident_id)
     assert runs.state.incidents == {}
     assert runs.state.closed[-1].resolved_at == "2026-11-27T04:23:00+00:00"
 

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from receivers import GitHubReceiver, PagerDutyReceiver, SlackReceiver, serving
+from receivers import (
+    GitHubReceiver,
+    PagerDutyReceiver,
+    SlackReceiver,
+    WebhookReceiver,
+    serving,
+)
 
 from unibazzar_health.catalog import load_catalog
 from unibazzar_health.incidents.posting import Poster, stale_claim
@@ -36,7 +42,7 @@ from unibazzar_health.summary import Response, RunInfo, build_summary
 
 T0 = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 SLACK_PATH = "/services/T0PLANTED/B0PLANTED/xoxbDirectS3cret"
-ROUTING_KEY = "R0utingKeyDirect7a1"
+ROUTING_KEY = "R0utingKeyDirect7a1b2c3d4e5f6a7b"  # 32, as the Events API wants
 GITHUB_TOKEN = "ghp_D1rectT0kenPl4nted"
 
 
@@ -70,12 +76,15 @@ class Clock:
 
 class World:
     def __init__(self, tmp_path: Path, stack: ExitStack,
-                 notifiers: tuple[str, ...] = ("slack", "pagerduty"), budget: float = 5.0
-                 ) -> None:
+                 notifiers: tuple[str, ...] = ("slack", "pagerduty"), budget: float = 5.0,
+                 webhook_scheme: str = "http") -> None:
         self.slack = stack.enter_context(serving(SlackReceiver("slack")))
         self.pagerduty = stack.enter_context(serving(PagerDutyReceiver("pagerduty")))
         self.github = stack.enter_context(serving(GitHubReceiver("github",
                                                                  token=GITHUB_TOKEN)))
+        # As strict as a receiver behind the default max_bytes would be.
+        self.webhook = stack.enter_context(serving(WebhookReceiver("webhook",
+                                                                   max_bytes=256 * 1024)))
         self.reports = tmp_path / "reports"
         self.env_file = tmp_path / "production.toml"
         sections = {
@@ -83,7 +92,9 @@ class World:
             "pagerduty": f'[notify.pagerduty]\nrouting_key_env = "PD_KEY"\n'
                          f'api_url = "{self.pagerduty.base}/v2/enqueue"\n',
             "ticket": f'[notify.ticket]\napi_url = "{self.github.base}"\n'
-                      f'repository = "unibazzar/incidents"\ntoken_env = "GH_TOKEN"\n'}
+                      f'repository = "unibazzar/incidents"\ntoken_env = "GH_TOKEN"\n',
+            "webhook": f'[notify.webhook]\nurl = "{webhook_scheme}://127.0.0.1:'
+                       f'{self.webhook.port}/hook"\n'}
         self.env_file.write_text(f"""
 [environment]
 name = "production"
@@ -103,14 +114,16 @@ budget = {budget}
                         "GH_TOKEN": GITHUB_TOKEN}
         self.clock = Clock()
 
-    def poster(self, dry_run: bool = False) -> Poster:
+    def poster(self, dry_run: bool = False, clock: Clock | None = None) -> Poster:
         env = load_environment(self.env_file, self.environ)
         return Poster(env, "oncall", self.reports, env.redactor(), dry_run=dry_run,
-                      clock=self.clock)
+                      clock=clock or self.clock)
 
     def run(self, minutes: float, results: list[CheckResult], dry_run: bool = False) -> Any:
-        self.clock.now = T0 + timedelta(minutes=minutes, seconds=3)
-        poster = self.poster(dry_run)
+        """One runner's posting at T0 + minutes (its own clock: runners may overlap)."""
+        clock = Clock()
+        clock.now = self.clock.now = T0 + timedelta(minutes=minutes, seconds=3)
+        poster = self.poster(dry_run, clock)
         started = T0 + timedelta(minutes=minutes)
         began = poster.first_failure_at([r.id for r in results if r.outcome is Outcome.FAILED])
         summary = build_summary(
@@ -407,3 +420,220 @@ def test_the_commands_resolve_the_stores_password_and_no_other_secret(tmp_path: 
                                  "'STATE_PW': environment variable STATE_PW is not set")
     store, name = open_store_of_file(path, tmp_path, {"STATE_PW": "pw"})
     assert (store.where, name) == ("redis at cache.example:6380/2", "prod")
+
+
+# ---- what the real services do (issue #14) ------------------------------------------------
+def run_concurrently(world: World, *runs: tuple[float, list[CheckResult]],
+                     after_first_arrives: Any = None) -> list[Any]:
+    """Runners as threads, each its own Poster, store connection and clock; the later ones
+    start once the first one's request has reached ``after_first_arrives``."""
+    import threading
+
+    reports: dict[int, Any] = {}
+
+    def runner(index: int, minutes: float, results: list[CheckResult]) -> None:
+        reports[index] = world.run(minutes, results)
+
+    first = threading.Thread(target=runner, args=(0, *runs[0]))
+    first.start()
+    if after_first_arrives is not None:
+        assert after_first_arrives.arrived.wait(10), "the first runner never sent"
+    others = [threading.Thread(target=runner, args=(n, *r)) for n, r in
+              enumerate(runs[1:], 1)]
+    for thread in others:
+        thread.start()
+    for thread in [first, *others]:
+        thread.join(30)
+    return [reports[n] for n in range(len(runs))]
+
+
+@pytest.mark.parametrize("runners", [2, 3])
+def test_a_resolve_never_overtakes_its_trigger_from_another_runner(
+        make_world: Callable[..., World], runners: int) -> None:
+    """Runner A's trigger is held by PagerDuty; B (and C) see the platform healthy and
+    resolve meanwhile. Their resolve waits for A's trigger, whoever holds it, so PagerDuty
+    hears trigger then resolve, and nothing stays open."""
+    world = make_world(notifiers=("pagerduty",))
+    world.pagerduty.hold_first_s = 0.8  # within the 1 s deadline: A's trigger is answered
+    reports = run_concurrently(world, (0, REDIS_DOWN), *[(0.1 * (1 + n), HEALTHY)
+                                                         for n in range(runners - 1)],
+                               after_first_arrives=world.pagerduty)
+    assert statuses(reports[0]) == [("pagerduty", "alert", "sent")]
+    waiting = [r for report in reports[1:] for r in report.results]
+    assert {(r.kind, r.status) for r in waiting} == {("resolved", "skipped")}
+    assert "kept in order: an earlier pagerduty alert of this incident is being sent by " \
+           "another runner" in {r.error for r in waiting}
+    later = world.run(5, HEALTHY)
+    assert statuses(later) == [("pagerduty", "resolved", "sent")]
+    assert [b["event_action"] for b in world.pagerduty.bodies()] == ["trigger", "resolve"]
+    assert world.pagerduty.open_alerts() == {}
+
+
+def test_each_occurrence_pages_under_its_own_dedup_key(world: World) -> None:
+    """An alert left acknowledged (or open) must not swallow the next occurrence's page."""
+    world.run(0, REDIS_DOWN)
+    world.run(10, HEALTHY)
+    world.run(20, REDIS_DOWN)
+    triggers = [b for b in world.pagerduty.bodies() if b["event_action"] == "trigger"]
+    assert len(triggers) == 2 and triggers[0]["dedup_key"] != triggers[1]["dedup_key"]
+    assert list(world.pagerduty.open_alerts().values()) == [1]
+
+
+def test_a_refused_message_fails_at_once_and_holds_nothing_back(
+        make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack",))
+    world.slack.answers.append((400, {}, "invalid_blocks"))
+    first = world.run(0, REDIS_DOWN)
+    assert [(r.status, r.answer, r.tries) for r in first.results] == [("failed", "refused", 1)]
+    assert "POST slack alert dependency:redis REFUSED (HTTP 400: invalid_blocks): not resent" \
+        in first.lines()
+    posting = json.loads((world.reports / "posting.json").read_text())
+    assert posting["results"][0]["answer"] == "refused"
+    # The next message goes out; the refused one is never sent again.
+    update = world.run(30, REDIS_DOWN)
+    assert statuses(update) == [("slack", "update", "sent")]
+    assert [b["text"].split("\n")[0] for b in world.slack.bodies()] == [
+        "📊 INCIDENT UPDATE - SEV 2"]
+
+
+def test_a_revoked_webhook_names_the_setting_to_fix(make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack",))
+    world.slack.answers.append((404, {}, "no_service"))
+    report = world.run(0, REDIS_DOWN)
+    assert report.results[0].fix == ("the service refused our credentials: check "
+                                     "[notify.slack] webhook_url_env (SLACK_URL)")
+    assert report.lines()[0].endswith("— the service refused our credentials: check "
+                                      "[notify.slack] webhook_url_env (SLACK_URL)")
+
+
+def test_retry_after_is_waited_for_within_the_budget(make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack",))
+    world.slack.answers.append((429, {"Retry-After": "1"}, "rate_limited"))
+    report = world.run(0, REDIS_DOWN)
+    assert [(r.status, r.tries) for r in report.results] == [("sent", 2)]
+    first, second = world.slack.arrivals
+    assert second - first >= 1.0, "resent before the Retry-After"
+
+
+def test_retry_after_beyond_the_budget_waits_for_a_later_run(
+        make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack", "pagerduty"))
+    world.slack.answers.append((429, {"Retry-After": "120"}, "rate_limited"))
+    first = world.run(0, REDIS_DOWN)
+    slack = next(r for r in first.results if r.notifier == "slack")
+    assert (slack.status, slack.tries) == ("pending", 1)
+    assert slack.not_before == "2026-11-27T03:02:03+00:00"
+    assert len(world.slack.arrivals) == 1  # not hammered again in this run
+    soon = world.run(1, REDIS_DOWN)
+    assert [(r.status, r.error) for r in soon.results] == [
+        ("skipped", "slack asked us to wait (rate limited) until 2026-11-27T03:02:03+00:00")]
+    assert len(world.slack.arrivals) == 1
+    later = world.run(3, REDIS_DOWN)
+    assert statuses(later) == [("slack", "alert", "sent")]
+
+
+def test_retry_after_as_an_http_date() -> None:
+    from unibazzar_health.incidents.notifiers.base import retry_after
+
+    now = datetime(2026, 12, 2, 3, 0, tzinfo=UTC).timestamp()
+    assert retry_after({"Retry-After": "Wed, 02 Dec 2026 03:00:30 GMT"}, lambda: now) == 30
+    assert retry_after({"retry-after": "7"}) == 7
+    assert retry_after({"Retry-After": "soon"}) is None and retry_after({}) is None
+
+
+@pytest.mark.parametrize("headers", [
+    {"retry-after": "1"},  # a secondary rate limit
+    {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "{reset}"},  # the primary one
+])
+def test_githubs_403_rate_limits_are_waited_for_not_given_up(
+        make_world: Callable[..., World], headers: dict[str, str]) -> None:
+    import time
+
+    world = make_world(notifiers=("ticket",))
+    answer = {k: v.format(reset=int(time.time()) + 1) for k, v in headers.items()}
+    world.github.answers.append((403, answer, {"message": "You have exceeded a secondary "
+                                                          "rate limit"}))
+    report = world.run(0, REDIS_DOWN)
+    assert [(r.status, r.tries) for r in report.results] == [("sent", 2)], report.lines()
+    assert len(world.github.issues) == 1
+
+
+def test_one_ticket_even_when_github_drops_the_labels(make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("ticket",))
+    world.github.can_push = False
+    world.github.behaviour = "lag"  # creates the issue, answers after the deadline
+    first = world.run(0, REDIS_DOWN)
+    assert statuses(first) == [("ticket", "alert", "pending")]
+    world.github.behaviour = "ok"
+    second = world.run(5, REDIS_DOWN)
+    assert statuses(second) == [("ticket", "alert", "sent")]
+    assert len(world.github.issues) == 1, "a second ticket for one incident"
+
+
+def test_a_create_whose_labels_were_dropped_says_so(make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("ticket",))
+    world.github.can_push = False
+    report = world.run(0, REDIS_DOWN)
+    assert "  labels dropped by GitHub on that ticket: incident (the token cannot push to the " \
+           "repository: give it triage or write access)" in report.lines()
+
+
+def test_a_tls_failure_is_not_delivered_and_is_retried(make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("webhook",), webhook_scheme="https")  # a plain port
+    report = world.run(0, REDIS_DOWN)
+    [result] = report.results
+    assert (result.status, result.answer) == ("pending", "retry"), result
+    assert result.error.startswith("TLS handshake failed")
+
+
+def test_posted_is_never_said_when_the_store_recorded_otherwise(
+        make_world: Callable[..., World]) -> None:
+    """A's send outlives its lease; B settles A's claim as unknown meanwhile; A's late
+    success cannot be recorded, and A says what the store holds."""
+    import threading
+
+    world = make_world(notifiers=("slack",))
+    world.slack.behaviour, world.slack.lag_s = "lag", 0.8
+    world.env_file.write_text(world.env_file.read_text().replace("deadline = 1.0",
+                                                                 "deadline = 3.0"))
+    reports: list[Any] = []
+    a = threading.Thread(target=lambda: reports.append(world.run(0, REDIS_DOWN)))
+    a.start()
+    assert world.slack.arrived.wait(10)
+    world.run(60, REDIS_DOWN)  # an hour later on its clock: A's claim is past its lease
+    a.join(10)
+    [result] = reports[0].results
+    assert result.status == "unknown"
+    assert "another runner had already settled the delivery as 'unknown'" in result.error
+    assert not any(line.startswith("POSTED") for line in reports[0].lines())
+
+
+def every_check_dead(evidence_bytes: int) -> list[CheckResult]:
+    """The largest incident we can make: every check of the catalog failing, with
+    megabytes of evidence in all."""
+    return [failed(check_id, f"{check_id}: " + "connection refused; " * (evidence_bytes // 20))
+            for check_id in load_catalog().checks]
+
+
+def test_the_largest_incident_fits_every_services_limits(
+        make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack", "pagerduty", "ticket", "webhook"), budget=20.0)
+    report = world.run(0, every_check_dead(200_000))
+    assert {(r.notifier, r.status) for r in report.results} == {
+        ("slack", "sent"), ("pagerduty", "sent"), ("ticket", "sent"), ("webhook", "sent")}, \
+        report.lines()
+    [slack] = world.slack.bodies()
+    assert len(slack["blocks"]) <= 50
+    assert all(len(b.get("text", {}).get("text", "")) <= 3000 for b in slack["blocks"])
+    assert "more lines — see the report" in json.dumps(slack, ensure_ascii=False)
+    [issue] = world.github.issues.values()
+    assert len(issue["body"]) <= 65_536 and len(issue["title"]) <= 256
+    assert issue["body"].rstrip().endswith("-->")  # the marker, whole
+    # The evidence was cut first: every check is still there, each evidence shortened.
+    assert all(f"[`{check_id}`]" in issue["body"] for check_id in load_catalog().checks)
+    assert "connection refused; " * 60 not in issue["body"]
+    [hook] = world.webhook.received
+    assert len(hook.raw) <= 256 * 1024
+    assert hook.body["truncated"]["report_url"] == "https://reports.example/prod/index.html"
+    [event] = world.pagerduty.received
+    assert len(event.raw) <= 512 * 1024 and len(event.body["payload"]["summary"]) <= 1024

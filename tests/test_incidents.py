@@ -48,7 +48,7 @@ from unibazzar_health.policy import clock, human_duration
 from unibazzar_health.policy import parse_time as at
 
 SLACK_TOKEN = "T0PLANTED/B0PLANTED/xoxbSl4ckS3cretT0kenQ7"
-ROUTING_KEY = "R0utingKeyPl4nted9f2e61a0c"
+ROUTING_KEY = "R0utingKeyPl4nted9f2e61a0c4d5e6f"  # 32 characters
 GITHUB_TOKEN = "ghp_Pl4ntedGitHubT0ken8d1b"
 WEBHOOK_SECRET = "whsecPl4nted5a7c3e"
 SECRETS = (SLACK_TOKEN, ROUTING_KEY, GITHUB_TOKEN, WEBHOOK_SECRET)
@@ -236,6 +236,11 @@ def slack_texts(receiver: SlackReceiver) -> list[str]:
     return [body["text"] for body in receiver.bodies("POST")]
 
 
+def incident_ids(services: Services) -> dict[str, str]:
+    """Each incident key's occurrence id, as the webhook documents carried them."""
+    return {b["incident"]["key"]: b["incident"]["id"] for b in services.webhook.bodies()}
+
+
 def test_an_incident_from_alert_to_resolution(tmp_path: Path, services: Services) -> None:
     suite = Suite(tmp_path / "suite", services, sqlite_state(tmp_path))
     suite.fault(listing_related_systems="redis")
@@ -258,7 +263,9 @@ def test_an_incident_from_alert_to_resolution(tmp_path: Path, services: Services
     assert slack["blocks"][2]["elements"][0]["text"] == (
         "pytester · `service:listing-service` · "
         "<https://reports.example/pytester/index.html|report>")
-    key = dedup_key("pytester", "service:listing-service")
+    # One key per occurrence (the incident's id), the same the webhook was told.
+    key = dedup_key("pytester", incident_ids(services)["service:listing-service"])
+    assert services.webhook.bodies()[0]["dedup_key"] == key
     trigger = services.pagerduty.bodies()
     assert [(e["event_action"], e["dedup_key"]) for e in trigger] == [("trigger", key)]
     assert trigger[0]["payload"]["severity"] == "error"
@@ -476,7 +483,8 @@ def test_a_receiver_too_slow_to_answer_hangs_nothing_and_posts_nothing_twice(
     services.slack.behaviour = services.webhook.behaviour = services.github.behaviour = "ok"
     second = suite.run()
     assert second.statuses() == [("ticket", "alert", "sent")]
-    assert [r.method for r in services.github.received] == ["GET", "POST"]
+    # It looked among the newest issues, then searched, then created it.
+    assert [r.method for r in services.github.received] == ["GET", "GET", "POST"]
     assert len(services.github.issues) == 1
     assert len(services.slack.received) == len(services.webhook.received) == 0
     assert suite.run().posting["results"] == []
@@ -517,6 +525,29 @@ def test_an_xdist_run_posts_once_from_its_controller(tmp_path: Path, services: S
         (notifier, "alert", "sent") for notifier in ("pagerduty", "slack", "ticket", "webhook")
         for _ in range(2))
     keys = sorted(b["dedup_key"] for b in services.pagerduty.bodies())
-    assert keys == sorted([dedup_key("pytester", "service:listing-service"),
-                           dedup_key("pytester", "service:order-service")])
+    ids = incident_ids(services)
+    assert keys == sorted([dedup_key("pytester", ids["service:listing-service"]),
+                           dedup_key("pytester", ids["service:order-service"])])
     assert len(services.slack.received) == 2 and len(services.github.issues) == 2
+
+
+def test_a_runner_killed_after_its_trigger_arrived_leaves_pagerduty_resolved(
+        tmp_path: Path, services: Services) -> None:
+    """A sends the trigger and dies before recording it; B runs healthy: the trigger is not
+    resent after the resolve (it is superseded), the resolve goes out, nothing stays open."""
+    suite = Suite(tmp_path / "suite", services, sqlite_state(tmp_path),
+                  notify=services.notify(budget=60, only=("pagerduty",)))
+    services.pagerduty.behaviour = "stall"  # acts on the trigger, never answers
+    suite.fault(order_saga_orchestration="stuck")
+    poster = suite.start()
+    assert services.pagerduty.arrived.wait(60), "the trigger never reached PagerDuty"
+    poster.send_signal(signal.SIGKILL)
+    poster.wait(10)
+    services.pagerduty.behaviour = "ok"
+    services.pagerduty.released.set()
+    suite.fault()
+    healthy = suite.run()
+    assert healthy.code == 0, healthy.output
+    assert [b["event_action"] for b in services.pagerduty.bodies()] == ["trigger", "resolve"]
+    assert services.pagerduty.open_alerts() == {}, services.pagerduty.alerts
+    assert ("pagerduty", "resolved", "sent") in healthy.statuses()

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]
 
 
 NOTIFIER_SECRETS = {"PLANTED_SLACK_TOKEN": "T0PLANT/B0PLANT/Pl4ntedSlackT0ken9c",
-                    "PLANTED_ROUTING_KEY": "Pl4ntedR0utingKey0000000000000009c",
+                    "PLANTED_ROUTING_KEY": "Pl4ntedR0utingKey00000000000009c",
                     "PLANTED_GITHUB_TOKEN": "ghp_Pl4ntedGitHubT0ken00000000009c",
                     "PLANTED_WEBHOOK_SECRET": "Pl4ntedWebhookS1gningSecret9c"}
 

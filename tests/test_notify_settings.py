@@ -12,7 +12,7 @@ from unibazzar_health.settings import EnvironmentFileError, load_environment
 
 BASE = '[environment]\nname = "prod"\n'
 ENVIRON = {"SLACK_URL": "https://hooks.slack.example/services/T0/B0/s3cretSlackT0ken",
-           "PD_KEY": "pd-routing-key-s3cret", "GH_TOKEN": "ghp_s3cretT0ken"}
+           "PD_KEY": "pdR0utingKeyS3cret0000000000000a", "GH_TOKEN": "ghp_s3cretT0ken"}
 
 
 def error(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> str:
@@ -123,7 +123,9 @@ def test_the_production_examples_commented_sections_load_when_uncommented(
     path.write_text(BASE + "\n".join(lines) + "\n")
     names = set(re.findall(r'_env = "([A-Z0-9_]+)"', path.read_text()))
     environ = {name: f"value-of-{name.lower()}" for name in names}
-    environ["UNIBAZZAR_SLACK_WEBHOOK_URL"] = "https://hooks.slack.example/services/T/B/x"
+    # Values of the shapes the real services give (start-up checks them).
+    environ["UNIBAZZAR_SLACK_WEBHOOK_URL"] = "https://hooks.slack.com/services/T01/B01/x"
+    environ["UNIBAZZAR_PAGERDUTY_ROUTING_KEY"] = "R" * 32
     env = load_environment(path, environ)
     spec = env.spec
     assert spec.notify is not None and spec.notify.ticket is not None

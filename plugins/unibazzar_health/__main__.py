@@ -8,6 +8,7 @@
     python -m unibazzar_health run [PYTEST OPTIONS]    (also: unibazzar-health run ...)
     python -m unibazzar_health timeline [--env-file=PATH | --state FILE] [INCIDENT_KEY]
     python -m unibazzar_health postmortem [--env-file=PATH | --state FILE] [INCIDENT_KEY]
+    python -m unibazzar_health notify test [--env NAME | --env-file=PATH] [--only NOTIFIER]
 
 SUMMARY files are summary.json files written by runs (reports/summary.json).
 """
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     from unibazzar_health.incidents.timeline import add_commands
 
     add_commands(commands)  # timeline, postmortem: incidents from the store
+    from unibazzar_health.incidents.notify_test import add_command
+
+    add_command(commands)  # notify test: a test page through each notifier
     commands.add_parser("run", help="the checks installed with this package, run by pytest: "
                                     "run [pytest options, e.g. -m order-service --env-file=F]")
     args = parser.parse_args(arguments)

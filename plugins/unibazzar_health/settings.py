@@ -511,6 +511,8 @@ class PagerDutyNotify(_Section):
 class WebhookNotify(_Section):
     url: HttpUrl  # carries no secret (refused with one); sign with secret_env instead
     secret_env: EnvVar | None = None  # HMAC-SHA256 of each body, X-UniBazzar-Signature
+    # The largest document sent: a receiver behind a proxy refuses bigger bodies (413).
+    max_bytes: Annotated[int, Field(ge=16 * 1024)] = 256 * 1024
 
 
 def _repository(value: str) -> str:

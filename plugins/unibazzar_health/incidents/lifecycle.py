@@ -129,10 +129,12 @@ def digest(*parts: str, length: int = 32) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:length]
 
 
-def dedup_key(environment: str, incident_key: str) -> str:
-    """PagerDuty's dedup_key and the webhook's: one per incident key and environment, the
-    same from every runner, so a resend is harmless."""
-    return digest(environment, incident_key)
+def dedup_key(environment: str, incident_id: str) -> str:
+    """PagerDuty's dedup_key and the webhook's: one per occurrence of an incident (its id)
+    in an environment, the same from every runner, so a resend is harmless; the next
+    occurrence of the same cause has its own, so an alert left acknowledged never swallows
+    it."""
+    return digest(environment, incident_id)
 
 
 def active_mutes(mutes: Iterable[Mute], now: datetime) -> list[Mute]:
@@ -658,7 +660,10 @@ def _enqueue(decision: Decision, incident: Incident, kind: str, message: message
                      "report_url": (current.get("incident") or {}).get("report_url")},
         "summary": dict(current),
     }
-    key = dedup_key(policy.environment, incident.key)
+    # An occurrence keeps the key its first delivery went out under (one opened by a version
+    # that keyed by cause resolves what it triggered).
+    key = next((d.dedup_key for d in decision.state.outbox if d.incident_id == incident.id),
+               dedup_key(policy.environment, incident.id))
     for name, kinds in policy.notifiers:
         if kind not in kinds and not (kind == "update" and severity_changed
                                       and SEVERITY_CHANGE in kinds):

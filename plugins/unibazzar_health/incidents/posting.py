@@ -4,16 +4,21 @@
    ``sending`` are settled (PagerDuty's and the ticket's go back to pending: PagerDuty's
    dedup_key makes a resend harmless, the ticket looks for its marker before sending again;
    Slack's and the webhook's become ``unknown``, never resent, and are named on the terminal
-   for a human to check), the lifecycle decides, the new deliveries are enqueued and the
+   for a human to check), the lifecycle decides, the new deliveries are enqueued, a
+   resolution supersedes what its notifier cancels (a PagerDuty trigger never sent), and the
    state and the run's summary saved.
-2. Outside the lock, the outbox is drained in order: each delivery is claimed
-   (pending → sending, compare-and-set: two runners never send the same one), sent with a
-   per-request deadline and a few retries with backoff, all within the run's posting
-   budget, and its result recorded (sent; or pending with the error, retried by the next
-   run). A request that may have arrived (no answer, a dropped connection) is retried in
-   this run only where the service deduplicates (PagerDuty), left for the next run where
-   the notifier looks for it first (the ticket), and else ``unknown``, named for a human
-   like a crash mid-send: nothing is sent twice.
+2. Outside the lock, the outbox is drained in order. A delivery is sent only when every
+   earlier delivery of the same incident to the same notifier is final (sent, failed,
+   superseded, unknown), whoever holds it: a resolve never overtakes its trigger, from any
+   runner. Each is claimed (pending → sending, compare-and-set: two runners never send the
+   same one), sent with a per-request deadline and a few retries, all within the run's
+   posting budget, and its result recorded. Each answer is classified (notifiers/base.py):
+   sent; not delivered (retried, after the service's Retry-After where it gives one, else
+   left pending with its not-before time for the next run); refused for good (``failed``
+   at once with the service's words and the setting to fix: it never holds back later
+   deliveries); may have arrived (retried in this run only where the service deduplicates
+   (PagerDuty), left for the next run where the notifier looks for it first (the ticket),
+   else ``unknown``, named for a human like a crash mid-send: nothing is sent twice).
 
 Posting never raises into the run and never changes its exit status: what went wrong is in
 the report (terminal lines, reports/posting.json) — a store that cannot be used, a state
@@ -38,9 +43,11 @@ from typing import TYPE_CHECKING, Any
 from unibazzar_health.incidents.notifiers.base import MIN_REQUEST_S
 from unibazzar_health.incidents.state import (
     FAILED,
+    FINISHED,
     PENDING,
     SENDING,
     SENT,
+    SUPERSEDED,
     UNKNOWN,
     Delivery,
     EnvironmentState,
@@ -78,6 +85,11 @@ class Result:
     tries: int = 0  # in this run
     error: str | None = None
     receipt: dict[str, Any] | None = None
+    # How the last answer was classified: delivered | retry | maybe-delivered | refused
+    # (docs/notifications.md); None when nothing was sent in this run.
+    answer: str | None = None
+    fix: str | None = None  # the setting to correct, when the service refused it
+    not_before: str | None = None  # pending: not sent again before this time (rate limit)
 
 
 @dataclass
@@ -118,9 +130,18 @@ class Report:
                 extra = f" (ticket #{r.receipt['number']})" if r.receipt and "number" in \
                     r.receipt and r.kind == "alert" else ""
                 out.append(f"POSTED {what}{extra}: {r.headline}")
+                dropped = (r.receipt or {}).get("labels_dropped")
+                if dropped:
+                    out.append(f"  labels dropped by GitHub on that ticket: "
+                               f"{', '.join(dropped)} (the token cannot push to the "
+                               "repository: give it triage or write access)")
             elif r.status == PENDING:
                 tries = f" after {r.tries} tr{'y' if r.tries == 1 else 'ies'}" if r.tries else ""
-                out.append(f"POST {what} failed ({r.error}{tries}): will retry next run")
+                when = f" (not before {r.not_before})" if r.not_before else ""
+                out.append(f"POST {what} failed ({r.error}{tries}): will retry next run{when}")
+            elif r.status == FAILED and r.answer == "refused":
+                out.append(f"POST {what} REFUSED ({r.error}): not resent"
+                           + (f" — {r.fix}" if r.fix else ""))
             elif r.status == FAILED:
                 out.append(f"POST {what} failed ({r.error}): given up after {r.attempts} "
                            "attempts")
@@ -321,10 +342,13 @@ class Poster:
             for delivery in decision.deliveries:
                 delivery.payload = self.redactor.data(delivery.payload)
                 delivery.headline = self.redactor.text(delivery.headline)
+            cancelled = cancelled_by_resolutions(decision.state.outbox, decision.deliveries,
+                                                 self.by_name)
             tx.save(decision.state,
                     run=RunRecord(self.run_id, summary["started_at"],
                                   summary["verdict"]["status"], summary),
-                    deliveries=decision.deliveries, changes=[*stale, *decision.changes],
+                    deliveries=decision.deliveries,
+                    changes=[*stale, *decision.changes, *cancelled],
                     now=now.isoformat(timespec="seconds"))
         report.silenced, report.notes = decision.silenced, decision.notes
         self._tickets = {d.incident_id: d.receipt for d in decision.state.outbox
@@ -340,17 +364,30 @@ class Poster:
             return self.budget - (time.monotonic() - started)
 
         claimant = claimant_id(self.run_id)
-        stuck: set[str] = set()  # notifiers that failed in this run: keep their order
-        for d in self.store.deliveries(self.env.name, [PENDING]):
+        # (incident, notifier) -> why its later deliveries wait: an earlier one is not final.
+        waiting: dict[tuple[str, str], str] = {}
+        # notifier -> why none of its deliveries goes out in this run (down, rate limited).
+        held: dict[str, str] = {}
+        for d in self.store.deliveries(self.env.name, [PENDING, SENDING]):
+            pair = (d.incident_id, d.notifier)
+            if d.status == SENDING:  # another runner's, in flight (or a dead one's lease)
+                waiting.setdefault(pair, f"an earlier {d.notifier} {d.kind} of this incident "
+                                         "is being sent by another runner")
+                continue
             notifier = self.by_name.get(d.notifier)
             result = Result(d.id, d.incident_key, d.kind, d.notifier, d.headline, PENDING,
-                            d.attempts)
+                            d.attempts, not_before=d.not_before)
             if notifier is None:
                 result.status, result.error = "skipped", (
                     f"{d.notifier} is no longer configured ([notify.{d.notifier}])")
-            elif d.notifier in stuck:
+            elif pair in waiting:
+                result.status, result.error = "skipped", f"kept in order: {waiting[pair]}"
+            elif d.notifier in held:
+                result.status, result.error = "skipped", held[d.notifier]
+            elif d.not_before and at(d.not_before) > self.clock():
                 result.status, result.error = "skipped", (
-                    f"an earlier delivery to {d.notifier} failed in this run; kept in order")
+                    f"{d.notifier} asked us to wait (rate limited) until {d.not_before}")
+                held[d.notifier] = result.error
             elif remaining() < MIN_REQUEST_S:
                 result.status, result.error = "skipped", (
                     f"the posting budget ({self.budget:g} s) is spent; the next run sends it")
@@ -366,14 +403,29 @@ class Poster:
                     self.store.finish(self.env.name, d.id, claimant, FAILED, now=self._now(),
                                       attempts=d.attempts, error=result.error)
                 else:
+                    self._claimed_elsewhere(d, waiting)
                     continue
             elif not self.store.claim(self.env.name, d.id, claimant, self._now()):
-                continue  # another runner is sending it
+                self._claimed_elsewhere(d, waiting)
+                continue
             else:
                 self._send(notifier, d, result, remaining, claimant)
-                if result.status != SENT:
-                    stuck.add(d.notifier)
+                if result.status == PENDING:
+                    # Not delivered: the service is down or limiting us; its queue keeps
+                    # its order, and the budget goes to the other notifiers.
+                    held[d.notifier] = (f"an earlier delivery to {d.notifier} failed in this "
+                                        "run; kept in order")
+            if result.status not in FINISHED:
+                waiting.setdefault(pair, f"its {d.kind} to {d.notifier} is not sent yet")
             report.results.append(result)
+
+    def _claimed_elsewhere(self, d: Delivery, waiting: dict[tuple[str, str], str]) -> None:
+        """Another runner claimed it first: its later ones wait, unless it is already done."""
+        now = self.store.delivery(self.env.name, d.id)
+        if now is None or now.status not in FINISHED:
+            waiting.setdefault((d.incident_id, d.notifier),
+                               f"an earlier {d.notifier} {d.kind} of this incident is being "
+                               "sent by another runner")
 
     def _now(self) -> str:
         return self.clock().isoformat(timespec="seconds")
@@ -385,6 +437,8 @@ class Poster:
         attempts = d.attempts
         receipt: Receipt | None = None
         error: str | None = None
+        refused = False  # refused for good: a 4xx that can never succeed as sent
+        wait: float | None = None  # the service's Retry-After we could not wait for
         # It may have reached the service (no answer came, or a send overran the budget and
         # is still running) and a resend now could post twice.
         maybe_delivered = False
@@ -408,32 +462,64 @@ class Poster:
             if not isinstance(value, DeliveryError):
                 error = f"{type(value).__name__} in the {notifier.name} notifier"
                 break
-            error = value.reason
+            error, wait = value.reason, None
+            if value.permanent:
+                refused, result.fix = True, value.fix
+                break
             if value.maybe_delivered:
                 maybe_delivered = True
                 if d.kind not in notifier.idempotent:
                     break  # resending now could post twice
-            if not value.retryable or result.tries > self.retries:
-                break
             pause = BACKOFF_S[min(result.tries - 1, len(BACKOFF_S) - 1)]
-            if remaining() - pause < MIN_REQUEST_S:
+            if value.retry_after is not None:
+                # The service said how long: never sooner, and if not within this run's
+                # budget, the next run waits for it.
+                pause = max(pause, value.retry_after)
+                wait = value.retry_after
+            if result.tries > self.retries or remaining() - pause < MIN_REQUEST_S:
                 break
             time.sleep(pause)
+            wait = None
         result.attempts = attempts
+        not_before: str | None = None
         if receipt is not None:
             result.status, result.receipt = SENT, self.redactor.data(receipt.detail)
-            if d.notifier == "ticket" and d.kind == "alert":
-                self._tickets[d.incident_id] = result.receipt
+            result.answer = "delivered"
+        elif refused:
+            result.status, result.answer = FAILED, "refused"
         elif maybe_delivered and not (d.kind in notifier.idempotent
                                       or d.kind in notifier.recoverable):
-            result.status = UNKNOWN
+            result.status, result.answer = UNKNOWN, "maybe-delivered"
             error = (f"{error}: not resent, so nobody is notified twice — check "
                      f"{notifier.name} by hand")
         else:
             result.status = PENDING if attempts < MAX_ATTEMPTS else FAILED
+            result.answer = "maybe-delivered" if maybe_delivered else "retry"
+            if wait is not None and result.status == PENDING:
+                not_before = (self.clock() + timedelta(seconds=wait)).isoformat(
+                    timespec="seconds")
+                result.not_before = not_before
         result.error = self.redactor.text(error) if error else None
-        self.store.finish(self.env.name, d.id, claimant, result.status, now=self._now(),
-                          attempts=attempts, error=result.error, receipt=result.receipt)
+        recorded = self.store.finish(self.env.name, d.id, claimant, result.status,
+                                     now=self._now(), attempts=attempts, error=result.error,
+                                     receipt=result.receipt, not_before=not_before)
+        if not recorded:
+            self._lost_claim(d, result)
+        elif result.status == SENT and d.notifier == "ticket" and d.kind == "alert":
+            self._tickets[d.incident_id] = result.receipt
+
+    def _lost_claim(self, d: Delivery, result: Result) -> None:
+        """Our claim was settled by another runner while we sent (our lease ran out): what
+        the store says now is the truth, and the terminal says that, not what we saw."""
+        now = self.store.delivery(self.env.name, d.id)
+        recorded = now.status if now is not None else "removed"
+        seen = result.status
+        result.status = UNKNOWN if seen == SENT or recorded == UNKNOWN else recorded
+        result.error = (f"this run saw '{seen}'"
+                        + (f" ({result.error})" if result.error else "")
+                        + f", but another runner had already settled the delivery as "
+                          f"'{recorded}' (our claim outlived its lease): check "
+                          f"{d.notifier} by hand")
 
     def _outgoing(self, d: Delivery, attempt: int) -> Outgoing:
         from unibazzar_health.incidents.notifiers.base import Outgoing
@@ -453,6 +539,25 @@ class Poster:
         path = write_json(self.reports_dir / POSTING_FILE, self.redactor.data(report.to_dict()))
         report.written = str(path)
         return path
+
+
+def cancelled_by_resolutions(outbox: list[Delivery], new: list[Delivery],
+                             notifiers: Mapping[str, Notifier]) -> list[StatusChange]:
+    """What a resolution makes pointless while it waits unsent, for notifiers that say so
+    (PagerDuty: a trigger sent after its occurrence's resolve opens an alert that nothing
+    closes). Only ``pending`` ones: one being sent is waited for, and the resolve after it."""
+    resolved = {(d.incident_id, d.notifier) for d in new if d.kind == "resolved"}
+    changes = []
+    for queued in outbox:
+        notifier = notifiers.get(queued.notifier)
+        if (notifier is not None and queued.status == PENDING
+                and (queued.incident_id, queued.notifier) in resolved
+                and queued.kind in notifier.cancelled_by_resolution):
+            queued.status = SUPERSEDED
+            changes.append(StatusChange(queued.id, SUPERSEDED,
+                                        "its incident resolved before it was sent",
+                                        expected=PENDING))
+    return changes
 
 
 def _unexpected(exc: BaseException) -> str:

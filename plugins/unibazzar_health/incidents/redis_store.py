@@ -42,7 +42,7 @@ LOCK_LEASE_MS = 5000
 # The delivery's fields kept as strings in its hash (payload and receipt apart).
 FIELDS = ("id", "environment", "incident_id", "incident_key", "kind", "notifier", "headline",
           "dedup_key", "created_at", "status", "attempts", "last_error", "updated_at",
-          "claimed_by", "claimed_at", "sent_at", "seq")
+          "claimed_by", "claimed_at", "sent_at", "seq", "not_before")
 
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -63,6 +63,7 @@ if redis.call('HGET', KEYS[1], 'status') == 'sending'
              'updated_at', ARGV[5])
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'receipt', ARGV[6]) end
   if ARGV[2] == 'sent' then redis.call('HSET', KEYS[1], 'sent_at', ARGV[5]) end
+  redis.call('HSET', KEYS[1], 'not_before', ARGV[7])
   return 1
 end
 return 0
@@ -215,11 +216,18 @@ class RedisStore:
 
     def finish(self, environment: str, delivery_id: str, claimant: str, status: str, *,
                now: str, attempts: int, error: str | None = None,
-               receipt: dict[str, Any] | None = None) -> bool:
+               receipt: dict[str, Any] | None = None, not_before: str | None = None) -> bool:
         with self._guard():
             return bool(self._redis().eval(
                 FINISH, 1, self._key(environment, "d", delivery_id), claimant, status,
-                str(attempts), error or "", now, json.dumps(receipt) if receipt else ""))
+                str(attempts), error or "", now, json.dumps(receipt) if receipt else "",
+                not_before or ""))
+
+    def delivery(self, environment: str, delivery_id: str) -> Delivery | None:
+        with self._guard():
+            values = self._redis().hmget(self._key(environment, "d", delivery_id),
+                                         [*FIELDS, "receipt"])
+        return self._delivery(values) if values[0] is not None else None
 
 
 class _Transaction:
@@ -271,8 +279,13 @@ class _Transaction:
                 pipe.hset(key(env, "d", d.id), mapping={**fields, "payload": encode(d.payload)})
                 pipe.zadd(key(env, "outbox"), {d.id: seq})
             pipe.set(key(env, "seq"), seq)
-            for change, k, status in zip(changes, changed, statuses, strict=True):
-                if change.expected is None or (status or b"").decode() == change.expected:
+            # A delivery may be changed twice in one save (a stale claim settled back to
+            # pending, then superseded): each change sees the status the one before left.
+            current = {k: (status or b"").decode() for k, status in zip(changed, statuses,
+                                                                       strict=True)}
+            for change, k in zip(changes, changed, strict=True):
+                if change.expected is None or current[k] == change.expected:
+                    current[k] = change.status
                     pipe.hset(k, mapping={"status": change.status, "updated_at": now,
                                           "claimed_by": ""})
                     if change.error is not None:

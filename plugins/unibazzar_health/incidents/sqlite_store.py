@@ -36,7 +36,7 @@ from unibazzar_health.incidents.state import (
     encode,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
     environment TEXT PRIMARY KEY,
@@ -71,13 +71,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     claimed_by TEXT,
     claimed_at TEXT,
     receipt TEXT,
-    sent_at TEXT
+    sent_at TEXT,
+    not_before TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_by_status ON outbox (environment, status);
 """
 COLUMNS = ("seq", "id", "environment", "incident_id", "incident_key", "kind", "notifier",
            "headline", "dedup_key", "created_at", "status", "attempts", "last_error",
-           "updated_at", "claimed_by", "claimed_at", "receipt", "sent_at")
+           "updated_at", "claimed_by", "claimed_at", "receipt", "sent_at", "not_before")
+# What each schema version adds to the one before (a file made by an older version).
+MIGRATIONS = {2: "ALTER TABLE outbox ADD COLUMN not_before TEXT;"}
 EMPTY_PAYLOAD = encode({})  # what a finished delivery keeps once its payload is dropped
 
 
@@ -111,13 +114,33 @@ class SqliteStore:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                    # IF NOT EXISTS: two runs creating the file at once both succeed.
-                    conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} "
-                                       f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+                    self._create_or_migrate(conn)
             except (sqlite3.Error, OSError) as exc:
                 raise self._error(exc) from None
             self._conn = conn
         return self._conn
+
+    @staticmethod
+    def _create_or_migrate(conn: sqlite3.Connection) -> None:
+        """A new file gets the schema; one of an older version its migrations, under the
+        write lock (two runs doing it at once: the second finds it done)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                # IF NOT EXISTS: tables a version-0 file may hold already stay.
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}
+                version = 1 if "not_before" not in columns else SCHEMA_VERSION
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                conn.execute(MIGRATIONS[step])
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def _error(self, exc: BaseException) -> StoreError:
         text = str(exc)
@@ -222,20 +245,30 @@ class SqliteStore:
 
     def finish(self, environment: str, delivery_id: str, claimant: str, status: str, *,
                now: str, attempts: int, error: str | None = None,
-               receipt: dict[str, Any] | None = None) -> bool:
+               receipt: dict[str, Any] | None = None, not_before: str | None = None) -> bool:
         with self._mutex:
             try:
                 done = self._connection().execute(
                     "UPDATE outbox SET status = ?, attempts = ?, last_error = ?, updated_at = ?, "
                     "receipt = COALESCE(?, receipt), sent_at = CASE WHEN ? = ? THEN ? ELSE "
-                    "sent_at END WHERE environment = ? AND id = ? AND status = ? AND "
-                    "claimed_by = ?",
+                    "sent_at END, not_before = ? WHERE environment = ? AND id = ? AND "
+                    "status = ? AND claimed_by = ?",
                     (status, attempts, error, now,
                      json.dumps(receipt) if receipt is not None else None, status, SENT, now,
-                     environment, delivery_id, SENDING, claimant))
+                     not_before, environment, delivery_id, SENDING, claimant))
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
             return done.rowcount == 1
+
+    def delivery(self, environment: str, delivery_id: str) -> Delivery | None:
+        with self._mutex:
+            try:
+                row = self._connection().execute(
+                    f"SELECT {', '.join(COLUMNS)} FROM outbox WHERE environment = ? AND id = ?",
+                    (environment, delivery_id)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
+        return self._delivery(row, with_payload=False) if row else None
 
 
 def _runs(conn: sqlite3.Connection, environment: str, ids: Iterable[str]

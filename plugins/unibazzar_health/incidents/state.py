@@ -126,6 +126,8 @@ class Delivery:
     sent_at: str | None = None
     seq: int = 0  # order of enqueueing, assigned by the store
     headline: str = ""  # the message's first line, for the timeline
+    # Not sent before this time (ISO): the service rate-limited it and said how long to wait.
+    not_before: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -292,9 +294,13 @@ class StateStore(Protocol):
 
     def finish(self, environment: str, delivery_id: str, claimant: str, status: str, *,
                now: str, attempts: int, error: str | None = None,
-               receipt: dict[str, Any] | None = None) -> bool:
+               receipt: dict[str, Any] | None = None, not_before: str | None = None) -> bool:
         """Record what became of a delivery this claimant was sending (sending → status);
         False when it was not ours any more."""
+        ...
+
+    def delivery(self, environment: str, delivery_id: str) -> Delivery | None:
+        """One outbox row as it is now (without its payload)."""
         ...
 
     def close(self) -> None:

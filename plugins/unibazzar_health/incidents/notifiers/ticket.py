@@ -11,19 +11,33 @@ died mid-send — first looks for what the earlier attempt made: an incident get
 an update one comment, and a resolution whose close failed after its comment went out
 closes it without commenting twice (closing a closed issue changes nothing). Each request
 has its own timeout from the posting budget.
+
+The marker is looked for without the labels (GitHub drops them silently when the token
+cannot push, and an issue found by its label alone would then never be found), in the
+newest issues, then through the search API. A create whose labels were dropped says so.
+
+Limits (GitHub's): a title ≤ 256 characters, a body or comment ≤ 65,536 (422 beyond): the
+evidence is cut first, the marker always kept. Rate limits: a 403 or 429 with
+``x-ratelimit-remaining: 0`` waits for ``x-ratelimit-reset``; a secondary limit for its
+``retry-after`` (a minute when it gives none).
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 from urllib.parse import quote
 
 from unibazzar_health.incidents.notifiers.base import (
+    ConfigError,
     DeliveryError,
     Outgoing,
     Receipt,
     RequestBudget,
     SecretLookup,
+    fit_markdown,
+    http_status_error,
     new_session,
     post_json,
 )
@@ -34,6 +48,9 @@ from unibazzar_health.settings import TicketNotify
 API_VERSION = "2022-11-28"
 PER_PAGE = 100  # comments per page when a resend looks for its own
 MAX_PAGES = 10  # …and at most this many pages (an incident of a thousand comments)
+TITLE_LIMIT = 256  # characters of an issue's title
+BODY_LIMIT = 65_536  # characters of an issue's body or a comment
+SECONDARY_WAIT_S = 60.0  # GitHub: after a secondary limit without retry-after, wait a minute
 
 
 class GitHubTicketNotifier:
@@ -41,11 +58,16 @@ class GitHubTicketNotifier:
     kinds = frozenset(KINDS)
     idempotent: frozenset[str] = frozenset()
     recoverable = frozenset(KINDS)  # a resend looks for its marker first
+    cancelled_by_resolution: frozenset[str] = frozenset()
 
     def __init__(self, api_url: str, repository: str, token: str, labels: list[str],
-                 session: Any = None) -> None:
-        self._api = api_url.rstrip("/") + "/repos/" + quote(repository, safe="/")
+                 session: Any = None, token_setting: str = "[notify.ticket] token_env"
+                 ) -> None:
+        self._root = api_url.rstrip("/")
+        self._repository = repository
+        self._api = self._root + "/repos/" + quote(repository, safe="/")
         self._token, self._labels, self._session = token, list(labels), session
+        self._token_setting = token_setting
 
     def __repr__(self) -> str:
         return f"GitHubTicketNotifier(api={self._api!r}, token=***)"
@@ -53,15 +75,61 @@ class GitHubTicketNotifier:
     def hidden(self) -> list[str]:
         return []
 
-    def _request(self, method: str, path: str, body: Any, budget: RequestBudget) -> Any:
+    def _request(self, method: str, path: str, body: Any, budget: RequestBudget, *,
+                 root: bool = False) -> Any:
         if self._session is None:
             self._session = new_session()
         headers = {"Authorization": f"Bearer {self._token}",
                    "Accept": "application/vnd.github+json",
                    "X-GitHub-Api-Version": API_VERSION,
                    "User-Agent": "unibazzar-health"}
-        return post_json(self._session, method, self._api + path, body, budget.timeout(),
-                         headers)
+        return post_json(self._session, method, (self._root if root else self._api) + path,
+                         body, budget.timeout(), headers, classify=self._refused)
+
+    def _refused(self, response: Any) -> DeliveryError:
+        """GitHub's answers: a rate limit (403 or 429, primary or secondary) waits; 401 and
+        any other 403 are the token's; 404 is a repository the token cannot see; 422 (a
+        body too long, a bad label) is refused for good."""
+        status, headers = response.status_code, response.headers
+        text = response.text or ""
+        reset = headers.get("x-ratelimit-reset")
+        if status in (403, 429) and (headers.get("x-ratelimit-remaining") == "0" or
+                                     headers.get("retry-after") is not None or
+                                     "rate limit" in text.lower()):
+            error = http_status_error(429, text, headers)
+            error.reason = f"HTTP {status}: " + error.reason.partition(": ")[2]
+            if error.retry_after is None and headers.get("x-ratelimit-remaining") == "0" \
+                    and reset and reset.isdigit():
+                error.retry_after = max(0.0, int(reset) - time.time())
+            if error.retry_after is None:
+                error.retry_after = SECONDARY_WAIT_S
+            return error
+        if status == 404:
+            error = http_status_error(status, text, headers)
+            error.fix = (f"the repository {self._repository} is not there for this token: "
+                         f"check [notify.ticket] repository and {self._token_setting}")
+            return error
+        return http_status_error(status, text, headers, credentials=self._token_setting)
+
+    def test(self, budget: RequestBudget) -> list[str]:
+        """A test issue, marked TEST, closed at once."""
+        marker = f"<!-- unibazzar-health test={uuid.uuid4().hex[:12]} -->"
+        created = self._request("POST", "/issues", {
+            "title": "[TEST] unibazzar-health notification test (no incident)",
+            "body": "A test of the path from the health checks to this repository's issues: "
+                    "no incident. Closed at once.\n" + marker + "\n",
+            "labels": self._labels}, budget)
+        number = _field(created, "number")
+        lines = [f"create: HTTP {created.status_code}, issue #{number} "
+                 f"({_field(created, 'html_url')})"]
+        dropped = _dropped_labels(created, self._labels)
+        if dropped:
+            lines.append(f"labels dropped by GitHub: {', '.join(dropped)} (the token cannot "
+                         "push to the repository: give it triage or write access)")
+        closed = self._request("PATCH", f"/issues/{number}",
+                               {"state": "closed", "state_reason": "not_planned"}, budget)
+        lines.append(f"close: HTTP {closed.status_code}")
+        return lines
 
     def send(self, outgoing: Outgoing, budget: RequestBudget) -> Receipt:
         if outgoing.kind == "alert":
@@ -84,25 +152,39 @@ class GitHubTicketNotifier:
             if found is not None:
                 return Receipt(status=200, detail=found)
         response = self._request("POST", "/issues", {
-            "title": title(outgoing), "body": body(outgoing) + "\n" + marker + "\n",
+            "title": title(outgoing), "body": body(outgoing, "\n" + marker + "\n"),
             "labels": self._labels}, budget)
         number = _field(response, "number")
         if not isinstance(number, int):
             raise DeliveryError("the issue was created but its answer has no number",
                                 retryable=False, maybe_delivered=True)
-        return Receipt(status=response.status_code,
-                       detail={"number": number, "url": _field(response, "html_url")})
+        detail: dict[str, Any] = {"number": number, "url": _field(response, "html_url")}
+        dropped = _dropped_labels(response, self._labels)
+        if dropped:
+            detail["labels_dropped"] = dropped
+        return Receipt(status=response.status_code, detail=detail)
 
     def _find(self, marker: str, budget: RequestBudget) -> dict[str, Any] | None:
-        """The issue an earlier attempt may have created (newest first, one page)."""
-        labels = f"&labels={quote(self._labels[0])}" if self._labels else ""
-        response = self._request("GET", f"/issues?state=all&per_page=50&sort=created"
-                                        f"&direction=desc{labels}", None, budget)
-        issues = _json(response)
-        for issue in issues if isinstance(issues, list) else []:
-            if isinstance(issue, dict) and marker in str(issue.get("body") or ""):
-                return {"number": issue.get("number"), "url": issue.get("html_url")}
-        return None
+        """The issue an earlier attempt may have created: among the newest issues (no label
+        filter: GitHub drops labels a token may not set), else by the search API."""
+        response = self._request("GET", "/issues?state=all&per_page=50&sort=created"
+                                        "&direction=desc", None, budget)
+        found = _with_marker(_json(response), marker)
+        if found is not None:
+            return found
+        incident = marker.split("incident=")[-1].split()[0]
+        query = quote(f'"{incident}" in:body repo:{self._repository} is:issue')
+        try:
+            response = self._request("GET", f"/search/issues?q={query}&per_page=20", None,
+                                     budget, root=True)
+        except DeliveryError as exc:
+            if not exc.permanent:
+                raise  # a rate limit or an outage: look again next time
+            # Search refused (an Enterprise server without it): the newest issues were
+            # looked through, and one ticket more beats none.
+            return None
+        data = _json(response)
+        return _with_marker(data.get("items") if isinstance(data, dict) else None, marker)
 
     def _comment(self, number: int, outgoing: Outgoing, budget: RequestBudget
                  ) -> tuple[int | None, Any]:
@@ -113,9 +195,9 @@ class GitHubTicketNotifier:
             found = self._find_comment(number, marker, budget)
             if found is not None:
                 return 200, found.get("html_url")
-        response = self._request("POST", f"/issues/{number}/comments",
-                                 {"body": outgoing.message.markdown() + "\n" + marker + "\n"},
-                                 budget)
+        message = outgoing.message
+        text = fit_markdown(message.lines, message.details, BODY_LIMIT, "\n" + marker + "\n")
+        response = self._request("POST", f"/issues/{number}/comments", {"body": text}, budget)
         return response.status_code, _field(response, "html_url")
 
     def _find_comment(self, number: int, marker: str, budget: RequestBudget
@@ -135,6 +217,22 @@ class GitHubTicketNotifier:
         return None
 
 
+def _with_marker(issues: Any, marker: str) -> dict[str, Any] | None:
+    for issue in issues if isinstance(issues, list) else []:
+        if isinstance(issue, dict) and marker in str(issue.get("body") or ""):
+            return {"number": issue.get("number"), "url": issue.get("html_url")}
+    return None
+
+
+def _dropped_labels(response: Any, asked: list[str]) -> list[str]:
+    """The labels asked for that the created issue does not carry."""
+    labels = _field(response, "labels")
+    if not isinstance(labels, list):
+        return []
+    kept = {label.get("name") if isinstance(label, dict) else label for label in labels}
+    return [label for label in asked if label not in kept]
+
+
 def _json(response: Any) -> Any:
     try:
         return response.json()
@@ -149,22 +247,31 @@ def _field(response: Any, name: str) -> Any:
 
 def title(outgoing: Outgoing) -> str:
     incident = outgoing.incident
-    return f"[{outgoing.environment}] {sev(str(incident['severity']))}: {incident['title']}"
+    text = f"[{outgoing.environment}] {sev(str(incident['severity']))}: {incident['title']}"
+    return text if len(text) <= TITLE_LIMIT else text[:TITLE_LIMIT - 1] + "…"
 
 
-def body(outgoing: Outgoing) -> str:
+def body(outgoing: Outgoing, marker: str = "") -> str:
     """incident.md for this incident: the heading, then the Initial Notification with its
-    details (evidence, fixes, commands, escalation, the report link)."""
+    details (evidence, fixes, commands, escalation, the report link), within GitHub's
+    limit with ``marker`` whole at its end."""
     verdict = outgoing.summary.get("verdict") or {}
     head = (f"# Incident: {outgoing.environment} — {sev(verdict.get('severity'))} "
-            f"{verdict.get('title') or ''}").rstrip()
-    text = head + "\n\n" + outgoing.message.markdown()
+            f"{verdict.get('title') or ''}").rstrip()[:1000]
     report = outgoing.incident.get("report_url")
-    if report and f"Report: {report}" not in text:
-        text += f"\nReport: {report}\n"
-    return text
+    details = list(outgoing.message.details)
+    if report and f"Report: {report}" not in details:
+        details += ["", f"Report: {report}"]
+    return head + "\n\n" + fit_markdown(outgoing.message.lines, details,
+                                         BODY_LIMIT - len(head) - 2, marker)
 
 
 def build(config: TicketNotify, secret: SecretLookup) -> GitHubTicketNotifier:
-    return GitHubTicketNotifier(config.api_url, config.repository, secret(config.token_env),
-                                config.labels)
+    token = secret(config.token_env)
+    if not token.strip() or any(c.isspace() for c in token):
+        raise ConfigError("token_env", config.token_env,
+                          f"the value of {config.token_env} is not a GitHub token (it is "
+                          "empty or holds whitespace)")
+    return GitHubTicketNotifier(config.api_url, config.repository, token, config.labels,
+                                token_setting=f"[notify.ticket] token_env "
+                                              f"({config.token_env})")

@@ -5,6 +5,10 @@ signed with HMAC-SHA256 when ``secret_env`` names a secret.
 The URL carries no secret (the environment file refuses one); the signature is how a
 receiver knows the sender. ``X-UniBazzar-Delivery`` is the same on every attempt of one
 delivery: a receiver that keeps the ids it saw can drop a repeat.
+
+A document is at most ``max_bytes`` (default 256 KB): past it, the evidence is cut first,
+then the pods' context and the probe failures, then the summary itself, and ``truncated``
+says what went (the report, linked, has it all).
 """
 
 from __future__ import annotations
@@ -13,13 +17,19 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from unibazzar_health.incidents.notifiers.base import (
+    EVIDENCE_CHARS,
+    DeliveryError,
     Outgoing,
     Receipt,
     RequestBudget,
     SecretLookup,
+    fit_lines,
+    http_status_error,
     new_session,
     post_json,
 )
@@ -35,9 +45,12 @@ class WebhookNotifier:
     # but we cannot count on it).
     idempotent: frozenset[str] = frozenset()
     recoverable: frozenset[str] = frozenset()
+    cancelled_by_resolution: frozenset[str] = frozenset()
 
-    def __init__(self, url: str, secret: str | None, session: Any = None) -> None:
+    def __init__(self, url: str, secret: str | None, session: Any = None,
+                 max_bytes: int = 256 * 1024) -> None:
         self._url, self._secret, self._session = url, secret, session
+        self.max_bytes = max_bytes
 
     def __repr__(self) -> str:
         return f"WebhookNotifier(url={self._url!r}, signed={self._secret is not None})"
@@ -46,12 +59,85 @@ class WebhookNotifier:
         return []
 
     def send(self, outgoing: Outgoing, budget: RequestBudget) -> Receipt:
+        body = encoded(outgoing, self.max_bytes)
+        return self._post(body, headers(outgoing.delivery_id, outgoing.kind, body,
+                                        self._secret), budget)
+
+    def test(self, budget: RequestBudget) -> list[str]:
+        test_id = f"test-{uuid.uuid4().hex[:12]}"
+        body = json.dumps({"schema": SCHEMA, "delivery_id": test_id, "kind": "test",
+                           "text": "TEST — unibazzar-health notification test: no incident"},
+                          ensure_ascii=False).encode()
+        receipt = self._post(body, headers(test_id, "test", body, self._secret), budget)
+        return [f"HTTP {receipt.status}: delivery {test_id} accepted"]
+
+    def _post(self, body: bytes, sent_headers: dict[str, str], budget: RequestBudget
+              ) -> Receipt:
         if self._session is None:
             self._session = new_session()
-        body = json.dumps(document(outgoing), ensure_ascii=False).encode()
         response = post_json(self._session, "POST", self._url, body, budget.timeout(),
-                             headers=headers(outgoing, body, self._secret))
+                             headers=sent_headers, classify=self._refused)
         return Receipt(status=response.status_code)
+
+    def _refused(self, response: Any) -> DeliveryError:
+        setting = "[notify.webhook] url" + (" and secret_env" if self._secret else "")
+        return http_status_error(response.status_code, response.text, response.headers,
+                                 credentials=setting, revoked=(404, 410))
+
+
+def encoded(outgoing: Outgoing, max_bytes: int) -> bytes:
+    """The document as sent, within ``max_bytes``: each step cuts more, and ``truncated``
+    names what it cut."""
+    steps: list[tuple[str, Callable[[dict[str, Any]], None]]] = [
+        ("evidence cut to 1,000 characters", _cut_evidence),
+        ("pod context and probe failures dropped", _drop_context),
+        ("the summary's checks reduced to id, outcome and severity", _bare_checks),
+        ("details cut", _cut_details),
+    ]
+    data = document(outgoing)
+    body = json.dumps(data, ensure_ascii=False).encode()
+    cut: list[str] = []
+    for what, step in steps:
+        if len(body) <= max_bytes:
+            break
+        step(data)
+        cut.append(what)
+        data["truncated"] = {"cut": list(cut), "max_bytes": max_bytes,
+                             "report_url": outgoing.incident.get("report_url")}
+        body = json.dumps(data, ensure_ascii=False).encode()
+    return body
+
+
+def _checks(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in data["summary"].get("checks") or [] if isinstance(c, dict)]
+
+
+def _cut_evidence(data: dict[str, Any]) -> None:
+    for check in _checks(data):
+        message = str(check.get("message") or "")
+        if len(message) > EVIDENCE_CHARS:
+            check["message"] = message[:EVIDENCE_CHARS - 1] + "…"
+        if len(json.dumps(check.get("evidence"), default=str)) > EVIDENCE_CHARS:
+            check["evidence"] = None
+    data["message"]["details"] = fit_lines(data["message"]["details"], 32 * 1024)
+    data["message"]["markdown"] = None
+
+
+def _drop_context(data: dict[str, Any]) -> None:
+    for check in _checks(data):
+        check["context"], check["failures"], check["evidence"] = None, [], None
+
+
+def _bare_checks(data: dict[str, Any]) -> None:
+    data["summary"]["checks"] = [{k: c.get(k) for k in ("id", "service", "outcome",
+                                                         "severity")}
+                                 for c in _checks(data)]
+
+
+def _cut_details(data: dict[str, Any]) -> None:
+    data["message"]["details"] = fit_lines(data["message"]["details"], 4 * 1024)
+    data["message"]["lines"] = [line[:1000] for line in data["message"]["lines"]]
+    data["message"]["text"] = "\n".join(data["message"]["lines"])
 
 
 def document(outgoing: Outgoing) -> dict[str, Any]:
@@ -70,12 +156,12 @@ def document(outgoing: Outgoing) -> dict[str, Any]:
     }
 
 
-def headers(outgoing: Outgoing, body: bytes, secret: str | None,
+def headers(delivery_id: str, kind: str, body: bytes, secret: str | None,
             now: float | None = None) -> dict[str, str]:
     out = {"Content-Type": "application/json; charset=utf-8",
            "User-Agent": "unibazzar-health",
-           "X-UniBazzar-Delivery": outgoing.delivery_id,
-           "X-UniBazzar-Event": outgoing.kind}
+           "X-UniBazzar-Delivery": delivery_id,
+           "X-UniBazzar-Event": kind}
     if secret is not None:
         timestamp = str(int(now if now is not None else time.time()))
         out["X-UniBazzar-Timestamp"] = timestamp
@@ -91,4 +177,5 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def build(config: WebhookNotify, secret: SecretLookup) -> WebhookNotifier:
-    return WebhookNotifier(config.url, secret(config.secret_env) if config.secret_env else None)
+    return WebhookNotifier(config.url, secret(config.secret_env) if config.secret_env else None,
+                           max_bytes=config.max_bytes)
