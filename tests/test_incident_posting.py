@@ -637,3 +637,35 @@ def test_the_largest_incident_fits_every_services_limits(
     assert hook.body["truncated"]["report_url"] == "https://reports.example/prod/index.html"
     [event] = world.pagerduty.received
     assert len(event.raw) <= 512 * 1024 and len(event.body["payload"]["summary"]) <= 1024
+
+
+def test_the_test_page_goes_through_every_notifier_and_prints_each_answer(
+        make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack", "pagerduty", "ticket", "webhook"))
+    shown = world.command("notify", "test", f"--env-file={world.env_file}")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("pagerduty: ok — trigger: HTTP 202 (dedup_key "
+                               "unibazzar-health-test-")
+    assert lines[1] == "    resolve: HTTP 202"
+    assert "slack: ok — HTTP 200 ok: the test message is in the channel" in lines
+    assert any(line.startswith("ticket: ok — create: HTTP 201, issue #1") for line in lines)
+    assert "    close: HTTP 200" in lines
+    assert any(line.startswith("webhook: ok — HTTP 200: delivery test-") for line in lines)
+    assert world.pagerduty.open_alerts() == {}  # triggered and resolved at once
+    assert world.github.issues[1]["state"] == "closed"
+    assert "TEST" in world.slack.bodies()[0]["text"]
+    assert not (world.reports / "state").exists()  # no incident state touched
+    assert SLACK_PATH not in shown.stdout and ROUTING_KEY not in shown.stdout
+
+
+def test_the_test_page_says_which_setting_a_refusal_points_at(
+        make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack",))
+    world.slack.answers.append((410, {}, "channel_is_archived"))
+    shown = world.command("notify", "test", f"--env-file={world.env_file}")
+    assert shown.returncode == 1
+    assert shown.stdout.splitlines() == [
+        "slack: FAILED — refused: HTTP 410: channel_is_archived",
+        "    the service refused our credentials: check [notify.slack] webhook_url_env "
+        "(SLACK_URL)"]

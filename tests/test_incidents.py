@@ -551,3 +551,19 @@ def test_a_runner_killed_after_its_trigger_arrived_leaves_pagerduty_resolved(
     assert [b["event_action"] for b in services.pagerduty.bodies()] == ["trigger", "resolve"]
     assert services.pagerduty.open_alerts() == {}, services.pagerduty.alerts
     assert ("pagerduty", "resolved", "sent") in healthy.statuses()
+
+
+def test_a_refused_post_is_a_metric_and_a_line_not_a_retry(tmp_path: Path,
+                                                            services: Services) -> None:
+    suite = Suite(tmp_path / "suite", services, sqlite_state(tmp_path),
+                  notify=services.notify(only=("slack",)))
+    services.slack.answers.append((400, {}, "invalid_blocks"))
+    suite.fault(order_saga_orchestration="stuck")
+    metrics = tmp_path / "health.prom"
+    run = suite.run(f"--metrics-file={metrics}")
+    assert run.statuses() == [("slack", "alert", "failed")]
+    assert "POST slack alert service:order-service REFUSED (HTTP 400: invalid_blocks): not " \
+           "resent" in run.output
+    assert 'unibazzar_health_posting_deliveries{answer="refused",environment="pytester",' \
+           'notifier="slack",status="failed"} 1.0' in metrics.read_text()
+    assert suite.run().posting["results"] == []  # never sent again

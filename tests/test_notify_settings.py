@@ -11,7 +11,7 @@ import pytest
 from unibazzar_health.settings import EnvironmentFileError, load_environment
 
 BASE = '[environment]\nname = "prod"\n'
-ENVIRON = {"SLACK_URL": "https://hooks.slack.example/services/T0/B0/s3cretSlackT0ken",
+ENVIRON = {"SLACK_URL": "https://hooks.slack.com/services/T0/B0/s3cretSlackT0ken",
            "PD_KEY": "pdR0utingKeyS3cret0000000000000a", "GH_TOKEN": "ghp_s3cretT0ken"}
 
 
@@ -61,6 +61,37 @@ def test_a_bad_section_is_one_line_naming_file_key_and_value(tmp_path: Path, tex
                                                              expected: str) -> None:
     environ = {**ENVIRON, "SLACK_URL": "not a url"} if "SLACK_URL" in text else None
     assert error(tmp_path, text, environ) == expected
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("PD_KEY", "R0utingKey19chars00",
+     "key 'notify.pagerduty.routing_key_env': value 'PD_KEY': the value of PD_KEY is not a "
+     "PagerDuty routing key: it has 19 characters where an Events API v2 integration key has "
+     "32 letters and digits"),
+    ("SLACK_URL", "https://hooks.slack.com/workflows/T0/A0/123/s3cret",
+     "key 'notify.slack.webhook_url_env': value 'SLACK_URL': the value of SLACK_URL is not an "
+     "incoming webhook (its path must be /services/T…/B…/…, as Slack's 'Incoming Webhooks' "
+     "page gives it; a workflow or app URL is not one)"),
+    ("SLACK_URL", "http://hooks.slack.com/services/T0/B0/s3cret",
+     "key 'notify.slack.webhook_url_env': value 'SLACK_URL': the value of SLACK_URL is not "
+     "https: Slack's webhooks are https://hooks.slack.com/services/…"),
+    ("GH_TOKEN", "ghp_ with a space",
+     "key 'notify.ticket.token_env': value 'GH_TOKEN': the value of GH_TOKEN is not a GitHub "
+     "token (it is empty or holds whitespace)"),
+])
+def test_a_secret_of_the_wrong_shape_stops_the_run_before_the_first_incident(
+        tmp_path: Path, variable: str, value: str, expected: str) -> None:
+    """What the real services would refuse on the night of the first incident, said at
+    start-up: the shapes PagerDuty, Slack and GitHub demand."""
+    section = {"PD_KEY": '[notify.pagerduty]\nrouting_key_env = "PD_KEY"\n',
+               "SLACK_URL": '[notify.slack]\nwebhook_url_env = "SLACK_URL"\n',
+               "GH_TOKEN": '[notify.ticket]\nrepository = "u/i"\ntoken_env = "GH_TOKEN"\n'}
+    path = tmp_path / "prod.toml"
+    path.write_text(BASE + section[variable])
+    with pytest.raises(EnvironmentFileError) as raised:
+        load_environment(path, {**ENVIRON, variable: value})
+    assert str(raised.value) == f"{path}: {expected}"
+    assert value not in str(raised.value)
 
 
 def test_a_good_notify_section_loads_and_its_secrets_are_redacted(tmp_path: Path) -> None:

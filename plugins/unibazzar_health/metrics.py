@@ -46,7 +46,8 @@ def succeeded(summary: dict[str, Any]) -> bool:
     return bool(summary["verdict"]["status"] == "healthy")
 
 
-def build_registry(summary: dict[str, Any], last_success: float | None) -> Any:
+def build_registry(summary: dict[str, Any], last_success: float | None,
+                   posting: dict[str, Any] | None = None) -> Any:
     """Every metric of the run in a fresh registry. ``last_success`` is the previous
     successful run's timestamp, kept when this run did not succeed (None: none known, and
     the metric is left out rather than made up)."""
@@ -99,6 +100,14 @@ def build_registry(summary: dict[str, Any], last_success: float | None) -> Any:
               ["environment"]).labels(environment).set(last)
     gauge("build_info", "the unibazzar-health version that ran the checks",
           ["environment", "version"]).labels(environment, str(summary.get("version", ""))).set(1)
+    if posting is not None:
+        deliveries = gauge("posting_deliveries", "deliveries this run dealt with, by notifier, "
+                                                 "status and how the service answered "
+                                                 "(refused: a 4xx that never succeeds)",
+                           ["environment", "notifier", "status", "answer"])
+        for result in posting.get("results", []):
+            deliveries.labels(environment, result["notifier"], result["status"],
+                              result.get("answer") or "none").inc()
     return registry
 
 
@@ -122,18 +131,20 @@ def previous_last_success(path: Path, environment: str) -> float | None:
     return None
 
 
-def write_textfile(path: Path, summary: dict[str, Any]) -> Path:
+def write_textfile(path: Path, summary: dict[str, Any],
+                   posting: dict[str, Any] | None = None) -> Path:
     """Atomically (prometheus_client writes a temporary file beside it and renames it): the
     collector never reads half a file. Name it ``*.prom`` for node_exporter."""
     from prometheus_client import write_to_textfile
 
     path.parent.mkdir(parents=True, exist_ok=True)
     last = previous_last_success(path, str(summary["environment"]))
-    write_to_textfile(str(path), build_registry(summary, last))
+    write_to_textfile(str(path), build_registry(summary, last, posting))
     return path
 
 
-def push(url: str, summary: dict[str, Any], deadline: float = PUSH_DEADLINE_S) -> None:
+def push(url: str, summary: dict[str, Any], deadline: float = PUSH_DEADLINE_S,
+         posting: dict[str, Any] | None = None) -> None:
     """POST to the Pushgateway (job ``unibazzar_health``, grouped by environment): POST
     replaces only the metric names it sends, so a failing run leaves the last success the
     gateway holds in place. Raises MetricsError, within ``deadline`` seconds."""
@@ -141,7 +152,7 @@ def push(url: str, summary: dict[str, Any], deadline: float = PUSH_DEADLINE_S) -
 
     from unibazzar_health.probes import bounded
 
-    registry = build_registry(summary, last_success=None)
+    registry = build_registry(summary, last_success=None, posting=posting)
     grouping = {"environment": str(summary["environment"])}
     try:
         bounded(lambda: pushadd_to_gateway(url, job=JOB, registry=registry,
@@ -158,18 +169,18 @@ def _reason(exc: Exception) -> str:
 
 
 def export(summary: dict[str, Any], metrics_file: Path | None,
-           pushgateway: str | None) -> list[str]:
+           pushgateway: str | None, posting: dict[str, Any] | None = None) -> list[str]:
     """Everything asked for; one line per outcome, for the terminal (a failure is a line,
     never an exception: the verdict stands without its metrics)."""
     lines = []
     if metrics_file is not None:
         try:
-            lines.append(f"metrics: {write_textfile(metrics_file, summary)}")
+            lines.append(f"metrics: {write_textfile(metrics_file, summary, posting)}")
         except OSError as exc:
             lines.append(f"metrics: cannot write {metrics_file}: {exc.strerror or exc}")
     if pushgateway:
         try:
-            push(pushgateway, summary)
+            push(pushgateway, summary, posting=posting)
             lines.append(f"metrics: pushed to {pushgateway}")
         except MetricsError as exc:
             lines.append(f"metrics: {exc} (the run's verdict and exit status stand)")

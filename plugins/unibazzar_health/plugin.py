@@ -68,6 +68,8 @@ class RunState:
     posting: Any = None  # incidents.posting.Report: what this run decided and posted
     posting_thread: Any = None  # the posting under way, beside the verdict's printing
     posting_budget: float = 0.0
+    # --metrics-file, --pushgateway: exported again once posting is done, with its results.
+    metrics_targets: tuple[Path | None, str | None] = (None, None)
 
 
 @dataclass
@@ -647,8 +649,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if metrics_file or pushgateway:
         from unibazzar_health.metrics import export
 
-        state.metrics_lines = export(state.summary, Path(metrics_file) if metrics_file else None,
-                                     pushgateway)
+        state.metrics_targets = (Path(metrics_file) if metrics_file else None, pushgateway)
+        state.metrics_lines = export(state.summary, *state.metrics_targets)
     if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         session.exitstatus = exit_status(state.summary, state.fail_on)
     if poster is not None:
@@ -674,6 +676,14 @@ def _finish_posting(state: RunState) -> None:
     thread, state.posting_thread = state.posting_thread, None
     if thread is not None:
         thread.join(state.posting_budget + 10.0)
+        if state.posting is not None and any(state.metrics_targets) and state.summary:
+            # The deliveries' fate (a refused one above all) is a metric an alert can watch.
+            from unibazzar_health.metrics import export
+
+            failed = [line for line in export(state.summary, *state.metrics_targets,
+                                              posting=state.posting.to_dict())
+                      if "failed" in line or "cannot" in line]
+            state.posting.notes.extend(failed)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
