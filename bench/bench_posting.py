@@ -1,6 +1,7 @@
 """Incident posting, measured against the sandbox (see docs/performance.md).
 
     .venv/bin/python bench/bench_posting.py [--runs 3] [--interval 10] [--alert-after N]
+    .venv/bin/python bench/bench_posting.py --only j
 
 (h) fault-to-page latency of a scheduled probe: the whole catalog runs every --interval
     seconds (``--run-mode scheduled``: alert after 2 failing runs unless --alert-after says
@@ -12,6 +13,11 @@
     send) in process over a real summary of the catalog, SQLite and Redis (a redis-server
     of its own), healthy and with an incident open; the bytes a run adds to the SQLite file;
     and a healthy catalog run end to end with and without [incident_state].
+(j) a dead platform's incident (every check of the catalog failing, with 8 MB of evidence
+    in all) posted to the four notifiers, each a strict loopback receiver enforcing the real
+    service's limits (tests/receivers.py): the largest payload each one got, and the posting
+    time when all answer at once, when Slack rate-limits with Retry-After: 1 (waited for
+    within the budget) and with Retry-After: 120 (left for a later run, budget untouched).
 Runs the catalog with --read-only (no canary writes into the shared sandbox).
 """
 
@@ -189,6 +195,75 @@ def redis_server(directory: Path) -> Iterator[str | None]:
         process.wait(10)
 
 
+def dead_platform(tmp: Path) -> list[tuple[str, dict[str, int], float, str]]:
+    """(j): [(case, largest payload bytes per notifier, posting seconds, Slack's status)]."""
+    from contextlib import ExitStack
+    from datetime import UTC, datetime, timedelta
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from receivers import (
+        GitHubReceiver,
+        PagerDutyReceiver,
+        SlackReceiver,
+        WebhookReceiver,
+        serving,
+    )
+
+    from unibazzar_health.catalog import load_catalog
+    from unibazzar_health.incidents.posting import Poster
+    from unibazzar_health.results import CheckResult, Outcome
+    from unibazzar_health.settings import load_environment
+    from unibazzar_health.severity import severity_of
+    from unibazzar_health.summary import Response, RunInfo, build_summary
+
+    catalog = load_catalog()
+    results = []
+    for entry in catalog.checks.values():
+        results.append(CheckResult(
+            id=entry.id, service=entry.service, step=entry.step, title=entry.title,
+            nodeid=entry.id, outcome=Outcome.FAILED, impact=entry.impact,
+            severity=severity_of(entry.impact).level, fixes=list(entry.fixes),
+            message=f"{entry.id}: " + "connection refused; " * 10_000,  # 200 kB each
+            impact_statement=entry.impact_statement))
+    token = "ghp_" + "b" * 36
+    cases = []
+    for case, answers in (("all answer", []),
+                          ("Slack 429 Retry-After: 1", [(429, {"Retry-After": "1"}, "")]),
+                          ("Slack 429 Retry-After: 120", [(429, {"Retry-After": "120"}, "")])):
+        with ExitStack() as stack:
+            slack = stack.enter_context(serving(SlackReceiver("slack", answers=list(answers))))
+            pd = stack.enter_context(serving(PagerDutyReceiver("pagerduty")))
+            gh = stack.enter_context(serving(GitHubReceiver("github", token=token)))
+            hook = stack.enter_context(serving(WebhookReceiver("webhook",
+                                                               max_bytes=256 * 1024)))
+            directory = tmp / f"dead-{len(cases)}"
+            directory.mkdir()
+            env_file = directory / "production.toml"
+            env_file.write_text(f"""[environment]\nname = "production"\n
+[report]\nurl = "https://reports.example/prod/index.html"\n
+[notify]\nbudget = 20\n
+[notify.slack]\nwebhook_url_env = "B_SLACK"\n
+[notify.pagerduty]\nrouting_key_env = "BENCH_ROUTING_KEY"\napi_url = "{pd.base}/v2/enqueue"\n
+[notify.ticket]\napi_url = "{gh.base}"\nrepository = "unibazzar/incidents"\ntoken_env = "B_GH"\n
+[notify.webhook]\nurl = "{hook.base}/hook"\n""")
+            env = load_environment(env_file, {**os.environ, "B_GH": token,
+                                              "B_SLACK": slack.base + "/services/T0/B0/bench"})
+            started = datetime.now(UTC)
+            summary = build_summary(results, catalog, RunInfo(
+                "production", str(env_file), started, started + timedelta(seconds=3), []),
+                Response(ic="@oncall", report_url="https://reports.example/prod/index.html"))
+            poster = Poster(env, "oncall", directory, env.redactor())
+            t0 = time.perf_counter()
+            report = poster.post(summary)
+            seconds = time.perf_counter() - t0
+            sizes = {name: max((len(r.raw) for r in receiver.received), default=0)
+                     for name, receiver in (("slack", slack), ("pagerduty", pd),
+                                            ("ticket", gh), ("webhook", hook))}
+            slack_status = next(r.status for r in report.results if r.notifier == "slack")
+            cases.append((case, sizes, seconds, slack_status))
+    return cases
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,7 +273,17 @@ def main() -> int:
     parser.add_argument("--alert-after", type=int, default=None,
                         help="[alerting] alert_after (default: the scheduled mode's, 2)")
     parser.add_argument("--store-runs", type=int, default=50)
+    parser.add_argument("--only", choices=("j",), help="j: only the dead platform's payloads "
+                                                       "(no sandbox needed)")
     args = parser.parse_args()
+    if args.only == "j":
+        os.environ["BENCH_ROUTING_KEY"] = "B" * 32
+        for case, sizes, seconds, slack_status in dead_platform(
+                Path(tempfile.mkdtemp(prefix="unibazzar-bench-posting-"))):
+            largest = ", ".join(f"{name} {size / 1024:.1f} kB" for name, size in sizes.items())
+            print(f"(j) {case:<28} posting {seconds:5.2f} s (Slack {slack_status}); largest "
+                  f"payload: {largest}")
+        return 0
     up = subprocess.run([str(ROOT / ".venv-sandbox" / "bin" / "python"), "-m",
                          "unibazzar_sandbox", "up"], capture_output=True, text=True)
     if up.returncode != 0:
@@ -232,6 +317,8 @@ def main() -> int:
         off.append(run(plain, tmp / "e2e-off"))
         on.append(run(tmp / "stateful.toml", tmp / "e2e-on"))
 
+    dead = dead_platform(tmp)
+
     alert_after = args.alert_after or 2
     print(f"(h) fault-to-page, scheduled probe every {args.interval:g} s, alert_after "
           f"{alert_after}, {args.runs} runs:")
@@ -245,6 +332,12 @@ def main() -> int:
     print(f"    catalog run end to end: without state {statistics.median(off):.2f} s, with "
           f"SQLite state {statistics.median(on):.2f} s (medians of 5; Δ "
           f"{statistics.median(on) - statistics.median(off):+.2f} s)")
+    print("(j) a dead platform's incident (every check failing, 8 MB of evidence) to four "
+          "strict receivers:")
+    for case, sizes, seconds, slack_status in dead:
+        largest = ", ".join(f"{name} {size / 1024:.1f} kB" for name, size in sizes.items())
+        print(f"    {case:<28} posting {seconds:5.2f} s (Slack {slack_status}); largest "
+              f"payload: {largest}")
     return 0
 
 
