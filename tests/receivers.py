@@ -111,6 +111,75 @@ class SlackReceiver(Receiver):
 
 
 @dataclass
+class SlackApiReceiver(Receiver):
+    """Slack's Web API for a bot: chat.postMessage (threads, metadata), chat.update,
+    conversations.history and .replies, answering as Slack does — HTTP 200 with ``ok:
+    false`` and its error (``invalid_auth``, ``channel_not_found``, ``not_in_channel``,
+    ``msg_too_long``, ``invalid_blocks``), 429 ``ratelimited`` with Retry-After (through
+    ``answers``)."""
+
+    token: str = ""
+    channels: dict[str, bool] = field(default_factory=dict)  # id -> the bot is a member
+    messages: list[dict[str, Any]] = field(default_factory=list)  # in the order posted
+    clock: float = 1_700_000_000.0
+
+    def answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        name = urlsplit(path).path.rsplit("/", 1)[-1]
+        args = dict(parse_qsl(urlsplit(path).query))
+        if isinstance(body, dict):
+            args.update(body)
+        elif isinstance(body, str) and "=" in body:
+            args.update(parse_qsl(body))
+        channel = str(args.get("channel") or "")
+        if channel not in self.channels:
+            return 200, {"ok": False, "error": "channel_not_found"}
+        if name in ("chat.postMessage", "chat.update") and not self.channels[channel]:
+            return 200, {"ok": False, "error": "not_in_channel"}
+        if name == "chat.postMessage":
+            if len(str(args.get("text") or "")) > 40_000:
+                return 200, {"ok": False, "error": "msg_too_long"}
+            refused = SlackReceiver.refuse(self, method, path, args, b"")
+            if refused is not None:
+                return 200, {"ok": False, "error": refused[2]}
+            self.clock += 1
+            message = {"ts": f"{self.clock:.6f}", "text": args.get("text"),
+                       "blocks": args.get("blocks"), "thread_ts": args.get("thread_ts"),
+                       "metadata": args.get("metadata"), "channel": channel, "edits": []}
+            if message["thread_ts"] and not self._by_ts(message["thread_ts"]):
+                return 200, {"ok": False, "error": "thread_not_found"}
+            self.messages.append(message)
+            return 200, {"ok": True, "channel": channel, "ts": message["ts"],
+                         "message": {"text": message["text"], "ts": message["ts"]}}
+        if name == "chat.update":
+            found = self._by_ts(str(args.get("ts")))
+            if found is None:
+                return 200, {"ok": False, "error": "message_not_found"}
+            found["edits"].append(found["text"])
+            found["text"], found["blocks"] = args.get("text"), args.get("blocks")
+            return 200, {"ok": True, "channel": channel, "ts": found["ts"],
+                         "text": found["text"]}
+        metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        if name == "conversations.history":
+            listed = [m for m in self.messages if m["channel"] == channel and
+                      not m["thread_ts"]][::-1]
+        elif name == "conversations.replies":
+            root = str(args.get("ts"))
+            listed = [m for m in self.messages if m["ts"] == root or m["thread_ts"] == root]
+        else:
+            return 200, {"ok": False, "error": "unknown_method"}
+        return 200, {"ok": True, "messages": [
+            {k: v for k, v in m.items() if k != "metadata" or metadata} for m in listed]}
+
+    def _by_ts(self, ts: str) -> dict[str, Any] | None:
+        return next((m for m in self.messages if m["ts"] == ts), None)
+
+    def thread(self, root: int = 0) -> list[dict[str, Any]]:
+        """The ``root``-th thread: its root then its replies."""
+        roots = [m for m in self.messages if not m["thread_ts"]]
+        return [roots[root], *(m for m in self.messages if m["thread_ts"] == roots[root]["ts"])]
+
+
+@dataclass
 class PagerDutyReceiver(Receiver):
     """Events API v2, keeping what PagerDuty would show: each dedup_key's alerts, the last
     one open until a resolve (a trigger after it opens a new one)."""
@@ -266,6 +335,10 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             if isinstance(receiver, GitHubReceiver) and \
                     self.headers.get("Authorization") != f"Bearer {receiver.token}":
                 self._send(401, {"message": "Bad credentials"})
+                return
+            if isinstance(receiver, SlackApiReceiver) and \
+                    self.headers.get("Authorization") != f"Bearer {receiver.token}":
+                self._send(200, {"ok": False, "error": "invalid_auth"})
                 return
             failing = next((f for f in receiver.fail if f[0] == self.command
                             and urlsplit(self.path).path.endswith(f[1])), None)

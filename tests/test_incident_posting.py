@@ -25,6 +25,7 @@ import pytest
 from receivers import (
     GitHubReceiver,
     PagerDutyReceiver,
+    SlackApiReceiver,
     SlackReceiver,
     WebhookReceiver,
     serving,
@@ -44,6 +45,7 @@ T0 = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 SLACK_PATH = "/services/T0PLANTED/B0PLANTED/xoxbDirectS3cret"
 ROUTING_KEY = "R0utingKeyDirect7a1b2c3d4e5f6a7b"  # 32, as the Events API wants
 GITHUB_TOKEN = "ghp_D1rectT0kenPl4nted"
+SLACK_BOT_TOKEN = "xoxb-1111-2222-B0tT0kenPl4nted"
 
 
 def failed(check_id: str, message: str) -> CheckResult:
@@ -85,6 +87,11 @@ class World:
         # As strict as a receiver behind the default max_bytes would be.
         self.webhook = stack.enter_context(serving(WebhookReceiver("webhook",
                                                                    max_bytes=256 * 1024)))
+        # Slack's Web API for the bot-token mode ("slack-thread"): one channel the bot is in,
+        # one it is not.
+        self.slack_api = stack.enter_context(serving(SlackApiReceiver(
+            "slack-api", token=SLACK_BOT_TOKEN,
+            channels={"C0INCIDENTS": True, "C0OUTSIDE": False})))
         self.reports = tmp_path / "reports"
         self.env_file = tmp_path / "production.toml"
         sections = {
@@ -94,7 +101,9 @@ class World:
             "ticket": f'[notify.ticket]\napi_url = "{self.github.base}"\n'
                       f'repository = "unibazzar/incidents"\ntoken_env = "GH_TOKEN"\n',
             "webhook": f'[notify.webhook]\nurl = "{webhook_scheme}://127.0.0.1:'
-                       f'{self.webhook.port}/hook"\n'}
+                       f'{self.webhook.port}/hook"\n',
+            "slack-thread": f'[notify.slack]\ntoken_env = "SLACK_TOKEN"\n'
+                            f'channel = "C0INCIDENTS"\napi_url = "{self.slack_api.base}/api/"\n'}
         self.env_file.write_text(f"""
 [environment]
 name = "production"
@@ -111,7 +120,7 @@ budget = {budget}
 
 """ + "\n".join(sections[name] for name in notifiers))
         self.environ = {"SLACK_URL": self.slack.base + SLACK_PATH, "PD_KEY": ROUTING_KEY,
-                        "GH_TOKEN": GITHUB_TOKEN}
+                        "GH_TOKEN": GITHUB_TOKEN, "SLACK_TOKEN": SLACK_BOT_TOKEN}
         self.clock = Clock()
 
     def poster(self, dry_run: bool = False, clock: Clock | None = None) -> Poster:
@@ -351,7 +360,7 @@ def test_a_state_written_by_another_version_is_reported_not_raised(world: World)
             db.execute("UPDATE state SET document = ?", (json.dumps(data),))
 
     # A field a newer version added to its incidents.
-    rewrite(lambda d: d["incidents"]["dependency:redis"].update(acknowledged_by="@bob"))
+    rewrite(lambda d: d["incidents"]["dependency:redis"].update(paged_by_drone="@bob"))
     assert world.poster().first_failure_at(["listing.related-systems"]) is None  # no raise
     report = world.run(5, REDIS_DOWN)
     assert report.error is not None and report.error.startswith(
@@ -359,11 +368,11 @@ def test_a_state_written_by_another_version_is_reported_not_raised(world: World)
     assert report.lines()[0].startswith(f"POSTING skipped: sqlite at {path}: the state of ")
     assert json.loads((world.reports / "posting.json").read_text())["error"] == report.error
     # A newer layout is named as such.
-    rewrite(lambda d: d.update(version=2))
+    rewrite(lambda d: d.update(version=3))
     report = world.run(10, REDIS_DOWN)
     assert report.error == (
-        f"sqlite at {path}: the state of production is version 2; this unibazzar-health "
-        "reads versions 1 to 1: run the same version on every runner that shares the store "
+        f"sqlite at {path}: the state of production is version 3; this unibazzar-health "
+        "reads versions 1 to 2: run the same version on every runner that shares the store "
         "(nothing decided, nothing changed)")
     assert len(world.slack.received) == 1
 
@@ -669,3 +678,75 @@ def test_the_test_page_says_which_setting_a_refusal_points_at(
         "slack: FAILED — refused: HTTP 410: channel_is_archived",
         "    the service refused our credentials: check [notify.slack] webhook_url_env "
         "(SLACK_URL)"]
+
+
+# ---- Slack's bot-token mode: one thread per incident (issue #16) --------------------------
+def test_one_slack_thread_per_incident_its_root_edited_to_the_end(
+        make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack-thread",))
+    incident_of_83_minutes(world)
+    thread = world.slack_api.thread()
+    assert [m["text"].split("\n")[0] for m in thread[1:]] == [
+        "📊 INCIDENT UPDATE - SEV 2", "✅ INCIDENT RESOLVED - SEV 2"]
+    root = thread[0]
+    assert root["edits"][0].startswith("🚨 INCIDENT ALERT - SEV 2")  # posted as the alert
+    assert root["text"] == ("✅ RESOLVED — SEV 2 redis failing for ai-service, "
+                            "listing-service — 1 h 23 min (2026-11-27 03:00 UTC → 2026-11-27 "
+                            "04:23 UTC)")
+    assert all(m["metadata"]["event_type"] == "unibazzar_health_delivery" for m in thread)
+    assert len([m for m in world.slack_api.messages if not m["thread_ts"]]) == 1
+
+
+def test_a_slack_post_that_may_have_arrived_is_found_not_posted_twice(
+        make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack-thread",))
+    world.slack_api.behaviour = "lag"  # posts it, answers after the 1 s deadline
+    first = world.run(0, REDIS_DOWN)
+    assert statuses(first) == [("slack", "alert", "pending")]  # recoverable: not unknown
+    world.slack_api.behaviour = "ok"
+    second = world.run(5, REDIS_DOWN)
+    assert statuses(second) == [("slack", "alert", "sent")]
+    assert len(world.slack_api.messages) == 1, "the alert was posted twice"
+    world.run(30, REDIS_DOWN)  # the update goes in the thread the lost answer started
+    assert world.slack_api.messages[1]["thread_ts"] == world.slack_api.messages[0]["ts"]
+
+
+@pytest.mark.parametrize(("change", "error", "fix"), [
+    ({"SLACK_TOKEN": "xoxb-0000-revoked"}, "invalid_auth",
+     "Slack refused the bot token: check [notify.slack] token_env (SLACK_TOKEN)"),
+    ({"channel": "C0OUTSIDE"}, "not_in_channel",
+     "the bot cannot post to C0OUTSIDE: check [notify.slack] channel (a channel ID, C…) and "
+     "invite the bot to it"),
+    ({"channel": "C0NOWHERE"}, "channel_not_found",
+     "the bot cannot post to C0NOWHERE: check [notify.slack] channel (a channel ID, C…) and "
+     "invite the bot to it"),
+])
+def test_slacks_refusals_name_the_setting_to_fix(make_world: Callable[..., World],
+                                                 change: dict[str, str], error: str,
+                                                 fix: str) -> None:
+    world = make_world(notifiers=("slack-thread",))
+    if "channel" in change:
+        world.env_file.write_text(world.env_file.read_text().replace(
+            'channel = "C0INCIDENTS"', f'channel = "{change["channel"]}"'))
+    world.environ.update({k: v for k, v in change.items() if k != "channel"})
+    report = world.run(0, REDIS_DOWN)
+    [result] = report.results
+    assert (result.status, result.answer, result.error, result.fix) == (
+        "failed", "refused", error, fix)
+
+
+def test_slacks_ratelimited_is_waited_for(make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack-thread",))
+    world.slack_api.answers.append((429, {"Retry-After": "1"},
+                                    {"ok": False, "error": "ratelimited"}))
+    report = world.run(0, REDIS_DOWN)
+    assert [(r.status, r.tries) for r in report.results] == [("sent", 2)]
+    first, second = world.slack_api.arrivals[:2]  # (then the post itself)
+    assert second - first >= 1.0
+    assert len(world.slack_api.messages) == 1
+
+
+def test_the_largest_incident_fits_a_slack_thread(make_world: Callable[..., World]) -> None:
+    world = make_world(notifiers=("slack-thread",), budget=20.0)
+    report = world.run(0, every_check_dead(200_000))
+    assert statuses(report) == [("slack", "alert", "sent")], report.lines()

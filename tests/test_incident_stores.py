@@ -231,7 +231,8 @@ def test_delivery_rows_live_as_long_as_their_incident_is_remembered(
 
 def test_the_state_document_says_its_version() -> None:
     assert EnvironmentState("production").document() == {
-        "version": 1, "environment": "production", "incidents": {}, "closed": []}
+        "version": 2, "environment": "production", "incidents": {}, "closed": [],
+        "silences": []}
 
 
 def test_a_state_of_a_newer_version_is_refused_clearly(make_store: Factory,
@@ -239,14 +240,14 @@ def test_a_state_of_a_newer_version_is_refused_clearly(make_store: Factory,
     import unibazzar_health.incidents.state as state_module
 
     store = make_store()
-    monkeypatch.setattr(state_module, "STATE_VERSION", 2)  # a newer runner saves
+    monkeypatch.setattr(state_module, "STATE_VERSION", 3)  # a newer runner saves
     save(store)
     monkeypatch.undo()
     with pytest.raises(StateFormatError) as raised:
         make_store().peek("production")
     assert str(raised.value) == (
-        f"{store.where}: the state of production is version 2; this unibazzar-health reads "
-        "versions 1 to 1: run the same version on every runner that shares the store "
+        f"{store.where}: the state of production is version 3; this unibazzar-health reads "
+        "versions 1 to 2: run the same version on every runner that shares the store "
         "(nothing decided, nothing changed)")
     with pytest.raises(StateFormatError), store.transaction("production"):
         pass

@@ -502,7 +502,7 @@ def test_a_state_this_version_cannot_read_is_reported_not_an_internal_error(
     with sqlite3.connect(path) as db:  # as a newer version might have written it
         (document,) = db.execute("SELECT document FROM state").fetchone()
         data = json.loads(document)
-        data["incidents"]["service:order-service"]["acknowledged_by"] = "@bob"
+        data["incidents"]["service:order-service"]["paged_by_drone"] = "@bob"
         db.execute("UPDATE state SET document = ?", (json.dumps(data),))
     (suite.reports / "summary.json").unlink()
     after = suite.run()

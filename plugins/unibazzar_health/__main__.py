@@ -9,6 +9,7 @@
     python -m unibazzar_health timeline [--env-file=PATH | --state FILE] [INCIDENT_KEY]
     python -m unibazzar_health postmortem [--env-file=PATH | --state FILE] [INCIDENT_KEY]
     python -m unibazzar_health notify test [--env NAME | --env-file=PATH] [--only NOTIFIER]
+    python -m unibazzar_health incident list|ack|ic|note|resolve|silence …   (incident -h)
 
 SUMMARY files are summary.json files written by runs (reports/summary.json).
 """
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     from unibazzar_health.incidents.notify_test import add_command
 
     add_command(commands)  # notify test: a test page through each notifier
+    from unibazzar_health.incidents.commands import add_commands as add_incident_commands
+
+    add_incident_commands(commands)  # incident ack, ic, note, resolve, silence, list
     commands.add_parser("run", help="the checks installed with this package, run by pytest: "
                                     "run [pytest options, e.g. -m order-service --env-file=F]")
     args = parser.parse_args(arguments)

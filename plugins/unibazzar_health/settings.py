@@ -370,10 +370,14 @@ class Escalation(_Section):
     SEV2: list[Minutes] | None = None
     SEV3: list[Minutes] | None = None
     SEV4: list[Minutes] | None = None
+    # An acknowledged incident (``incident ack``) does not escalate internally for this
+    # long, unless its severity rises.
+    ack_timeout_minutes: PositiveFloat = 60.0
 
     def minutes(self) -> dict[str, dict[int, float]]:
+        levels = self.model_dump(include={"SEV1", "SEV2", "SEV3", "SEV4"})
         return {level: {n + 1: float(m) for n, m in enumerate(values)}
-                for level, values in self.model_dump().items() if values is not None}
+                for level, values in levels.items() if values is not None}
 
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -499,8 +503,23 @@ class ErrorLogs(_Section):
 
 # ---- incident lifecycle and posting (issue #8; docs/notifications.md) ---------------------
 class SlackNotify(_Section):
+    """One of two modes: an incoming webhook (each message in the channel), or a bot token
+    and a channel (one thread per incident, its root edited as it goes)."""
+
     # The whole incoming-webhook URL is the secret (its path is the token).
-    webhook_url_env: EnvVar
+    webhook_url_env: EnvVar | None = None
+    token_env: EnvVar | None = None  # a bot token (xoxb-…) with chat:write, channels:history
+    channel: str | None = None  # the channel's ID (C…), the bot invited to it
+    api_url: HttpUrl = "https://slack.com/api/"
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackNotify:
+        if (self.webhook_url_env is None) == (self.token_env is None):
+            raise ValueError("set webhook_url_env (an incoming webhook) or token_env and "
+                             "channel (a bot's thread per incident), not both or neither")
+        if self.token_env is not None and not self.channel:
+            raise ValueError("channel is required with token_env (the channel's ID, C…)")
+        return self
 
 
 class PagerDutyNotify(_Section):

@@ -123,6 +123,8 @@ def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
         severities=severities,
         notifiers=tuple((n.name, n.kinds) for n in posting),
         mutes=mutes(env),
+        ack_timeout_minutes=spec.escalation.ack_timeout_minutes,
+        secondary=spec.oncall.secondary,
     )
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -113,6 +113,11 @@ class Policy:
     # (name, kinds it takes), in the order deliveries are made.
     notifiers: tuple[tuple[str, frozenset[str]], ...] = ()
     mutes: tuple[Mute, ...] = ()
+    # An acknowledged incident does not escalate internally for this long (unless its
+    # severity rises); Level 1 goes to the secondary when the primary has not acknowledged
+    # within the severity's response time.
+    ack_timeout_minutes: float = 60.0
+    secondary: str | None = None
 
 
 @dataclass
@@ -135,6 +140,18 @@ def dedup_key(environment: str, incident_id: str) -> str:
     occurrence of the same cause has its own, so an alert left acknowledged never swallows
     it."""
     return digest(environment, incident_id)
+
+
+def stored_mutes(state: EnvironmentState, now: datetime) -> list[Mute]:
+    """The timed silences people set on incidents (``incident silence``), still in force:
+    one per check of the incident."""
+    found = []
+    for silence in state.silences:
+        until = at(silence["until"])
+        if until > now:
+            found += [Mute(reason=silence["reason"], until=until, check=check)
+                      for check in silence["checks"]]
+    return found
 
 
 def active_mutes(mutes: Iterable[Mute], now: datetime) -> list[Mute]:
@@ -294,6 +311,7 @@ def decide(state: EnvironmentState, summary: Mapping[str, Any], run_id: str, pol
     """The new state and what to post. ``runs`` are stored summaries by run id
     (``runs_needed``); missing ones are rebuilt from the state."""
     state = copy.deepcopy(state)
+    policy = replace(policy, mutes=(*policy.mutes, *stored_mutes(state, now)))
     muted = muted_checks(summary, policy.mutes, now)
     run = _Run(summary=summary, run_id=run_id, now=now,
                outcomes={c["id"]: c["outcome"] for c in summary.get("checks", [])},
@@ -431,7 +449,7 @@ def _alert(decision: Decision, incident: Incident, run: _Run, policy: Policy,
         f"Initial Notification: {messages.sev(incident.severity)} {incident.title} — "
         f"{', '.join(incident.checks)}")))
     _told(incident, run)
-    _enqueue(decision, incident, "alert", message, current, policy, run)
+    _enqueue(decision, incident, "alert", message, current, policy, run.iso)
 
 
 def _open_incident(decision: Decision, incident: Incident, causes: list[dict[str, Any]],
@@ -444,6 +462,14 @@ def _open_incident(decision: Decision, incident: Incident, causes: list[dict[str
         if incident.silenced is None:
             _escalate_if_due(decision, incident, run, policy, carried)
         return
+    if failing and incident.human_resolution is not None and causes:
+        # Resolved by hand, but this run still sees it failing: reopened, and said so.
+        who = incident.human_resolution["by"]
+        incident.events.append(Event(run.iso, "reopened", (
+            f"still failing after {who} resolved it by hand: "
+            f"{', '.join(c for c in failing if c in run.failing)}")))
+        incident.human_resolution = None
+        incident.next_update_at = run.iso  # the next Status Update goes out now
     if failing:
         severity = _absorb(incident, causes, failing, run)
         if causes or set(failing) & run.failing:
@@ -479,7 +505,8 @@ def _open_incident(decision: Decision, incident: Incident, causes: list[dict[str
         incident.first_passing_run_id, incident.first_passing_at = run.run_id, \
             run.summary["started_at"]
     incident.passing_runs += 1
-    if incident.passing_runs >= policy.resolve_after:
+    # A person's resolution is confirmed by the first run that sees every check pass.
+    if incident.passing_runs >= policy.resolve_after or incident.human_resolution:
         _resolve(decision, incident, run, policy, stored)
     else:
         decision.notes.append(f"HEALING {incident.key}: passing {incident.passing_runs} of "
@@ -521,19 +548,34 @@ def _update_if_due(decision: Decision, incident: Incident, before: list[str],
     current = _current(incident, failing, carried, run, policy)
     message = messages.update(first, previous, current, run.now)
     message = _with_next_update(message, incident, run, policy)
+    message = _with_notes(message, incident, since=incident.last_update_at)
     why = "changed" if changed_checks or changed_severity else "due"
     incident.events.append(Event(run.iso, "update", f"Status Update ({why}): "
                                  + message.lines[3].removeprefix("Actions taken: ")))
     _told(incident, run)
-    _enqueue(decision, incident, "update", message, current, policy, run,
+    _enqueue(decision, incident, "update", message, current, policy, run.iso,
              severity_changed=changed_severity)
+
+
+def acknowledged(incident: Incident, now: datetime, policy: Policy) -> bool:
+    """Someone has it: acknowledged, not timed out, and not more severe than when they
+    took it."""
+    if incident.acknowledged_at is None:
+        return False
+    if now - at(incident.acknowledged_at) >= timedelta(minutes=policy.ack_timeout_minutes):
+        return False
+    return rank(incident.severity) >= rank(incident.acknowledged_severity or
+                                           incident.severity)
 
 
 def _escalate_if_due(decision: Decision, incident: Incident, run: _Run, policy: Policy,
                      carried: list[str]) -> None:
     if not incident.checks:
         return  # healing: every check of it passed when last judged; nothing to escalate
+    if acknowledged(incident, run.now, policy):
+        return  # a person has it: the pager's rule, until it times out or gets worse
     open_minutes = (run.now - at(incident.first_failure_at)).total_seconds() / 60
+    _page_secondary_if_due(decision, incident, run, policy, carried, open_minutes)
     level = internal_level(incident.severity, open_minutes, policy.escalation_minutes)
     if level <= incident.escalation_level:
         return
@@ -549,7 +591,48 @@ def _escalate_if_due(decision: Decision, incident: Incident, run: _Run, policy: 
     incident.events.append(Event(run.iso, "escalation", (
         f"escalated to Level {level} — {LEVELS[level]}" + (f" ({contact})" if contact else "")
         + f" after {human_duration(open_minutes * 60)} at {messages.sev(incident.severity)}")))
-    _enqueue(decision, incident, "escalation", message, current, policy, run)
+    _enqueue(decision, incident, "escalation", message, current, policy, run.iso)
+
+
+def _page_secondary_if_due(decision: Decision, incident: Incident, run: _Run,
+                           policy: Policy, carried: list[str], open_minutes: float) -> None:
+    """Level 1 reaches the secondary on-call when nobody acknowledged within the severity's
+    response time (once per incident)."""
+    within = policy.respond_within_minutes.get(incident.severity)
+    if (policy.secondary is None or incident.secondary_paged_at is not None
+            or incident.acknowledged_at is not None or within is None
+            or open_minutes < within):
+        return
+    incident.secondary_paged_at = run.iso
+    primary = policy.contacts.get(1)
+    current = _current(incident, incident.checks, carried, run, policy,
+                       severity=incident.severity)
+    message = messages.escalated(current, 1, f"{LEVELS[1]} (secondary)", policy.secondary,
+                                 float(within), at(incident.first_failure_at))
+    lines = list(message.lines)
+    lines[3] = (f"Why: not acknowledged{f' by {primary}' if primary else ''} within the "
+                f"{messages.sev(incident.severity)} response time "
+                f"({human_duration(within * 60)})")
+    message = messages.Message(message.kind, message.key, message.severity, lines,
+                               message.details)
+    incident.events.append(Event(run.iso, "escalation", (
+        f"Level 1 secondary ({policy.secondary}): not acknowledged within "
+        f"{human_duration(within * 60)}")))
+    _enqueue(decision, incident, "escalation", message, current, policy, run.iso)
+
+
+def _with_notes(message: messages.Message, incident: Incident, since: str | None
+                ) -> messages.Message:
+    """The Status Update's "Actions taken" starts with what people noted since the last
+    update (``incident note``), then what the checks saw change."""
+    notes = [n for n in incident.notes if since is None or n["at"] > since]
+    if not notes:
+        return message
+    told = "; ".join(f"{n['text']} ({n['by']})" for n in notes)
+    lines = [f"Actions taken: {told}; checks: {line.removeprefix('Actions taken: ')}"
+             if line.startswith("Actions taken: ") else line for line in message.lines]
+    return messages.Message(message.kind, message.key, message.severity, lines,
+                            message.details)
 
 
 def _resolve(decision: Decision, incident: Incident, run: _Run, policy: Policy,
@@ -562,13 +645,32 @@ def _resolve(decision: Decision, incident: Incident, run: _Run, policy: Policy,
                                       incident, policy, narrow_to=last)
     healthy_at = incident.first_passing_at or run.summary["started_at"]
     healthy = _synthetic(healthy_at, [], None, incident)
-    message = messages.resolved(first, last_failing, healthy)
+    message = _told_by_people(messages.resolved(first, last_failing, healthy), incident)
     incident.resolved_at, incident.resolved_run_id = healthy_at, incident.first_passing_run_id
     incident.events.append(Event(run.iso, "resolved", message.lines[3]))
     current = scope(run.summary, incident.all_checks, incident, policy.severities)
-    _enqueue(decision, incident, "resolved", message, current, policy, run)
+    _enqueue(decision, incident, "resolved", message, current, policy, run.iso)
     del decision.state.incidents[incident.key]
     decision.state.closed.append(incident)
+
+
+def _told_by_people(message: messages.Message, incident: Incident) -> messages.Message:
+    """The Resolution says the reason a person gave (``incident resolve --reason``) before
+    what the checks saw, and the actions noted during the incident in its details."""
+    resolution = incident.human_resolution
+    if resolution is not None:
+        incident.resolution_reason = f"{resolution['reason']} ({resolution['by']})"
+        incident.human_resolution = None
+    lines = list(message.lines)
+    if incident.resolution_reason:
+        lines = [f"Resolution: {incident.resolution_reason}; confirmed: "
+                 f"{line.removeprefix('Resolution: ')}" if line.startswith("Resolution: ")
+                 else line for line in lines]
+    details = [f"- {clock(at(n['at']))} {n['by']}: {n['text']}" for n in incident.notes]
+    if details:
+        details = ["**Actions taken** (noted during the incident)", *details]
+    return messages.Message(message.kind, message.key, message.severity, lines,
+                            [*message.details, *details])
 
 
 def _stored_or_rebuilt(stored: Mapping[str, Mapping[str, Any]], run_id: str | None,
@@ -622,6 +724,8 @@ def _current(incident: Incident, checks: Collection[str], carried: Collection[st
     """This run's summary narrowed to the incident, with its own escalation block."""
     current = scope(run.summary, checks, incident, policy.severities, carried, run.muted,
                     severity)
+    if incident.ic:  # assigned by a person (``incident ic``): named from then on
+        current["incident"] = {**current["incident"], "ic": incident.ic}
     failed = [c for c in current["checks"] if c["outcome"] == "failed"]
     current["escalation"] = _escalation(incident, run, policy, failed)
     return current
@@ -645,7 +749,7 @@ def _escalation(incident: Incident, run: _Run, policy: Policy,
 
 
 def _enqueue(decision: Decision, incident: Incident, kind: str, message: messages.Message,
-             current: Mapping[str, Any], policy: Policy, run: _Run,
+             current: Mapping[str, Any], policy: Policy, created_at: str,
              severity_changed: bool = False) -> None:
     number = incident.messages.get(kind, 0) + 1
     incident.messages[kind] = number
@@ -673,7 +777,7 @@ def _enqueue(decision: Decision, incident: Incident, kind: str, message: message
         decision.deliveries.append(Delivery(
             id=digest(incident.id, kind, str(number), name, length=24),
             environment=policy.environment, incident_id=incident.id, incident_key=incident.key,
-            kind=kind, notifier=name, payload=payload, dedup_key=key, created_at=run.iso,
+            kind=kind, notifier=name, payload=payload, dedup_key=key, created_at=created_at,
             headline=message.lines[0]))
 
 
@@ -681,7 +785,7 @@ def _supersede(decision: Decision, incident: Incident, notifier: str, kind: str)
     """An update (or escalation) still waiting to go out is stale once a newer one, or the
     resolution, is queued for the same notifier: one catch-up message, not a backlog."""
     replaced = {"update": {"update"}, "escalation": {"escalation"},
-                "resolved": {"update", "escalation"}}[kind]
+                "resolved": {"update", "escalation"}}.get(kind, set())
     for queued in decision.state.outbox:
         if (queued.incident_id == incident.id and queued.notifier == notifier
                 and queued.kind in replaced and queued.status == PENDING):

@@ -247,9 +247,10 @@ class Poster:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.run_id = ""
         self._early_error: str | None = None  # first_failure_at could not read the store
-        # Each incident's ticket (its create's receipt), as recorded: comments need it.
-        self._tickets: dict[str, Any] = {}
-        self._tickets_lost: set[str] = set()  # incidents whose ticket create is unknown
+        # (notifier, incident) -> its alert's receipt, for a threaded notifier (the ticket's
+        # number, the Slack thread's ts): later messages go there.
+        self._roots: dict[tuple[str, str], Any] = {}
+        self._roots_lost: set[tuple[str, str]] = set()  # its alert is unknown or failed
 
     # ---- before the summary -------------------------------------------------------------
     def _absent(self) -> bool:
@@ -351,12 +352,33 @@ class Poster:
                     changes=[*stale, *decision.changes, *cancelled],
                     now=now.isoformat(timespec="seconds"))
         report.silenced, report.notes = decision.silenced, decision.notes
-        self._tickets = {d.incident_id: d.receipt for d in decision.state.outbox
-                         if d.notifier == "ticket" and d.kind == "alert" and d.status == SENT
-                         and d.receipt}
-        self._tickets_lost = {d.incident_id for d in decision.state.outbox
-                              if d.notifier == "ticket" and d.kind == "alert"
-                              and d.status in (UNKNOWN, FAILED)}
+        self._remember_roots(decision.state.outbox)
+
+    def _remember_roots(self, outbox: list[Delivery]) -> None:
+        alerts = [d for d in outbox if d.kind == "alert" and d.notifier in self.by_name
+                  and self.by_name[d.notifier].threaded]
+        self._roots = {(d.notifier, d.incident_id): d.receipt for d in alerts
+                       if d.status == SENT and d.receipt}
+        self._roots_lost = {(d.notifier, d.incident_id) for d in alerts
+                            if d.status in (UNKNOWN, FAILED)}
+
+    def deliver(self) -> Report:
+        """Send what waits in the outbox now, deciding nothing (a person's action, such as
+        ``incident ack``, enqueued it); never raises, as ``post``."""
+        started = time.monotonic()
+        self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+        report = Report(self.env.name, self.store.where, self.run_id, decided=True)
+        try:
+            self._remember_roots(self.store.peek(self.env.name).outbox)
+            self._drain(report, started)
+        except StoreError as exc:
+            report.error = self.redactor.text(str(exc))
+        except Exception as exc:  # reported, not raised
+            report.error = self.redactor.text(_unexpected(exc))
+        finally:
+            self.store.close()
+        report.duration_s = round(time.monotonic() - started, 3)
+        return report
 
     # ---- delivering ---------------------------------------------------------------------
     def _drain(self, report: Report, started: float) -> None:
@@ -391,15 +413,16 @@ class Poster:
             elif remaining() < MIN_REQUEST_S:
                 result.status, result.error = "skipped", (
                     f"the posting budget ({self.budget:g} s) is spent; the next run sends it")
-            elif d.notifier == "ticket" and d.kind != "alert" and \
-                    d.incident_id not in self._tickets:
-                if d.incident_id not in self._tickets_lost:
-                    result.status, result.error = "skipped", "the incident's ticket is not " \
-                                                             "created yet"
+            elif notifier.threaded and d.kind != "alert" and \
+                    (d.notifier, d.incident_id) not in self._roots:
+                where = "ticket" if d.notifier == "ticket" else f"{d.notifier} thread"
+                if (d.notifier, d.incident_id) not in self._roots_lost:
+                    result.status, result.error = "skipped", (
+                        f"the incident's {where} is not created yet")
                 elif self.store.claim(self.env.name, d.id, claimant, self._now()):
-                    # Its ticket's creation is unknown or given up: nowhere to comment.
+                    # Its alert is unknown or given up: nowhere to put this.
                     result.status = FAILED
-                    result.error = "the incident's ticket was never recorded as created"
+                    result.error = f"the incident's {where} was never recorded as created"
                     self.store.finish(self.env.name, d.id, claimant, FAILED, now=self._now(),
                                       attempts=d.attempts, error=result.error)
                 else:
@@ -505,8 +528,8 @@ class Poster:
                                      receipt=result.receipt, not_before=not_before)
         if not recorded:
             self._lost_claim(d, result)
-        elif result.status == SENT and d.notifier == "ticket" and d.kind == "alert":
-            self._tickets[d.incident_id] = result.receipt
+        elif result.status == SENT and notifier.threaded and d.kind == "alert":
+            self._roots[(d.notifier, d.incident_id)] = result.receipt
 
     def _lost_claim(self, d: Delivery, result: Result) -> None:
         """Our claim was settled by another runner while we sent (our lease ran out): what
@@ -531,7 +554,7 @@ class Poster:
             message=Message(m["kind"], m["key"], m["severity"], list(m["lines"]),
                             list(m["details"])),
             summary=d.payload["summary"], incident=d.payload["incident"],
-            ticket=self._tickets.get(d.incident_id), attempt=attempt)
+            root=self._roots.get((d.notifier, d.incident_id)), attempt=attempt)
 
     def write(self, report: Report) -> Path:
         from unibazzar_health.summary import write_json

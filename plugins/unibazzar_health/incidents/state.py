@@ -26,7 +26,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-KINDS = ("alert", "update", "escalation", "resolved")
+# A person acknowledged the incident (``incident ack``): PagerDuty hears ``acknowledge``,
+# the chat and the ticket who took it.
+ACKNOWLEDGED = "acknowledged"
+KINDS = ("alert", "update", "escalation", "resolved", ACKNOWLEDGED)
 # In a notifier's kinds: the updates whose severity changed, and only those (PagerDuty is
 # re-triggered with the new severity; the chat hears every update).
 SEVERITY_CHANGE = "update:severity"
@@ -34,8 +37,9 @@ PENDING, SENDING, SENT, FAILED, UNKNOWN, SUPERSEDED = (
     "pending", "sending", "sent", "failed", "unknown", "superseded")
 FINISHED = (SENT, FAILED, UNKNOWN, SUPERSEDED)  # no runner moves a delivery out of these
 # The state document's layout. A document without the field was written before it existed,
-# in the layout of version 1.
-STATE_VERSION = 1
+# in the layout of version 1. Version 2 adds what people do (ack, IC, notes, a resolution
+# by hand, silences): a version-1 runner refuses it clearly rather than misread it.
+STATE_VERSION = 2
 
 
 class StoreError(Exception):
@@ -58,8 +62,9 @@ class Event:
 
     at: str
     kind: str  # failing | alert | update | severity | checks | escalation | silenced |
-    #            unsilenced | resolved
+    #            unsilenced | resolved; a person's: ack | ic | note | resolve | reopened
     text: str
+    by: str | None = None  # who, for a person's event (``incident ack --by @name``)
 
 
 @dataclass
@@ -97,6 +102,16 @@ class Incident:
     resolved_at: str | None = None
     resolved_run_id: str | None = None
     events: list[Event] = field(default_factory=list)
+    # The incident commander's loop (``python -m unibazzar_health incident …``):
+    ic: str | None = None  # assigned IC (else the [oncall] primary)
+    acknowledged_by: str | None = None
+    acknowledged_at: str | None = None
+    acknowledged_severity: str | None = None  # a rise above it escalates despite the ack
+    notes: list[dict[str, Any]] = field(default_factory=list)  # {"at", "by", "text"}
+    # A person said it is resolved: {"at", "by", "reason"}; the next run confirms or reopens.
+    human_resolution: dict[str, Any] | None = None
+    resolution_reason: str | None = None  # kept once resolved (a person's reason)
+    secondary_paged_at: str | None = None  # Level 1 reached the secondary (no ack in time)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Incident:
@@ -145,12 +160,16 @@ class EnvironmentState:
     # The outbox as it stood when the state was loaded (kept by the store in its own rows,
     # not in this document), without payloads: StateStore.deliveries reads those.
     outbox: list[Delivery] = field(default_factory=list)
+    # Timed silences a person set (``incident silence``): {"checks", "until", "reason",
+    # "by", "incident"}; the environment file's [[silences]] are the policy's.
+    silences: list[dict[str, Any]] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
         """What the store saves as the state document (the outbox is stored apart)."""
         return {"version": STATE_VERSION, "environment": self.environment,
                 "incidents": {k: dataclasses.asdict(v) for k, v in self.incidents.items()},
-                "closed": [dataclasses.asdict(i) for i in self.closed]}
+                "closed": [dataclasses.asdict(i) for i in self.closed],
+                "silences": list(self.silences)}
 
     @classmethod
     def from_document(cls, environment: str, data: Mapping[str, Any] | None,
@@ -173,7 +192,7 @@ class EnvironmentState:
                 incidents={k: Incident.from_dict(v)
                            for k, v in data.get("incidents", {}).items()},
                 closed=[Incident.from_dict(v) for v in data.get("closed", [])],
-                outbox=list(outbox))
+                outbox=list(outbox), silences=list(data.get("silences", [])))
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise StateFormatError(
                 f"{where}: the state of {environment} cannot be read ({type(exc).__name__}: "

@@ -79,9 +79,26 @@ def _delivery_line(d: Delivery) -> tuple[str, str]:
 
 
 def _rows(state: EnvironmentState, incident: Incident) -> list[tuple[str, str]]:
-    rows = [(e.at, f"{e.kind}: {e.text}") for e in incident.events]
+    rows = [(e.at, f"{e.kind}: {e.text}" + (f" ({e.by})" if e.by and e.by not in e.text
+                                              else "")) for e in incident.events]
     rows += [_delivery_line(d) for d in state.deliveries_of(incident)]
     return sorted(rows, key=lambda r: at(r[0]))
+
+
+def _alerted(state: EnvironmentState, incident: Incident) -> str:
+    """When a receiver accepted the alert — only that is "alerted": a decided alert that no
+    notifier took, or none configured, says so."""
+    alerts = [d for d in state.deliveries_of(incident) if d.kind == "alert"]
+    accepted = sorted(d.sent_at for d in alerts if d.status == SENT and d.sent_at)
+    if accepted:
+        return _when(accepted[0])
+    if not incident.alerted:
+        return "not yet"
+    if not alerts:
+        return "never posted (no [notify])"
+    return "not delivered (" + "; ".join(
+        f"{d.notifier} {d.status}" + (f": {d.last_error}" if d.last_error else "")
+        for d in alerts) + ")"
 
 
 def _duration(incident: Incident, now: datetime) -> str:
@@ -101,7 +118,7 @@ def timeline(state: EnvironmentState, incident: Incident, now: datetime | None =
         f"- Key: `{incident.key}` · severity {sev(incident.severity)} · services "
         f"{', '.join(incident.services)}",
         f"- First failure: {_when(incident.first_failure_at)} · alerted: "
-        f"{_when(incident.alerted_at)} · resolved: {_when(incident.resolved_at)} · duration: "
+        f"{_alerted(state, incident)} · resolved: {_when(incident.resolved_at)} · duration: "
         f"{_duration(incident, now)}",
         f"- Checks: {', '.join(checks)}",
         f"- Internal escalation reached: Level {incident.escalation_level} — "

@@ -32,3 +32,10 @@ def build_all(notify: Notify, secret: SecretLookup) -> list[Notifier]:
         except ConfigError as exc:
             raise ConfigError(f"notify.{name}.{exc.key}", exc.value, exc.reason) from None
     return built
+
+
+def kinds_of(name: str) -> frozenset[str]:
+    """The message kinds notifier ``name`` takes, read from its class (no secret needed)."""
+    kinds: frozenset[str] = import_module(
+        f"unibazzar_health.incidents.notifiers.{name}").NOTIFIER.kinds
+    return kinds

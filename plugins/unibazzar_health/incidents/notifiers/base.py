@@ -45,7 +45,9 @@ class Outgoing:
     message: Message
     summary: Mapping[str, Any]  # the run's summary narrowed to this incident (redacted)
     incident: Mapping[str, Any]  # id, key, title, severity, services, checks, report_url…
-    ticket: Mapping[str, Any] | None = None  # the incident's ticket, once created
+    # For a threaded notifier (the ticket, Slack's thread mode): what its alert made (the
+    # ticket's number, the thread's ts), once recorded; later kinds go there.
+    root: Mapping[str, Any] | None = None
     attempt: int = 0  # earlier attempts of this delivery (this run's and previous runs')
 
 
@@ -115,6 +117,9 @@ class Notifier(Protocol):
     # once the service has finished what it got; so is one a dead runner left mid-send.
     recoverable: frozenset[str]
 
+    # Later kinds go where its alert went (the ticket, a Slack thread): they wait for the
+    # alert's receipt, and fail if it is never recorded.
+    threaded: bool
     # Kinds a resolution makes pointless while they wait unsent (PagerDuty: a trigger of an
     # occurrence already resolved would open an alert nothing closes); posting supersedes them.
     cancelled_by_resolution: frozenset[str]

@@ -30,7 +30,7 @@ from unibazzar_health.incidents.notifiers.base import (
     new_session,
     post_json,
 )
-from unibazzar_health.incidents.state import SEVERITY_CHANGE
+from unibazzar_health.incidents.state import ACKNOWLEDGED, SEVERITY_CHANGE
 from unibazzar_health.settings import PagerDutyNotify
 
 SEVERITIES = {"SEV1": "critical", "SEV2": "error", "SEV3": "warning", "SEV4": "info"}
@@ -43,10 +43,12 @@ RATE_LIMIT_WAIT_S = 30.0
 
 class PagerDutyNotifier:
     name = "pagerduty"
-    kinds = frozenset({"alert", SEVERITY_CHANGE, "resolved"})
-    idempotent = frozenset({"alert", "update", "resolved"})  # deduplicated by dedup_key
+    kinds = frozenset({"alert", SEVERITY_CHANGE, "resolved", ACKNOWLEDGED})
+    # Deduplicated by dedup_key.
+    idempotent = frozenset({"alert", "update", "resolved", ACKNOWLEDGED})
     recoverable: frozenset[str] = frozenset()
-    cancelled_by_resolution = frozenset({"alert", "update"})
+    cancelled_by_resolution = frozenset({"alert", "update", ACKNOWLEDGED})
+    threaded = False
 
     def __init__(self, routing_key: str, api_url: str, session: Any = None,
                  setting: str = "[notify.pagerduty] routing_key_env") -> None:
@@ -105,8 +107,10 @@ def event(outgoing: Outgoing, routing_key: str) -> dict[str, Any]:
     """The Events API v2 body: trigger for the alert and for an update whose severity
     changed (the same dedup_key: the same PagerDuty incident, its severity now the new one),
     resolve for the resolution."""
-    if outgoing.kind == "resolved":
-        return {"routing_key": routing_key, "event_action": "resolve",
+    if outgoing.kind in ("resolved", ACKNOWLEDGED):
+        # A person acknowledged it (``incident ack``): PagerDuty stops escalating too.
+        action = "resolve" if outgoing.kind == "resolved" else "acknowledge"
+        return {"routing_key": routing_key, "event_action": action,
                 "dedup_key": outgoing.dedup_key}
     incident = outgoing.incident
     message = outgoing.message
@@ -151,3 +155,8 @@ def build(config: PagerDutyNotify, secret: SecretLookup) -> PagerDutyNotifier:
     return PagerDutyNotifier(key, config.api_url,
                              setting=f"[notify.pagerduty] routing_key_env "
                                      f"({config.routing_key_env})")
+
+
+# What a notifier of this module takes, without building one (a command that only
+# enqueues needs no secret).
+NOTIFIER = PagerDutyNotifier

@@ -29,6 +29,7 @@ from unibazzar_health.incidents.notifiers.base import (
     fit_text,
     http_status_error,
 )
+from unibazzar_health.incidents.state import KINDS
 from unibazzar_health.settings import SlackNotify
 
 # Slack's documented limits (FACTS.md, Block Kit).
@@ -45,11 +46,12 @@ WEBHOOK_PATH = re.compile(r"/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+")
 
 class SlackNotifier:
     name = "slack"
-    kinds = frozenset({"alert", "update", "escalation", "resolved"})
+    kinds = frozenset(KINDS)
     # A second post is a second message in the channel, and nothing can look for the first.
     idempotent: frozenset[str] = frozenset()
     recoverable: frozenset[str] = frozenset()
     cancelled_by_resolution: frozenset[str] = frozenset()
+    threaded = False
 
     def __init__(self, webhook_url: str, setting: str = "[notify.slack] webhook_url_env"
                  ) -> None:
@@ -117,8 +119,20 @@ class SlackNotifier:
         return Receipt(status=response.status_code)
 
 
-def build(config: SlackNotify, secret: SecretLookup) -> SlackNotifier:
+def build(config: SlackNotify, secret: SecretLookup) -> Any:
+    if config.token_env is not None:
+        from unibazzar_health.incidents.notifiers.slack_thread import SlackThreadNotifier
+
+        token = secret(config.token_env)
+        if not token.startswith(("xoxb-", "xoxp-")) or any(c.isspace() for c in token):
+            raise ConfigError("token_env", config.token_env,
+                              f"the value of {config.token_env} is not a Slack bot token "
+                              "(xoxb-…, from the app's OAuth & Permissions page)")
+        assert config.channel is not None  # the section's validator
+        return SlackThreadNotifier(token, config.channel, config.api_url,
+                                   f"[notify.slack] token_env ({config.token_env})")
     key = "webhook_url_env"
+    assert config.webhook_url_env is not None  # the section's validator
     url = secret(config.webhook_url_env)
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -203,9 +217,21 @@ def _chunks(lines: list[str], limit: int) -> list[str]:
     return [c for c in chunks if c.strip()]
 
 
+# Mentions as Slack writes them, kept as they are so they notify: a user (<@U…>), a user
+# group (<!subteam^S…>), <!here>/<!channel>, a channel (<#C…>). [contacts] holds them.
+MENTION = re.compile(r"<(?:@[UW][A-Z0-9]+|!subteam\^S[A-Z0-9]+|!here|!channel|#C[A-Z0-9]+)>")
+
+
 def _escape(text: str) -> str:
-    """Slack's three control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Slack's three control characters, escaped everywhere but in a mention."""
+    def plain(part: str) -> str:
+        return part.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    out, last = [], 0
+    for match in MENTION.finditer(text):
+        out += [plain(text[last:match.start()]), match.group()]
+        last = match.end()
+    return "".join([*out, plain(text[last:])])
 
 
 def mrkdwn_lines(markdown_lines: list[str]) -> list[str]:
@@ -226,3 +252,8 @@ def mrkdwn_lines(markdown_lines: list[str]) -> list[str]:
 
 def mrkdwn(markdown_lines: list[str]) -> str:
     return "\n".join(mrkdwn_lines(markdown_lines)).strip()
+
+
+# What a notifier of this module takes, without building one (a command that only
+# enqueues needs no secret).
+NOTIFIER = SlackNotifier

@@ -59,6 +59,7 @@ class GitHubTicketNotifier:
     idempotent: frozenset[str] = frozenset()
     recoverable = frozenset(KINDS)  # a resend looks for its marker first
     cancelled_by_resolution: frozenset[str] = frozenset()
+    threaded = True
 
     def __init__(self, api_url: str, repository: str, token: str, labels: list[str],
                  session: Any = None, token_setting: str = "[notify.ticket] token_env"
@@ -134,9 +135,9 @@ class GitHubTicketNotifier:
     def send(self, outgoing: Outgoing, budget: RequestBudget) -> Receipt:
         if outgoing.kind == "alert":
             return self._create(outgoing, budget)
-        if not outgoing.ticket or "number" not in outgoing.ticket:
+        if not outgoing.root or "number" not in outgoing.root:
             raise DeliveryError("the incident's ticket is not created yet", retryable=False)
-        number = int(outgoing.ticket["number"])
+        number = int(outgoing.root["number"])
         status, url = self._comment(number, outgoing, budget)
         if outgoing.kind == "resolved":
             closed = self._request("PATCH", f"/issues/{number}",
@@ -275,3 +276,8 @@ def build(config: TicketNotify, secret: SecretLookup) -> GitHubTicketNotifier:
     return GitHubTicketNotifier(config.api_url, config.repository, token, config.labels,
                                 token_setting=f"[notify.ticket] token_env "
                                               f"({config.token_env})")
+
+
+# What a notifier of this module takes, without building one (a command that only
+# enqueues needs no secret).
+NOTIFIER = GitHubTicketNotifier

@@ -33,6 +33,7 @@ from unibazzar_health.incidents.notifiers.base import (
     new_session,
     post_json,
 )
+from unibazzar_health.incidents.state import KINDS
 from unibazzar_health.settings import WebhookNotify
 
 SCHEMA = "unibazzar-health/notification/v1"
@@ -40,12 +41,13 @@ SCHEMA = "unibazzar-health/notification/v1"
 
 class WebhookNotifier:
     name = "webhook"
-    kinds = frozenset({"alert", "update", "escalation", "resolved"})
+    kinds = frozenset(KINDS)
     # Unknown receivers may act twice on a repeat (X-UniBazzar-Delivery lets them drop it,
     # but we cannot count on it).
     idempotent: frozenset[str] = frozenset()
     recoverable: frozenset[str] = frozenset()
     cancelled_by_resolution: frozenset[str] = frozenset()
+    threaded = False
 
     def __init__(self, url: str, secret: str | None, session: Any = None,
                  max_bytes: int = 256 * 1024) -> None:
@@ -179,3 +181,8 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 def build(config: WebhookNotify, secret: SecretLookup) -> WebhookNotifier:
     return WebhookNotifier(config.url, secret(config.secret_env) if config.secret_env else None,
                            max_bytes=config.max_bytes)
+
+
+# What a notifier of this module takes, without building one (a command that only
+# enqueues needs no secret).
+NOTIFIER = WebhookNotifier
