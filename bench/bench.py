@@ -1,12 +1,15 @@
 """Time to verdict, measured against the sandbox (see docs/performance.md).
 
-    .venv/bin/python bench/bench.py [--runs 5]
+    .venv/bin/python bench/bench.py [--runs 5] [--busy-runs 20] [--busy-at-once 3]
+                                    [--busy-only]
 
 (a) the floor: bare pytest start-up + importing the clients the checks need + the
     slowest single probe; (b) the whole catalog, healthy; (c) `-m auth-service`, healthy;
 (d) the whole catalog with every backend replaced by a loopback listener that accepts and
     never answers; (e) the same, one check at a time (--concurrency 1); (f) and (g): (b) and
-    (d) spread over two processes (-n 2, pytest-xdist); peak memory.
+    (d) spread over two processes (-n 2, pytest-xdist); peak memory; (k) the whole catalog,
+    healthy, --busy-at-once runs at a time with the probe-host-busy game day on (every core
+    spinning), --busy-runs in all: the false alarms among them (target 0).
 Prints medians and the ratios (b)/(a), (d)/deadline, (e)/(d) and (g) - (f). Brings the sandbox up if
 it is not running. Works on whatever checks exist: nothing here names a check.
 """
@@ -99,6 +102,45 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def sandbox(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ROOT / ".venv-sandbox" / "bin" / "python"), "-m",
+                           "unibazzar_sandbox", *args], capture_output=True, text=True)
+
+
+def busy_runs(count: int, at_once: int, tmp: Path) -> tuple[list[str], list[float]]:
+    """(k) ``count`` runs of the whole catalog against the healthy sandbox, ``at_once`` at a
+    time, each batch with the probe-host-busy game day on (every core spinning): one line
+    per false alarm (a run not healthy, with the checks that were not passed) and the
+    runs' wall times. The game day is switched on per batch and always off after it."""
+    alarms: list[str] = []
+    seconds: list[float] = []
+    for first in range(0, count, at_once):
+        batch = range(first, min(count, first + at_once))
+        switched = sandbox("fault", "probe-host-busy", "on")
+        if switched.returncode != 0:
+            raise RuntimeError(f"probe-host-busy on: {switched.stdout}{switched.stderr}")
+        try:
+            started = time.perf_counter()
+            running = [(n, subprocess.Popen(
+                checks_run(SANDBOX_TOML, tmp / f"busy{n}"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}))
+                for n in batch]
+            for n, process in running:
+                code = process.wait()
+                seconds.append(time.perf_counter() - started)
+                summary_file = tmp / f"busy{n}" / "summary.json"
+                summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+                unhealthy = [f"{c['id']} {c['outcome']}: {c.get('message')}"
+                             for c in summary.get("checks", []) if c["outcome"] != "passed"]
+                status = summary.get("verdict", {}).get("status")
+                if code != 0 or status != "healthy" or unhealthy:
+                    alarms.append(f"run {n + 1}: exit {code}, {status}; "
+                                  + ("; ".join(unhealthy) or "no summary"))
+        finally:
+            sandbox("fault", "probe-host-busy", "off")
+    return alarms, seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,6 +148,13 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=None,
                         help="probe deadline of the dead runs (default: the sandbox "
                              "environment's own, [deadlines] default)")
+    parser.add_argument("--busy-runs", type=int, default=20,
+                        help="(k) healthy runs with every core busy, counted for false "
+                             "alarms (default 20; 0 leaves (k) out)")
+    parser.add_argument("--busy-at-once", type=int, default=3,
+                        help="(k) runs at once on top of the busy cores (default 3)")
+    parser.add_argument("--busy-only", action="store_true",
+                        help="measure (k) alone, none of the timings")
     args = parser.parse_args()
     deadline = args.deadline or float(
         tomllib.loads(SANDBOX_TOML.read_text())["deadlines"]["default"])
@@ -119,6 +168,9 @@ def main() -> int:
     empty.mkdir()
     (empty / "pytest.ini").write_text("[pytest]\n")
     reports = tmp / "reports"
+    if args.busy_only:
+        report_busy(*busy_runs(args.busy_runs, args.busy_at_once, tmp), args.busy_at_once)
+        return 0
 
     bare, imports, healthy, auth, probe, dead, serial, rss = [], [], [], [], [], [], [], []
     healthy_n2: list[float] = []
@@ -160,6 +212,7 @@ def main() -> int:
             dead_n2.append(seconds)
             rss.append(peak)
         serial.append(timed(checks_run(dead_env, reports, "--concurrency", "1"))[0])
+    busy = busy_runs(args.busy_runs, args.busy_at_once, tmp) if args.busy_runs > 0 else None
 
     floor = median(bare) + median(imports) + median(probe)
     b, c, d, e = median(healthy), median(auth), median(dead), median(serial)
@@ -184,7 +237,18 @@ def main() -> int:
     print(f"(e)/(d) = {e / d:.2f}  (target >= {checks / 2:g}, half the checks)")
     print(f"(g) - (f) = {g - f:.2f} s  (target <= one deadline, {deadline:g} s)")
     print(f"peak memory {max(rss)} MB (target <= 200)")
+    if busy is not None:
+        report_busy(*busy, args.busy_at_once)
     return 0
+
+
+def report_busy(alarms: list[str], seconds: list[float], at_once: int) -> None:
+    print(f"(k) healthy, busy host    {median(seconds):6.2f} s  (median of {len(seconds)} "
+          f"runs, {at_once} at once, every core busy: probe-host-busy)")
+    print(f"(k) false alarms = {len(alarms)} of {len(seconds)} healthy runs under load "
+          "(target 0)")
+    for alarm in alarms:
+        print(f"    {alarm}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,47 @@ def hang_listener() -> Iterator[tuple[str, int]]:
     for conn in held:
         conn.close()
     server.close()
+
+
+# Game days are slow to switch (seconds each, some ripen 10 s): while test_game_days.py holds
+# one on, it shows its run (the game day's name, its summary.json) to these, so a test that
+# needs the same game day on does its part then instead of switching it again. An observer
+# must not raise: it keeps what it finds for its own test to judge.
+GameDayObserver = Callable[[str, dict[str, Any]], None]
+GAME_DAY_OBSERVERS: list[GameDayObserver] = []
+
+
+def while_game_day_on(name: str, summary: dict[str, Any]) -> None:
+    for observer in GAME_DAY_OBSERVERS:
+        observer(name, summary)
+
+
+# What a test module takes from here to stand on the shared sandbox: all its tests are
+# "sandbox" tests then (scripts/test runs those one after another, the rest beside them).
+SANDBOX_HELPERS = ("running_sandbox", "run_checks", "sandbox", "fault", "sandbox_secrets",
+                   "admin_dsn", "sandbox_logs_kept", "environment_with")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by the marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The shared sandbox takes one test at a time (a fault is global, and a game day's
+    observers run in its test's process): every test of a module that stands on it is
+    marked ``sandbox``, so scripts/test can run them in one process, in order, and the
+    others in another, at the same time."""
+    here = sys.modules[__name__]
+    for item in items:
+        module = getattr(item, "module", None)
+        uses = "running_sandbox" in getattr(item, "fixturenames", ()) or any(
+            getattr(module, name, None) is getattr(here, name) for name in SANDBOX_HELPERS)
+        if uses and not item.get_closest_marker("sandbox"):
+            item.add_marker(pytest.mark.sandbox)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Only the observers of a module with a test to run: a deselected one would cost time.
+    selected = {item.module.__name__ for item in session.items
+                if isinstance(item, pytest.Function) and item.module is not None}
+    GAME_DAY_OBSERVERS[:] = [o for o in GAME_DAY_OBSERVERS if o.__module__ in selected]
 
 
 def run_checks(tmp_path: Path, *args: str, env_file: Path = SANDBOX_TOML,

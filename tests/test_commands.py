@@ -17,7 +17,7 @@ import pytest
 
 from unibazzar_health.catalog import (
     ANY_DEPENDENCY,
-    FINDING_NAMES,
+    OPTIONAL_NAMES,
     CatalogError,
     fill_commands,
     load_catalog,
@@ -34,7 +34,9 @@ CATALOG = load_catalog()
 # What only a check's Finding names (catalog.FINDING_NAMES), and the host a failure_fixes
 # command looks up: samples.
 FINDING = {"pod": "auth-service-7d9f8-abc12", "replicas": "3", "read_capacity": "10",
-           "write_capacity": "5", "error_log_file": "/var/log/unibazzar/auth-service.log"}
+           "write_capacity": "5", "error_log_file": "/var/log/unibazzar/auth-service.log",
+           "saga_ids": "saga-1 'saga 2'", "saga_ids_pattern": "'saga-1|saga 2'",
+           "saga_logs_window": "7260s"}
 FAILED_HOST = "db.internal.unibazzar.example"
 # How each environment selects its cluster: what every kubectl command starts with.
 KUBECTL = {"sandbox": "kubectl --server 'http://127.0.0.1:25443'",
@@ -102,13 +104,19 @@ class Command:
 
 
 def every_command(env: Environment) -> Iterator[Command]:
-    """Every command of every check, and of every failure_fixes entry a check can show,
-    filled as results.remedies fills them."""
+    """Every command of every check, of each of its failure modes and of every failure_fixes
+    entry a check can show, filled as results.remedies fills them (a command needing a name
+    the environment leaves out, as an optional key, is left out)."""
     for entry in CATALOG.checks.values():
         names = command_names(env, entry) | FINDING
-        for template in entry.commands:
+        own = [(entry.id, t) for t in entry.commands]
+        own += [(f"{entry.id} / mode {m.name}", t) for m in entry.modes.values()
+                for t in m.commands]
+        for where, template in own:
+            if names_in(template) & OPTIONAL_NAMES - set(names):
+                continue
             [text] = fill_commands((template,), names)
-            yield Command(entry.id, template, names, text)
+            yield Command(where, template, names, text)
         for fix in CATALOG.failure_fixes.values():
             if fix.dependency in entry.depends_on or fix.dependency == ANY_DEPENDENCY:
                 fix_names = names | {"failed_host": FAILED_HOST}
@@ -168,14 +176,16 @@ def test_every_command_is_valid_shell(loaded: Loaded) -> None:
 def test_every_placeholder_is_filled(loaded: Loaded) -> None:
     """From the environment, or (the pod) from the finding; a value the environment lacks
     would show as a visible {placeholder}, which these two environments must not need."""
-    placeholders = {name for entry in CATALOG.checks.values() for t in entry.commands
+    placeholders = {name for entry in CATALOG.checks.values()
+                    for t in (*entry.commands, *(t for m in entry.modes.values()
+                                                 for t in m.commands))
                     for name in names_in(t)}
     placeholders |= {name for fix in CATALOG.failure_fixes.values() for t in fix.commands
                      for name in names_in(t)}
     placeholders |= {"kube_context"}  # what kubectl shows when no context is known
     for command in every_command(loaded.env):
         unfilled = names_in(command.template) - set(command.names)
-        assert unfilled <= FINDING_NAMES, (command.where, command.template, unfilled)
+        assert unfilled <= OPTIONAL_NAMES, (command.where, command.template, unfilled)
         left = [name for name in placeholders if "{" + name + "}" in command.text]
         assert not left, (command.where, command.text)
 

@@ -26,10 +26,25 @@ def test_docs_checks_lists_every_catalog_check_with_its_step_and_class() -> None
 def test_docs_checks_lists_every_fix_by_failure_kind_in_the_catalogs_words() -> None:
     text = (ROOT / "docs" / "checks.md").read_text()
     catalog = load_catalog()
-    rows = re.findall(r"^\| `([a-z0-9*-]+)` \| `([a-z_]+)` \| ([^|]+) \|", text, re.MULTILINE)
+    rows = re.findall(r"^\| `([a-z0-9*-]+)` \| `([a-z_*]+)` \| ([^|]+) \|", text, re.MULTILINE)
     assert {(dependency, kind) for dependency, kind, _ in rows} == set(catalog.failure_fixes)
     for dependency, kind, fix in rows:
         assert fix == " ".join(catalog.failure_fixes[(dependency, kind)].fixes), (dependency, kind)
+
+
+def test_docs_checks_lists_every_failure_mode_of_the_catalog() -> None:
+    """The "Fixes by failure mode" table names each check's modes (`*.<step>`: every
+    service's), and only those."""
+    text = (ROOT / "docs" / "checks.md").read_text()
+    section = text.split("## Fixes by failure mode", 1)[1].split("\n## ", 1)[0]
+    catalog = load_catalog()
+    listed = set()
+    for check, mode in re.findall(r"^\| `([a-z*]+\.[a-z0-9-]+)` \| `([a-z-]+)` \|", section,
+                                  re.MULTILINE):
+        step = check.removeprefix("*.")
+        listed |= {(c.id, mode) for c in catalog.checks.values()
+                   if c.id == check or (check.startswith("*.") and c.id.endswith("." + step))}
+    assert listed == {(c.id, m) for c in catalog.checks.values() for m in c.modes}
 
 
 def test_docs_checks_lists_every_impact_class_under_its_severity() -> None:

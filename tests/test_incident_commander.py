@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +263,19 @@ password_env = "STORE_PASSWORD"
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_the_infrastructure_team_is_called_when_the_cluster_fails() -> None:
+    from unibazzar_health.policy import external_teams
+
+    assert ("infrastructure_team", "infrastructure: the Kubernetes cluster failing") in \
+        external_teams(["degradation"], ["kubernetes"])
+    assert not [t for t, _ in external_teams(["degradation"], ["redis"])
+                if t == "infrastructure_team"]
+
+
+def test_a_slack_mention_in_contacts_is_kept_so_it_notifies() -> None:
+    from unibazzar_health.incidents.notifiers.slack import _escape
+
+    assert _escape("Level 2 — <!subteam^S0614TZR7> & <@U024BE7LH> <script>") == (
+        "Level 2 — <!subteam^S0614TZR7> &amp; <@U024BE7LH> &lt;script&gt;")

@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from unibazzar_health.catalog import load_catalog
+
 SECRET = "pl4in-secret-never-shown"
+CATALOG = load_catalog()
 
 ENV = """
 [environment]
@@ -78,7 +81,8 @@ def test_auth_passes(observed):
 
 @runbook_check("auth.jwt-secret-configuration", observe=observe_value(2))
 def test_auth_forged_token_accepted(observed):
-    raise Finding("auth-service accepts forged tokens: alg-none", impact="security")
+    raise Finding("auth-service accepts forged tokens: alg-none", impact="security",
+                  mode="forged-token-accepted")
 
 
 @runbook_check("listing.dynamodb-table-status", observe=observe_unreachable)
@@ -145,7 +149,10 @@ def test_outcomes_severities_and_fixes_reach_the_summary(suite: pytest.Pytester,
     }
     forged = checks["auth.jwt-secret-configuration"]
     assert (forged["impact"], forged["severity"]) == ("security", "SEV1")
-    assert forged["fixes"] == ["Rotate JWT secrets if compromised"]
+    # Its failure mode's fixes, across workers too: a verifier to fix, not secrets to rotate.
+    assert forged["fixes"] == list(CATALOG.check("auth.jwt-secret-configuration")
+                                   .mode("forged-token-accepted").fixes)
+    assert forged["fixes"][0].startswith("Fix token verification in auth-service")
     assert forged["message"] == "auth-service accepts forged tokens: alg-none"
     unreachable = checks["listing.dynamodb-table-status"]
     assert (unreachable["impact"], unreachable["severity"]) == ("outage", "SEV1")
@@ -186,7 +193,7 @@ def test_outcomes_severities_and_fixes_reach_the_summary(suite: pytest.Pytester,
         "*UniBazzar incident verdict*",
         "VERDICT SEV1 Critical: respond within 15 minutes — 4 of 7 checks failing*",
         "  FAIL SEV1 auth-service · 2. Verify JWT secret configuration*",
-        "       fix:  Rotate JWT secrets if compromised",
+        "       fix:  Fix token verification in auth-service*",
         "*BROKEN order-service*",
         "summary: *summary.json",
     ])

@@ -9,10 +9,13 @@ and re-aimed with dataclasses.replace.
 from __future__ import annotations
 
 import importlib
+import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -367,7 +370,7 @@ class LogsApi:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
 
     def target(self, deadline: float = DEADLINE) -> kubernetes.KubeTarget:
         return kubernetes.KubeTarget(namespace="unibazzar", mode="url", context=None,
@@ -490,7 +493,7 @@ def test_postgresql_statement_timeout_is_the_deadline(ctx: CheckContext) -> None
 def delaying_proxy(upstream: tuple[str, int], delay_s: float,
                    for_s: float) -> tuple[int, Callable[[], None]]:
     """A loopback TCP proxy to ``upstream`` that holds each request ``delay_s`` during its
-    first ``for_s`` seconds: a stall that passes, as our own start-up burst does."""
+    first ``for_s`` seconds: a slow path to the backend, which our host has no part in."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -530,23 +533,66 @@ def delaying_proxy(upstream: tuple[str, int], delay_s: float,
     return server.getsockname()[1], close
 
 
-def test_a_stall_that_passes_does_not_read_as_a_slow_redis(ctx: CheckContext) -> None:
-    """Every answer 60 ms late for the first 0.5 s (as a burst of our own start-up under
-    xdist stalls a whole round), then Redis's own speed: the second round stands, the first
-    is kept as evidence. A Redis slow in both rounds stays slow (the redis-slow game day)."""
+@contextmanager
+def our_thread_stalled(interval_s: float, spinners: int = 3) -> Iterator[None]:
+    """Our thread waits ``interval_s`` or more for the interpreter after its system calls:
+    threads spinning under that switch interval take it whenever we let go, as the run's
+    other checks and a busy host make us wait, while every backend answers as fast as ever.
+    (One spinner sometimes loses every race for the interpreter; three do not.)"""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(interval_s)
+    hogs = [threading.Thread(target=spin, daemon=True) for _ in range(spinners)]
+    for hog in hogs:
+        hog.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for hog in hogs:
+            hog.join()
+        sys.setswitchinterval(previous)
+
+
+def test_our_own_stall_is_not_read_as_a_slow_redis(ctx: CheckContext) -> None:
+    """Our thread held off 30 ms and more after its system calls: our clock reads the round
+    trips that late (p95 well above the 50 ms the check judges, as on a busy host), this
+    host's network stack sees Redis answer at once, and the evidence says whose time it was."""
+    with our_thread_stalled(0.03):
+        seen = redis.cache_performance(ctx.redis("ai-cache"), samples=5)
+    assert seen.kernel_timed, seen
+    assert seen.ping_p95_our_clock_ms > 50, seen
+    assert seen.ping_p95_ms < 10, seen
+    assert seen.stalled_max_ms > 50, seen
+    assert seen.redis_usec_per_ping is not None and seen.redis_usec_per_ping < 1000, seen
+    assert re.fullmatch(r"Redis answered in [\d.]+ ms \(p95, as this host's network stack "
+                        r"received it\); our host stalled up to [\d.]+ ms more \(our clock "
+                        r"read p95 [\d.]+ ms\); Redis itself spent (under 1|[\d.]+) µs running "
+                        r"each PING \(INFO commandstats\)", seen.timing), seen.timing
+
+
+def test_a_slow_path_to_redis_is_read_as_a_slow_redis(ctx: CheckContext) -> None:
+    """Every request held 60 ms on its way (a loopback proxy): the answers reach this host
+    late, so both clocks read it, and Redis's own time per PING says the wait was not in
+    running the command. The redis-slow game day (CLIENT PAUSE) is the same on a real Redis."""
     from urllib.parse import urlsplit
 
     target = ctx.redis("ai-cache")
     parts = urlsplit(target.url)
-    port, close = delaying_proxy((parts.hostname or "", parts.port or 6379), 0.06, 0.5)
+    port, close = delaying_proxy((parts.hostname or "", parts.port or 6379), 0.06, 60)
     try:
         seen = redis.cache_performance(
-            replace(target, url=target.url.replace(f":{parts.port}", f":{port}")),
-            samples=8, second_round_above_ms=50)
+            replace(target, url=target.url.replace(f":{parts.port}", f":{port}")), samples=8)
     finally:
         close()
-    assert seen.ping_p95_first_round_ms is not None and seen.ping_p95_first_round_ms > 50
-    assert seen.ping_p95_ms < 50, seen
+    assert seen.kernel_timed, seen
+    assert seen.ping_p95_ms > 50, seen
+    assert seen.stalled_max_ms < 50, seen
 
 
 def test_redis_cache_performance(ctx: CheckContext) -> None:
@@ -708,7 +754,10 @@ def test_vectordb_collection_health(ctx: CheckContext) -> None:
     assert seen.exists and seen.count > 0
     assert seen.canary_id is not None
     assert seen.nearest_id == seen.canary_id  # a stored vector's nearest neighbour: itself
-    assert seen.query_ms is not None and 0 < seen.query_ms < 1000 * ctx.env.deadline("vector_db")
+    # As the service answered (the kernel's view, probes/clock.py): on loopback it can round
+    # to 0 ms; our own clock always saw some time pass.
+    assert seen.query_ms is not None and 0 <= seen.query_ms < 1000 * ctx.env.deadline("vector_db")
+    assert seen.query_our_clock_ms is not None and seen.query_our_clock_ms > 0
 
 
 @pytest.mark.parametrize("probe", [

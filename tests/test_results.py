@@ -130,7 +130,7 @@ def test_a_schema_mismatch_says_so_plainly_with_its_failure(env: Environment) ->
 # ---- attribution by the failures' backends ------------------------------------------------
 def test_a_failure_is_pinned_on_its_failures_backends_not_on_their_words() -> None:
     entry = CATALOG.check("listing.rabbitmq-event-publishing")
-    management = failure("rabbitmq-management", FailureKind.AUTH_REJECTED,
+    management = failure("rabbitmq-management", FailureKind.UNEXPECTED_ANSWER,
                          problem="the redis and s3 words do not matter")
     assert attribute(Finding("x", failures=(management,)), entry) == ["rabbitmq"]
     assert attribute(ProbeError("rabbitmq", "h:5672", "connection refused", 2.0,
@@ -182,24 +182,24 @@ ACTIVE_TABLE = TableStatus(table="unibazzar-listings", exists=True, status="ACTI
 METRICS = "CloudWatch AWS/DynamoDB metrics of table unibazzar-listings (eu-west-1)"
 
 
-def test_capacity_that_cannot_be_read_is_non_critical_with_cloudwatchs_fix_not_a_pass(
-        env: Environment) -> None:
-    """CloudWatch failing hid throttling behind a pass: now the check fails as
-    non-critical (SEV3), pinned on cloudwatch, with the fix for its kind of failure."""
+def test_capacity_that_cannot_be_read_is_never_a_pass(env: Environment) -> None:
+    """CloudWatch failing hid throttling behind a pass. Our AWS identity refused the
+    metrics: the check is broken (the checks' own configuration, the verdict incomplete),
+    with the fix for that refusal; CloudWatch itself failing: non-critical (SEV3), pinned on
+    cloudwatch, with the fix for its kind of failure."""
     judge = listing_checks().test_step1_dynamodb_table_status_and_capacity
     denied = failure("cloudwatch", FailureKind.AUTH_REJECTED, METRICS,
                      "AccessDenied: not authorized to perform: cloudwatch:GetMetricData")
     with pytest.raises(Finding) as caught:
         judge({"table": ACTIVE_TABLE, "capacity": denied}, Thresholds())
-    assert caught.value.impact == "non-critical"
     assert caught.value.failures == (denied,)
     assert str(caught.value) == (
         "DynamoDB table unibazzar-listings is ACTIVE, but its capacity could not be judged: "
         f"cloudwatch at {METRICS}: AccessDenied: not authorized to perform: "
         "cloudwatch:GetMetricData (deadline 2 s)")
     result = result_of("listing.dynamodb-table-status", caught.value, env)
-    assert (result.impact, result.severity) == ("non-critical", "SEV3")
-    assert result.failed_dependencies == ["cloudwatch"]
+    assert (result.outcome, result.severity, result.failed_dependencies) == (
+        Outcome.BROKEN, None, [])
     assert result.fixes == list(CATALOG.fix_for("cloudwatch", "auth_rejected").fixes)
     assert "Scale DynamoDB read/write capacity" not in result.fixes
     assert result.commands[0] == "aws sts get-caller-identity"
@@ -212,7 +212,10 @@ def test_capacity_that_cannot_be_read_is_non_critical_with_cloudwatchs_fix_not_a
     with pytest.raises(Finding) as caught:
         judge({"table": ACTIVE_TABLE, "capacity": slow}, Thresholds())
     result = result_of("listing.dynamodb-table-status", caught.value, env)
+    assert (result.impact, result.severity) == ("non-critical", "SEV3")
+    assert result.failed_dependencies == ["cloudwatch"]
     assert result.fixes[0].startswith("Read the listings table's throttle events")
+    assert "Scale DynamoDB read/write capacity" not in result.fixes
     assert result.commands[-1] == \
         "aws dynamodb describe-table --table-name unibazzar-listings --region eu-west-1"
 
@@ -222,11 +225,16 @@ def test_a_table_status_problem_still_fails_as_before_when_capacity_cannot_be_re
 
     judge = listing_checks().test_step1_dynamodb_table_status_and_capacity
     denied = failure("cloudwatch", FailureKind.AUTH_REJECTED, METRICS)
-    with pytest.raises(AssertionError) as caught:
-        judge({"table": replace(ACTIVE_TABLE, status="CREATING"), "capacity": denied},
-              Thresholds())
-    assert not isinstance(caught.value, Finding)
-    assert str(caught.value).startswith("table unibazzar-listings is CREATING, not ACTIVE")
+    # Not ACTIVE and not serving reads: an outage, judged before the capacity.
+    not_served = failure("dynamodb", FailureKind.MISSING_OBJECT, "table unibazzar-listings",
+                         "ResourceNotFoundException: Requested resource not found")
+    with pytest.raises(Finding) as caught:
+        judge({"table": replace(ACTIVE_TABLE, status="CREATING"), "capacity": denied,
+               "reads_ms": not_served, "writes_ms": not_served}, Thresholds())
+    assert (caught.value.impact, caught.value.mode) == ("outage", "table-unavailable")
+    assert str(caught.value).startswith(
+        "DynamoDB table unibazzar-listings is CREATING, not ACTIVE, and serves no reads or "
+        "writes: ")
     with pytest.raises(Finding) as inactive:
         judge({"table": replace(ACTIVE_TABLE, index_statuses={"by-category": "CREATING"}),
                "capacity": denied}, Thresholds())
@@ -251,11 +259,13 @@ def test_a_stalled_redis_gets_paused_or_blocked_and_its_clients(env: Environment
     prefix = 'REDISCLI_AUTH="${CACHE_PASSWORD}" redis-cli -u \'redis://cache.internal:6379/1\''
     assert result.commands == [f"{prefix} info clients", f"{prefix} client list",
                                f"{prefix} slowlog get 10"]
-    # Refused is no stall: the check's own commands.
+    # Refused is no stall: Redis is down, bring it back first.
     refused = ProbeError("redis", "cache.internal:6379/1", "connection refused", 2.0,
                          kind=FailureKind.REFUSED)
-    assert result_of("ai.redis-cache-performance", refused, env).commands == [
-        f"{prefix} ping", f"{prefix} info stats"]
+    down = result_of("ai.redis-cache-performance", refused, env)
+    assert down.fixes == list(CATALOG.fix_for("redis", "refused").fixes)
+    assert down.fixes[0].startswith("Bring Redis back")
+    assert down.commands == [f"{prefix} ping"]
 
 
 @pytest.mark.parametrize(("failed", "host"), [

@@ -4,6 +4,7 @@ injected (a backend stopped, a saga stuck), then healthy again."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,16 +30,37 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]
 
 CATALOG = load_catalog()
 # Which catalog dependencies each sandbox component stands for.
-STANDS_FOR = {"moto": {"dynamodb", "s3"}}
+# moto serves the sandbox's AWS: its tables, its bucket and its CloudWatch ([impact]).
+STANDS_FOR = {"moto": {"dynamodb", "s3", "cloudwatch"}}
 
 
 def outcomes(summary: dict[str, Any]) -> dict[str, str]:
     return {c["id"]: c["outcome"] for c in summary["checks"]}
 
 
+# What a scope-and-impact message ends with in the sandbox ([impact]): the share of the
+# service's (simulated) requests that failed, none but in the order-error-rate game days, or
+# none counted yet right after moto was reset (tests/test_impact_share.py judges it).
+SHARE = re.compile(r"; (0 % of [a-z]+-service requests failed in the last 5 min \(0 of \d+, "
+                   r"CloudWatch AWS/ApplicationELB\)|impact share unknown: no [a-z]+-service "
+                   r"requests counted in the last 5 min \(CloudWatch AWS/ApplicationELB\); "
+                   r"judged from [a-z ]+)$")
+
+
+def without_share(message: str) -> str:
+    """A scope-and-impact message without its share of failing requests (asserted there)."""
+    assert SHARE.search(message), message
+    return SHARE.sub("", message)
+
+
 def dependents(component: str) -> set[str]:
     names = STANDS_FOR.get(component, {component})
-    return {cid for cid, entry in CATALOG.checks.items() if names & set(entry.depends_on)}
+    found = {cid for cid, entry in CATALOG.checks.items() if names & set(entry.depends_on)}
+    if "cloudwatch" in names:
+        # The sandbox's [impact] reads each service's requests from it: scope-and-impact
+        # cannot measure the share (a blind spot, SEV3) while it is gone.
+        found |= {cid for cid in CATALOG.checks if cid.endswith(".scope-and-impact")}
+    return found
 
 
 @pytest.fixture
@@ -106,9 +128,22 @@ def test_a_stopped_backend_fails_exactly_its_dependents(tmp_path: Path, stopped:
             assert check["severity"] == CATALOG.severity_of(check["impact"]).level
             if check["id"] == "auth.jwt-secret-configuration" and stopped == "postgresql":
                 # auth-service, its database gone, answers the canary's login with 503:
-                # auth-service failing (its logs say why), not its JWT secrets.
-                assert (check["impact"], check["fixes"]) == ("degradation", list(
-                    CATALOG.fix_for("auth-service", "unexpected_answer").fixes)), check
+                # auth-service failing (its logs say why), not its JWT secrets; the database
+                # that explains it is brought back first.
+                assert (check["impact"], check["fixes"]) == ("degradation", [
+                    *CATALOG.fix_for("postgresql", "refused").fixes,
+                    *CATALOG.fix_for("auth-service", "unexpected_answer").fixes]), check
+            elif stopped in ("postgresql", "redis"):
+                # A database that refuses is no exhausted pool, stuck transaction or saga to
+                # retry, nor a Redis that refuses a stale cache or a search to scale: bring
+                # it back first (a symptom of it too: ai.end-to-end-search timing out).
+                down = list(CATALOG.fix_for(stopped, "refused").fixes)
+                assert check["fixes"][:len(down)] == down, check
+                assert check["fixes"][0].startswith("Bring "), check
+            elif stopped == "moto" and check["id"].endswith(".scope-and-impact"):
+                # Its CloudWatch gone, the share of failing requests cannot be read: a blind
+                # spot of the checks, with the fix that restores their view.
+                assert check["fixes"] == list(entry.modes["metrics-unreadable"].fixes), check
             else:
                 assert check["fixes"] == list(entry.fixes)
             assert check["commands"], check["id"]
@@ -239,9 +274,18 @@ def test_a_stuck_saga_is_named_in_the_verdict(tmp_path: Path) -> None:
     assert saga["outcome"] == "failed"
     assert saga["severity"] == "SEV2"
     assert saga["message"] == ("1 saga(s) stuck past 15 min: saga-stuck-1 "
-                               "(awaiting_payment/charge, order order-stuck-1)")
+                               "(awaiting_payment/charge, order order-stuck-1, idle 120 min)")
     assert saga["fixes"] == ["Retry failed saga steps manually"]
     assert "saga-stuck-1" in result.stdout
+    # The saga orchestration logs the runbook asks for, read for its id, and its retry
+    # through order-service's admin endpoint (the sandbox names saga_retry_path).
+    assert saga["evidence"]["logs"]["since_s"] == 122 * 60, saga["evidence"]
+    assert ("kubectl --server 'http://127.0.0.1:25443' logs -l app=order-service -n unibazzar "
+            "--since=122m --tail=-1 --prefix | grep -E -e 'saga-stuck-1|order-stuck-1'"
+            in saga["commands"]), saga["commands"]
+    assert ("for saga in saga-stuck-1; do curl -s -X POST "
+            "'http://127.0.0.1:28003/admin/sagas/'\"$saga\"'/retry' -w '\\n'; done"
+            in saga["commands"]), saga["commands"]
 
 
 def test_lock_waits_long_queries_and_idle_transactions_are_named(tmp_path: Path) -> None:
@@ -402,7 +446,7 @@ def test_an_oom_killed_pod_and_memory_pressure_are_named(tmp_path: Path, kube_ap
     failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
     # The restart is the scope check's (every service's); memory is ai-service step 2's.
     assert set(failed) == {"ai.model-loading-and-memory", "ai.scope-and-impact"}
-    assert failed["ai.scope-and-impact"]["message"] == (
+    assert without_share(failed["ai.scope-and-impact"]["message"]) == (
         f"ai-service is degraded: {pod} was OOMKilled 5 min ago (3 restarts)")
     check = failed["ai.model-loading-and-memory"]
     assert check["severity"] == "SEV2"
@@ -450,8 +494,9 @@ def test_a_crash_looping_pod_degrades_its_service(tmp_path: Path, kube_apps: Any
     failed = {c["id"]: c for c in summary["checks"] if c["outcome"] == "failed"}
     prefix = service.split("-")[0]
     check = failed[f"{prefix}.scope-and-impact"]
-    assert check["message"] == (f"{service} is degraded: deployment {service} has 1/2 ready "
-                                f"pods; {pod} is in CrashLoopBackOff (14 restarts)")
+    assert without_share(check["message"]) == (
+        f"{service} is degraded: deployment {service} has 1/2 ready pods; {pod} is in "
+        "CrashLoopBackOff (14 restarts)")
     assert (check["impact"], check["severity"]) == ("degradation", "SEV2")
     kubectl = "kubectl --server 'http://127.0.0.1:25443'"
     assert f"{kubectl} describe pod {pod} -n unibazzar" in check["commands"]
@@ -464,7 +509,7 @@ def test_a_service_whose_every_pod_crash_loops_is_down(tmp_path: Path, kube_apps
     crash_loop(kube_apps.api_client, "order-service", pods, restarts=7)
     _, summary = run_checks(tmp_path, "-m", "order-service")
     check = {c["id"]: c for c in summary["checks"]}["order.scope-and-impact"]
-    assert check["message"] == (
+    assert without_share(check["message"]) == (
         "order-service is down: deployment order-service has 0/2 ready pods; "
         f"{pods[0]} is in CrashLoopBackOff (7 restarts); {pods[1]} is in CrashLoopBackOff "
         "(7 restarts)")
@@ -503,7 +548,9 @@ def test_a_slow_search_is_a_major_performance_finding(tmp_path: Path) -> None:
     check = next(c for c in summary["checks"] if c["id"] == "ai.end-to-end-search")
     assert check["outcome"] == "failed"
     assert (check["impact"], check["severity"]) == ("performance-major", "SEV2")
-    assert re.fullmatch(r"canary search p95 \d+ ms > 0\.001 ms over [2-5] requests",
+    # Judged as ai-service answered; what our own clock read is added where our host stalled.
+    assert re.fullmatch(r"canary search p95 \d+ ms > 0\.001 ms over [2-5] requests( as this "
+                        r"host received it \(our clock read \d+ ms; our own stall left out\))?",
                         check["message"]), check["message"]
 
 
@@ -675,8 +722,10 @@ def test_a_brute_force_on_login_is_an_attempt_not_a_breach(tmp_path: Path) -> No
     # Both pods of the emulated Deployment serve the same log file: each attempt counts twice.
     assert check["message"] == ("brute-force attempt: 30 of 30 failed logins in the last 15 "
                                 "min come from 127.0.0.1, 0 of them blocked")
-    # An attempt, not a breach: nobody got in.
-    assert (check["impact"], check["severity"]) == ("security-attempt", "SEV2")
+    # An attack under way that nothing stops: SEV1, above a rate limiter merely off (SEV2).
+    assert (check["impact"], check["severity"]) == ("security-attempt", "SEV1")
+    assert check["fixes"] == list(CATALOG.check("auth.authentication-logs")
+                                  .mode("brute-force").fixes)
     assert len(check["evidence"]["last_failures"]) == 20
     result, _ = run_checks(tmp_path, "-m", "auth-service")
     assert result.returncode == 0, result.stdout[-2000:]

@@ -267,6 +267,18 @@ def test_a_missing_secrets_file_is_named_in_clear(tmp_path: Path) -> None:
         "no such file (for the sandbox: run scripts/sandbox up)")
 
 
+def test_the_secrets_file_is_read_as_dotenv_tools_write_it(tmp_path: Path) -> None:
+    """Quotes, escapes, inline comments and ``export`` (python-dotenv), and no
+    interpolation: a password holding ``$`` or ``#`` is the password as written."""
+    (tmp_path / "secrets.env").write_text(
+        "# the database\n"
+        "export TEST_DB_PASSWORD='pa$$#word'   # quoted: the # is part of it\n")
+    path = write(tmp_path, GOOD.replace('name = "test"',
+                                        'name = "test"\nsecrets_file = "secrets.env"'))
+    env = load_environment(path, {})
+    assert env.secrets["TEST_DB_PASSWORD"] == "pa$$#word"
+
+
 # ---- [kubernetes]: absent is "not configured"; present but unusable is the file's error ----
 KUBE = GOOD + '\n[kubernetes]\nnamespace = "unibazzar"\nmode = "{mode}"\n'
 NO_KUBECONFIG_HINT = ("(without one: mode 'in-cluster' or 'url', or no [kubernetes] section "

@@ -3,8 +3,9 @@ check's observe function over fake probes, then its test function's verdict.
 
 - reconciliation: a mismatch is a payment processing issue (SEV2); money lost (a charge
   with no order, an order charged twice) is data loss (SEV1);
-- authentication logs: a brute-force attempt is no breach (SEV2, SEV3 while it is being
-  blocked); the canary logging in from an unknown source is (SEV1);
+- authentication logs: a brute-force attack under way that nothing stops is the runbook's
+  security breach (SEV1; SEV3 while it is being blocked), above a rate limiter merely off
+  (SEV2); the canary logging in from an unknown source is one too (SEV1);
 - JWT: auth-service answering the canary with a 5xx is auth-service failing (SEV2), with
   the failure that picks its fixes.
 """
@@ -227,11 +228,16 @@ def judge_logs(lines: list[str], env: Environment) -> Finding | None:
     return verdict(auth_checks.test_step3_authentication_logs, activity(lines), env)
 
 
-def test_a_brute_force_attempt_is_no_breach(env: Environment) -> None:
+def test_a_brute_force_that_nothing_stops_is_sev1_above_a_limiter_that_is_off(
+        env: Environment) -> None:
+    """An attack under way and not blocked is the higher one (SEV1); the rate limiter found
+    off with no attack seen is a weakness (SEV2)."""
     finding = judge_logs([failed("10.6.6.6")] * 12, env)
     assert finding is not None
-    assert finding.impact == "security-attempt"
-    assert CATALOG.severity_of("security-attempt").level == "SEV2"
+    assert (finding.impact, finding.mode) == ("security-attempt", "brute-force")
+    assert CATALOG.severity_of("security-attempt").level == "SEV1"
+    limiter_off = CATALOG.check("auth.rate-limit-protection").impact
+    assert (limiter_off, CATALOG.severity_of(limiter_off).level) == ("security-weakness", "SEV2")
     assert str(finding) == ("brute-force attempt: 12 of 12 failed logins in the last 15 min "
                             "come from 10.6.6.6, 0 of them blocked")
 
@@ -311,15 +317,22 @@ def test_a_genuine_token_answered_with_a_5xx_is_a_degradation_too(
     assert [f.target for f in finding.failures] == ["http://auth.internal:8080/verify"]
 
 
-def test_a_refused_canary_login_stays_the_checks_own_failure(
+def test_a_refused_canary_login_is_a_degradation_as_a_5xx_is_not_an_outage(
         monkeypatch: pytest.MonkeyPatch, env: Environment) -> None:
-    """A 401 says nothing of auth-service failing: the catalog's class and fixes apply."""
+    """One canary refused (HTTP 401) is rated as one canary answered 5xx: a degradation
+    (SEV2), not the catalog's outage (SEV1); whether every login fails is scope-and-impact's
+    share, or every auth-service check failing (severity.service_outages)."""
     observed = observe_jwt_against(monkeypatch, env,
                                    {"login": (401, {"error": "invalid credentials"})})
-    with pytest.raises(AssertionError) as raised:
-        auth_checks.test_step2_jwt_secret_configuration(observed)
-    assert not isinstance(raised.value, Finding)
-    assert str(raised.value).startswith("canary login failed: HTTP 401, no token issued")
+    finding = verdict(auth_checks.test_step2_jwt_secret_configuration, observed)
+    assert finding is not None
+    assert (finding.impact, CATALOG.severity_of(finding.impact).level) == ("degradation",
+                                                                            "SEV2")
+    assert str(finding) == ("canary login failed: HTTP 401, no token issued (one canary: not "
+                            "an outage unless auth-service is down)")
+    server_error = verdict(auth_checks.test_step2_jwt_secret_configuration,
+                           observe_jwt_against(monkeypatch, env, {"login": (503, {})}))
+    assert server_error is not None and server_error.impact == finding.impact
 
 
 def test_a_brute_force_attempt_calls_the_security_team_too() -> None:

@@ -131,8 +131,10 @@ def test_step2_jwt_secret_configuration(observed: JwtObservation) -> None:
     accepted = [name for name, status in observed.forged_token_verify_status.items()
                 if status == 200]
     if accepted:
+        # A verifier bug, not a leaked secret: fix and redeploy the verifier, then revoke what
+        # it let through (the mode's fixes), never "rotate JWT secrets" alone.
         raise Finding(f"auth-service accepts forged tokens: {', '.join(accepted)}",
-                      impact="security")
+                      impact="security", mode="forged-token-accepted")
     if observed.login_status == 429:
         raise Finding("every canary login was rate-limited (HTTP 429): its token could not be "
                       "checked (auth.rate-limit-legitimate-traffic judges the limits)",
@@ -145,10 +147,17 @@ def test_step2_jwt_secret_configuration(observed: JwtObservation) -> None:
         # the service as a whole).
         raise Finding(f"auth-service is failing: {failing.problem}", impact="degradation",
                       failures=(failing,))
-    assert observed.token_issued, (
-        f"canary login failed: HTTP {observed.login_status}, no token issued")
-    assert observed.genuine_token_verify_status == 200, (
-        f"a freshly issued token does not verify: HTTP {observed.genuine_token_verify_status}")
+    if not observed.token_issued:
+        # One canary refused (its own password as likely as every login): a degradation, as
+        # a 5xx above, never the catalog's outage; scope-and-impact's share, or every check
+        # of auth-service failing, says whether logins fail for everyone.
+        raise Finding(f"canary login failed: HTTP {observed.login_status}, no token issued "
+                      "(one canary: not an outage unless auth-service is down)",
+                      impact="degradation")
+    if observed.genuine_token_verify_status != 200:
+        # Its own token refused: signer and verifier hold different keys.
+        raise Finding(f"a freshly issued token does not verify: HTTP "
+                      f"{observed.genuine_token_verify_status}", mode="token-rejected")
 
 
 # ---- 3. Review authentication logs for patterns -------------------------------------------
@@ -182,20 +191,22 @@ def test_step3_authentication_logs(observed: LoginActivity, env: Environment) ->
                 f"canary account {canary.email} logged in from an unknown source in the last "
                 f"{window}: " + ", ".join(f"{s} ({n} login(s))" for s, n in strangers.items())
                 + f"; it logs in only from {', '.join(canary.known_sources)}",
-                impact="security")
+                impact="security", mode="canary-compromised")
     if observed.failures < rules.failed_min:
         return  # too few failed logins in the window to call it a pattern
     top = observed.top_source()
     if top and top[1] / observed.failures >= rules.one_source_share:
         source, attempts = top
         blocked = observed.blocked_by_source.get(source, 0)
-        # An attempt is not a breach (a login that worked is, as the canary's above): SEV2,
-        # and SEV3 while the rate limiter refuses most of it.
+        # An attack under way that nothing stops is the runbook's security breach (SEV1),
+        # higher than a limiter merely off (auth.rate-limit-protection, SEV2); SEV3 while
+        # the rate limiter refuses most of it.
         held = blocked * 2 > attempts
         raise Finding(f"brute-force attempt{', being blocked' if held else ''}: {attempts} of "
                       f"{observed.failures} failed logins in the last {window} come from "
                       f"{source}, {blocked} of them blocked",
-                      impact="security-attempt-blocked" if held else "security-attempt")
+                      impact="security-attempt-blocked" if held else "security-attempt",
+                      mode="brute-force")
     if observed.failed_share >= rules.failed_share:
         raise Finding(f"failed-login spike: {observed.failures} of "
                       f"{observed.failures + observed.successes} logins failed in the last "
@@ -320,6 +331,6 @@ def test_step4_a_burst_from_one_source_is_rate_limited(observed: dict[str, Any])
         return  # auth-service itself failing is step 2's finding (and the scope check's)
     if observed["limited_after"] is None:
         answers = ", ".join(f"{n} x HTTP {s}" for s, n in observed["statuses"].items())
+        # A control that is off, with no attack seen: the catalog's security-weakness (SEV2).
         raise Finding(f"no rate limiting: a burst of {observed['sent']} logins from one source "
-                      f"in {observed['seconds']:.1f} s was never answered HTTP 429 ({answers})",
-                      impact="security")
+                      f"in {observed['seconds']:.1f} s was never answered HTTP 429 ({answers})")

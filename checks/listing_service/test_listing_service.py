@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from unibazzar_health.indexing import IndexFreshness
+from unibazzar_health.policy import human_duration
 from unibazzar_health.probes import FailureKind, ProbeFailure
 from unibazzar_health.probes.dynamodb import TableStatus
 from unibazzar_health.probes.s3 import RoundTrip
@@ -23,19 +26,21 @@ from unibazzar_health.settings import Thresholds
 def observe_listings_table(ctx: CheckContext) -> dict[str, Any]:
     """The table's status and its capacity use over the window. The capacity metrics are
     CloudWatch's: where they cannot be read, the failure stands in their place (status is
-    still judged first)."""
-    from unibazzar_health.probes import ProbeError, dynamodb
+    still judged first). A table not ACTIVE is also asked to serve a read and a write (a
+    conditional update that never applies): UPDATING serves both, and is no outage."""
+    from unibazzar_health.probes import dynamodb
 
     aws = ctx.aws("dynamodb")
     table = dynamodb.describe_table(aws, ctx.env.spec.aws.listings_table)  # type: ignore[union-attr]
-    capacity: dynamodb.CapacityUse | ProbeFailure | None = None  # None: no table to measure
-    if table.exists:
-        try:
-            capacity = dynamodb.capacity_use(aws, table.table, list(table.index_statuses),
-                                             ctx.env.spec.thresholds.dynamodb_window_minutes)
-        except ProbeError as exc:
-            capacity = ProbeFailure.of(exc)
-    return {"table": table, "capacity": capacity}
+    if not table.exists:
+        return {"table": table, "capacity": None}  # no table to measure
+    calls: dict[str, Callable[[], Any]] = {"capacity": lambda: dynamodb.capacity_use(
+        aws, table.table, list(table.index_statuses),
+        ctx.env.spec.thresholds.dynamodb_window_minutes)}
+    if table.status != "ACTIVE":
+        calls |= {"reads_ms": lambda: dynamodb.serves_reads(aws, table),
+                  "writes_ms": lambda: dynamodb.serves_writes(aws, table)}
+    return {"table": table} | gather(**calls)
 
 
 def _capacity_problems(table: TableStatus, capacity: Any,
@@ -74,32 +79,59 @@ def _capacity_problems(table: TableStatus, capacity: Any,
 def test_step1_dynamodb_table_status_and_capacity(observed: dict[str, Any],
                                                   thresholds: Thresholds) -> None:
     table: TableStatus = observed["table"]
-    _judge_table(table)
+    _judge_table(table, observed.get("reads_ms"), observed.get("writes_ms"))
+    # Past that, a table not ACTIVE serves reads and writes: a change in progress (UPDATING,
+    # perhaps the last "scale capacity"), whose fix is to wait, not to scale again.
+    changing = table.status != "ACTIVE"
     capacity = observed["capacity"]
     if isinstance(capacity, ProbeFailure):
         # Not a pass: throttling would go unseen. Pinned on CloudWatch, whose failure's kind
         # picks the fix (read the metrics by hand, grant the read), not "scale the table".
-        raise Finding(f"DynamoDB table {table.table} is ACTIVE, but its capacity could not be "
-                      f"judged: {capacity.message}", impact="non-critical",
+        raise Finding(f"DynamoDB table {table.table} is {table.status}, but its capacity could "
+                      f"not be judged: {capacity.message}", impact="non-critical",
                       failures=(capacity,))
     problems, names = _capacity_problems(table, capacity, thresholds)
     if problems:
         mode = "on demand" if table.billing_mode == "PAY_PER_REQUEST" else "provisioned"
         raise Finding(f"DynamoDB table {table.table} ({mode}) is short of capacity: "
-                      + "; ".join(problems), impact="degradation", names=names)
+                      + "; ".join(problems)
+                      + (f" (it is {table.status}: a change is in progress, wait for it "
+                         "before scaling again)" if changing else ""),
+                      impact="degradation", names=names,
+                      mode="change-in-progress" if changing else None)
 
 
-def _judge_table(observed: TableStatus) -> None:
+def _judge_table(observed: TableStatus, reads: Any, writes: Any) -> None:
+    """Missing: data lost. Not ACTIVE: an outage only where reads or writes fail (or could
+    not be tried at all). Indexes not ACTIVE: a degradation while they are built."""
     if not observed.exists:
         # Named as a missing object, so the verdict says restore it, not scale it.
         missing = ProbeFailure("dynamodb", f"table {observed.table}", FailureKind.MISSING_OBJECT,
                                "the table does not exist")
         raise Finding(f"DynamoDB table {observed.table} does not exist", impact="data",
                       failures=(missing,))
-    assert observed.status == "ACTIVE", f"table {observed.table} is {observed.status}, not ACTIVE"
+    if observed.status != "ACTIVE":
+        tried = {"reads": reads, "writes": writes}
+        # Our identity refused (no dynamodb:UpdateItem, say) judges nothing of the table.
+        failing = {what: f for what, f in tried.items() if isinstance(f, ProbeFailure)
+                   and f.kind is not FailureKind.AUTH_REJECTED}
+        served = [what for what, ms in tried.items() if isinstance(ms, float | int)]
+        if failing or not served:
+            why = "; ".join(f.message for f in failing.values()) or "; ".join(
+                f"{what}: {f.message if isinstance(f, ProbeFailure) else 'not tried'}"
+                for what, f in tried.items())
+            # DescribeTable found the table: a data-plane "not found" (a table CREATING or
+            # DELETING) is no deleted table to restore, but the table not serving.
+            pinned = tuple(replace(f, kind=FailureKind.UNEXPECTED_ANSWER)
+                           if f.kind is FailureKind.MISSING_OBJECT else f
+                           for f in failing.values())
+            raise Finding(f"DynamoDB table {observed.table} is {observed.status}, not ACTIVE, "
+                          f"and serves no {' or '.join(failing) or 'reads or writes'}: {why}",
+                          impact="outage", mode="table-unavailable", failures=pinned)
     inactive = {name: s for name, s in observed.index_statuses.items() if s != "ACTIVE"}
     if inactive:
-        raise Finding(f"indexes of {observed.table} not ACTIVE: {inactive}", impact="degradation")
+        raise Finding(f"indexes of {observed.table} not ACTIVE: {inactive}", impact="degradation",
+                      mode="change-in-progress")
 
 
 # ---- 2. Review indexing performance -------------------------------------------------------
@@ -246,12 +278,19 @@ def _index_lag(index: IndexFreshness, limit: float) -> str | None:
     if age is None or age <= limit:
         return None
     missing = (f"{index.not_indexed} of the {len(index.listings)} newest listings are not in "
-               f"the search index, the oldest, {index.oldest_not_indexed_id}, created {age:.0f} "
-               "s ago")
+               f"the search index, the oldest, {index.oldest_not_indexed_id}, created "
+               f"{_age(age)} ago")
     if index.newest_indexed_id is None:
         return missing + "; none of them is indexed"
     return (missing + f"; the newest indexed listing ({index.newest_indexed_id}) is "
-            f"{index.newest_indexed_behind_s:.0f} s older than the newest ({index.newest_id})")
+            f"{_age(index.newest_indexed_behind_s or 0.0)} older than the newest "
+            f"({index.newest_id})")
+
+
+def _age(seconds: float) -> str:
+    """Seconds while they read at a glance, then as people say it ("335 d 10 h", never
+    "28980694 s")."""
+    return f"{seconds:.0f} s" if seconds < 120 else human_duration(seconds)
 
 
 @runbook_check("listing.indexing-lag", observe=observe_indexing_lag)

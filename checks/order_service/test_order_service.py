@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,18 +63,27 @@ def test_step1_payment_provider_webhooks(observed: dict[str, Any]) -> None:
     accepted_forgeries = [k for k in ("badly_signed", "stale_timestamp")
                           if 200 <= receiver[k] < 300]
     if accepted_forgeries:
+        # A receiver to fix (and the orders it marked paid to audit), not provider state to
+        # reconcile: the mode's fixes.
         raise Finding(f"our webhook receiver accepts {' and '.join(accepted_forgeries)} events "
-                      f"at {observed['webhook_url']}", impact="security")
-    assert provider.key_accepted, (
-        f"payment provider rejects our API key: HTTP {provider.events_status}")
+                      f"at {observed['webhook_url']}", impact="security",
+                      mode="forged-webhook-accepted")
+    if not provider.key_accepted:
+        raise Finding(f"payment provider rejects our API key: HTTP {provider.events_status}",
+                      mode="api-key-rejected")
+    if provider.endpoints_status in (401, 403):
+        raise Finding(f"cannot list webhook endpoints at the provider: HTTP "
+                      f"{provider.endpoints_status} (does our key have read access to Webhook "
+                      "Endpoints?)", mode="api-key-rejected")
     assert provider.endpoints_status == 200, (
-        f"cannot list webhook endpoints at the provider: HTTP {provider.endpoints_status}"
-        + (" (does our key have read access to Webhook Endpoints?)"
-           if provider.endpoints_status in (401, 403) else ""))
+        f"cannot list webhook endpoints at the provider: HTTP {provider.endpoints_status}")
     endpoint = observed["our_endpoint"]
-    assert endpoint is not None, (
-        f"no webhook endpoint registered at the provider for {observed['webhook_url']}")
-    assert endpoint.status == "enabled", f"our webhook endpoint {endpoint.id} is {endpoint.status}"
+    if endpoint is None:
+        raise Finding(f"no webhook endpoint registered at the provider for "
+                      f"{observed['webhook_url']}", mode="webhook-endpoint-off")
+    if endpoint.status != "enabled":
+        raise Finding(f"our webhook endpoint {endpoint.id} is {endpoint.status}",
+                      mode="webhook-endpoint-off")
     status = receiver["correctly_signed"]
     if not 200 <= status < 300:
         # A refusal of an event signed with the provider's secret is a signature check that
@@ -89,28 +100,101 @@ def test_step1_payment_provider_webhooks(observed: dict[str, Any]) -> None:
 
 
 # ---- 2. Review saga orchestration logs ----------------------------------------------------
+# Failed sagas are terminal (nothing will move them) but not done: the runbook's "Retry
+# failed saga steps" is for them. Those of the last day are listed beside the stuck ones.
+FAILED_SAGAS_HOURS = 24
+# At most this far back for the stuck sagas' log lines, however long they have been stuck.
+SAGA_LOGS_MAX_S = 6 * 3600
+
+
 def observe_sagas(ctx: CheckContext) -> dict[str, Any]:
     from unibazzar_health.probes import postgresql
 
     minutes = ctx.env.spec.thresholds.saga_timeout_minutes
-    rows = postgresql.fetch(
-        ctx.postgres("orders"),
-        "SELECT id, order_id, state, step, round(extract(epoch FROM now() - updated_at)) "
-        "FROM sagas WHERE state <> ALL(%s) AND updated_at < now() - %s * interval '1 minute' "
-        "ORDER BY updated_at LIMIT 50",
-        (list(TERMINAL_SAGA_STATES), minutes))
-    return {"timeout_minutes": minutes,
-            "stuck": [{"saga": r[0], "order": r[1], "state": r[2], "step": r[3],
-                       "idle_s": int(r[4])} for r in rows]}
+    database = ctx.postgres("orders")
+    columns = "id, order_id, state, step, round(extract(epoch FROM now() - updated_at))"
+
+    def sagas(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        return [{"saga": r[0], "order": r[1], "state": r[2], "step": r[3], "idle_s": int(r[4])}
+                for r in rows]
+
+    # One after the other: a database that does not answer costs one deadline, not two.
+    stuck = sagas(postgresql.fetch(
+        database, f"SELECT {columns} FROM sagas WHERE state <> ALL(%s) AND updated_at < "
+                  "now() - %s * interval '1 minute' ORDER BY updated_at LIMIT 50",
+        (list(TERMINAL_SAGA_STATES), minutes)))
+    failed = sagas(postgresql.fetch(
+        database, f"SELECT {columns} FROM sagas WHERE state = 'failed' AND updated_at > "
+                  "now() - %s * interval '1 hour' ORDER BY updated_at DESC LIMIT 50",
+        (FAILED_SAGAS_HOURS,)))
+    seen: dict[str, Any] = {"timeout_minutes": minutes, "stuck": stuck,
+                            "failed_last_day": failed}
+    if stuck and ctx.env.spec.kubernetes is not None:
+        seen["logs"] = _saga_log_lines(ctx, stuck)
+    return seen
+
+
+def _saga_log_lines(ctx: CheckContext, stuck: list[dict[str, Any]]) -> Any:
+    """order-service's log lines naming a stuck saga or its order, since the oldest of them
+    last moved (the runbook's "Review saga orchestration logs"): evidence, never judged, so
+    a cluster that cannot be read leaves its reason here and fails nothing."""
+    from unibazzar_health.probes import ProbeError, kubernetes
+
+    since = _logs_since_s(stuck)
+    ids = _saga_ids(stuck)
+    try:
+        logs = kubernetes.pod_logs(ctx.kube(), ctx.deployment("order-service"),
+                                   since_seconds=since, tail_lines=5000)
+    except ProbeError as exc:
+        return {"not_read": str(exc)}
+    return {"since_s": since,
+            "lines": [f"{pod}: {line}" for pod, text in sorted(logs.items())
+                      for line in text.splitlines() if any(i in line for i in ids)][-50:]}
+
+
+def _logs_since_s(stuck: list[dict[str, Any]]) -> int:
+    """Since the oldest stuck saga last moved, in whole minutes, a minute more (at most
+    SAGA_LOGS_MAX_S): the window its logs are read over, as kubectl's --since says it."""
+    return min(SAGA_LOGS_MAX_S, (max(s["idle_s"] for s in stuck) // 60 + 2) * 60)
+
+
+def _saga_ids(stuck: list[dict[str, Any]]) -> list[str]:
+    """The stuck sagas' ids and their orders', as their log lines may name either."""
+    return list(dict.fromkeys([s["saga"] for s in stuck]
+                              + [s["order"] for s in stuck if s["order"]]))
+
+
+# What grep -E reads as an operator: escaped, so an id matches as written.
+_ERE_SPECIAL = re.compile(r"([.\[\]()*+?{}|^$\\])")
+
+
+def _saga_names(stuck: list[dict[str, Any]]) -> dict[str, str]:
+    """What the catalog's saga commands need of this finding: the sagas' ids, quoted for
+    the retry loop; the ids and their orders' as one grep pattern for the logs; and the
+    logs' window."""
+    return {"saga_ids": " ".join(shlex.quote(s["saga"]) for s in stuck),
+            "saga_ids_pattern": shlex.quote("|".join(_ERE_SPECIAL.sub(r"\\\1", i)
+                                                     for i in _saga_ids(stuck))),
+            "saga_logs_window": f"{_logs_since_s(stuck) // 60}m"}
 
 
 @runbook_check("order.saga-orchestration", observe=observe_sagas)
 def test_step2_saga_orchestration(observed: dict[str, Any]) -> None:
     stuck = observed["stuck"]
-    assert not stuck, (
+    if not stuck:
+        return
+    failed = observed.get("failed_last_day") or []
+    logs = observed.get("logs")
+    lines = (logs or {}).get("lines")
+    raise Finding(
         f"{len(stuck)} saga(s) stuck past {observed['timeout_minutes']:g} min: "
-        + ", ".join(f"{s['saga']} ({s['state']}/{s['step']}, order {s['order']})"
-                    for s in stuck[:10]))
+        + ", ".join(f"{s['saga']} ({s['state']}/{s['step']}, order {s['order']}, idle "
+                    f"{s['idle_s'] // 60} min)" for s in stuck[:10])
+        + (f"; {len(failed)} failed in the last {FAILED_SAGAS_HOURS} h: "
+           + ", ".join(f"{s['saga']} ({s['step']}, {s['idle_s'] // 60} min ago)"
+                       for s in failed[:10]) if failed else "")
+        + (f"; {len(lines)} order-service log line(s) name them" if lines else ""),
+        names=_saga_names(stuck))
 
 
 # ---- 3. Verify database transaction health ------------------------------------------------

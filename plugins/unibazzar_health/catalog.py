@@ -43,6 +43,18 @@ class Severity:
 
 
 @dataclass(frozen=True)
+class FailureMode:
+    """One way a check fails whose fixes differ from the check's own (catalog.toml's
+    [checks."<id>".modes.<name>]): the check's Finding names it (``mode=``), and these fixes
+    and commands replace the check's own (each defaults to the check's own where the entry
+    leaves it out). Its impact class is the check's to name, as for any Finding."""
+
+    name: str
+    fixes: tuple[str, ...]  # the words, already looked up
+    commands: tuple[str, ...]  # templates, see fill_commands
+
+
+@dataclass(frozen=True)
 class CheckEntry:
     id: str
     service: str
@@ -57,6 +69,15 @@ class CheckEntry:
     commands: tuple[str, ...]  # templates, see fill_commands
     # What the check writes to the platform, in its own names (None: read-only).
     writes: str | None = None
+    # Its failure modes by name (FailureMode): fixes that depend on how it failed.
+    modes: dict[str, FailureMode] = field(default_factory=dict, hash=False)
+
+    def mode(self, name: str) -> FailureMode:
+        try:
+            return self.modes[name]
+        except KeyError:
+            raise CatalogError(f"check {self.id}: no failure mode {name!r} in the catalog "
+                               f"(it has: {', '.join(self.modes) or 'none'})") from None
 
     @property
     def markers(self) -> tuple[str, ...]:
@@ -73,12 +94,17 @@ class KindFix:
     what failed it."""
 
     dependency: str  # as depends_on names it, or ANY_DEPENDENCY
-    kind: str  # a probes.FailureKind value
+    kind: str  # a probes.FailureKind value, or ANY_KIND
     fixes: tuple[str, ...]  # the words, already looked up
     commands: tuple[str, ...]  # templates; {failed_host} is the failing target's host
+    # The impact class of a check failed only by failures with such an entry (None: the
+    # check's own): a dependency the checks only look through (the Kubernetes API) is rated
+    # alike by every check that cannot read it.
+    impact: str | None = None
 
 
 ANY_DEPENDENCY = "*"
+ANY_KIND = "*"
 
 
 @dataclass(frozen=True)
@@ -88,9 +114,10 @@ class Catalog:
     failure_fixes: dict[tuple[str, str], KindFix] = field(default_factory=dict)
 
     def fix_for(self, dependency: str, kind: str) -> KindFix | None:
-        """The fix for a ``kind`` failure of ``dependency``: its own entry, else the one
-        for any dependency, else none."""
+        """The fix for a ``kind`` failure of ``dependency``: its own entry, else the
+        dependency's for any kind, else the one for any dependency, else none."""
         return (self.failure_fixes.get((dependency, kind))
+                or self.failure_fixes.get((dependency, ANY_KIND))
                 or self.failure_fixes.get((ANY_DEPENDENCY, kind)))
 
     def severity_of(self, impact: str) -> Severity:
@@ -144,6 +171,8 @@ def parse_catalog(raw: dict[str, Any]) -> Catalog:
                                "what users or the business see when it fails)")
         for template in c.get("commands", []):
             check_command(f"check {check_id}", template)
+        own_fixes = tuple(fixes[f] for f in c.get("fixes", []))
+        own_commands = tuple(c.get("commands", []))
         strange = [d for d in c.get("depends_on", [])
                    if d not in BACKEND_MARKERS and d not in SERVICES]
         if strange or c["service"] not in SERVICES:
@@ -153,21 +182,44 @@ def parse_catalog(raw: dict[str, Any]) -> Catalog:
             id=check_id, service=c["service"], step=c["step"], title=c["title"],
             impact=c["impact"], impact_statement=statement.strip(),
             depends_on=tuple(c.get("depends_on", [])),
-            fixes=tuple(fixes[f] for f in c.get("fixes", [])),
-            commands=tuple(c.get("commands", [])),
-            writes=c.get("writes"),
+            fixes=own_fixes, commands=own_commands, writes=c.get("writes"),
+            modes=parse_modes(check_id, c.get("modes", {}), fixes, own_fixes, own_commands),
         )
     return Catalog(severities=severities, checks=checks,
                    failure_fixes=parse_failure_fixes(raw.get("failure_fixes", {}), fixes,
-                                                     checks))
+                                                     checks, impacts))
+
+
+def parse_modes(check_id: str, raw: dict[str, Any], fixes: dict[str, str],
+                own_fixes: tuple[str, ...], own_commands: tuple[str, ...],
+                ) -> dict[str, FailureMode]:
+    modes: dict[str, FailureMode] = {}
+    for name, m in raw.items():
+        where = f"check {check_id} mode {name}"
+        strange = sorted(set(m) - {"fixes", "commands"})
+        if strange:
+            # Its class is the Finding's to name: the catalog maps classes to severities.
+            raise CatalogError(f"{where}: unknown keys {strange} (a mode has fixes and "
+                               "commands)")
+        unknown = [f for f in m.get("fixes", []) if f not in fixes]
+        if unknown:
+            raise CatalogError(f"{where}: unknown fixes {unknown}")
+        for template in m.get("commands", []):
+            check_command(where, template)
+        modes[name] = FailureMode(
+            name=name,
+            fixes=tuple(fixes[f] for f in m["fixes"]) if "fixes" in m else own_fixes,
+            commands=tuple(m["commands"]) if "commands" in m else own_commands)
+    return modes
 
 
 def parse_failure_fixes(raw: dict[str, Any], fixes: dict[str, str],
-                        checks: dict[str, CheckEntry]) -> dict[tuple[str, str], KindFix]:
+                        checks: dict[str, CheckEntry], impacts: set[str],
+                        ) -> dict[tuple[str, str], KindFix]:
     from unibazzar_health.probes import FailureKind
 
     dependencies = {d for c in checks.values() for d in c.depends_on} | {ANY_DEPENDENCY}
-    kinds = {k.value for k in FailureKind}
+    kinds = {k.value for k in FailureKind} | {ANY_KIND}
     parsed: dict[tuple[str, str], KindFix] = {}
     for key, f in raw.items():
         dependency, _, kind = key.rpartition(".")
@@ -185,9 +237,12 @@ def parse_failure_fixes(raw: dict[str, Any], fixes: dict[str, str],
             raise CatalogError(f"failure_fixes.{key}: needs fixes and commands")
         for template in f["commands"]:
             check_command(f"failure_fixes.{key}", template)
+        impact = f.get("impact")
+        if impact is not None and impact not in impacts:
+            raise CatalogError(f"failure_fixes.{key}: unknown impact {impact!r}")
         parsed[(dependency, kind)] = KindFix(
             dependency=dependency, kind=kind, fixes=tuple(fixes[name] for name in f["fixes"]),
-            commands=tuple(f["commands"]))
+            commands=tuple(f["commands"]), impact=impact)
     return parsed
 
 
@@ -214,10 +269,14 @@ class _KeepUnknown(dict[str, str]):
 
 
 # Placeholders only a check's Finding fills (the pod it names, the replicas or capacity to
-# scale to): a
-# command that needs one the finding did not give is left out rather than shown with a hole.
+# scale to, the stuck sagas): a command that needs one the finding did not give is left out
+# rather than shown with a hole.
 FINDING_NAMES = frozenset({"pod", "replicas", "read_capacity", "write_capacity",
-                           "error_log_file"})
+                           "error_log_file", "saga_ids", "saga_ids_pattern",
+                           "saga_logs_window"})
+# The same for what only some environments name (an optional key: order-service's saga
+# retry endpoint): a command the environment gives no name for is left out.
+OPTIONAL_NAMES = FINDING_NAMES | {"saga_retry_url"}
 
 
 def names_in(template: str) -> set[str]:

@@ -1,8 +1,9 @@
 """The run's exit status as a gate: non-zero exactly when the verdict is as severe as the
-chosen threshold (``--fail-on``), and a status of its own when the verdict is incomplete.
+chosen threshold (``--fail-on``) or a test that is no check failed, and a status of its own
+when the verdict is incomplete.
 
-pytest's own codes keep their meaning: 2 interrupted, 3 internal error, 4 usage error (a bad
-environment file among them), 5 no check selected.
+pytest's own codes keep their meaning: 1 a test failed, 2 interrupted, 3 internal error, 4
+usage error (a bad environment file or option among them), 5 no check selected.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ FAIL_ON_CHOICES = (*SEVERITY_ORDER, "any", "never")
 DEFAULT_FAIL_ON = {"oncall": "any", "scheduled": "any", "ci": "SEV2"}
 
 EXIT_HEALTHY = 0
-EXIT_FAILING = 1  # the verdict is at least as severe as --fail-on
+EXIT_FAILING = 1  # the verdict is at least as severe as --fail-on, or a test not a check failed
 EXIT_INCOMPLETE = 6  # nothing failing at that severity, but the verdict is incomplete
 
 
@@ -33,6 +34,11 @@ def exit_status(summary: dict[str, Any], fail_on: str) -> int:
     verdict = summary["verdict"]
     if verdict["status"] == "failing" and fails_gate(verdict["severity"], fail_on):
         return EXIT_FAILING
+    if summary.get("other_failures"):
+        # A failed test that is no check's result (a test of another suite collected beside
+        # the checks, a check's teardown): pytest's own "tests failed", whatever --fail-on
+        # says of the verdict, which does not judge it.
+        return EXIT_FAILING
     if (verdict["status"] == "incomplete" or verdict["broken_checks"]
             or verdict.get("interrupted") or summary["counts"].get("not-run")):
         # A service nothing judged (its every check skipped) is incomplete too.
@@ -42,13 +48,23 @@ def exit_status(summary: dict[str, Any], fail_on: str) -> int:
 
 def explain(summary: dict[str, Any], fail_on: str, status: int) -> str:
     """One line for the terminal: why the run exits as it does."""
-    severity = summary["verdict"]["severity"]
+    verdict = summary["verdict"]
+    severity = verdict["severity"]
+    others = summary.get("other_failures") or []
+    if status == EXIT_FAILING and not (verdict["status"] == "failing"
+                                       and fails_gate(severity, fail_on)):
+        return (f"exit {status}: {len(others)} test(s) that are no runbook check failed "
+                f"({', '.join(others[:3])}{', …' if len(others) > 3 else ''}): a failed test "
+                "never exits 0")
     if status == EXIT_FAILING:
         return f"exit {status}: verdict {severity} fails the gate (--fail-on {fail_on})"
     if status == EXIT_INCOMPLETE:
         below = (f"; {severity} is below --fail-on {fail_on}" if severity else "")
+        refused = [r["dependency"] for r in summary.get("refused_credentials") or []]
+        own = (f"; {', '.join(refused)} refused the checks' own credentials: fix their "
+               "configuration" if refused else "")
         return (f"exit {status}: verdict incomplete (a check broken or not run, or a service "
-                f"nothing judged){below}")
+                f"nothing judged){own}{below}")
     if severity:
         return f"exit {status}: verdict {severity} is below the gate (--fail-on {fail_on})"
     return f"exit {status}: healthy"

@@ -101,12 +101,18 @@ def root_causes(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _impact_sentences(checks: list[dict[str, Any]]) -> str:
-    sentences: list[str] = []
+    """The Impact line: each failing check's sentence (results.impact_statement: checks
+    failed by a backend they need share their service's one), each said once, worst
+    check first, however it is spaced, cased or ended; one that another only extends ("X."
+    beside "X, or Y.") gives way to it."""
+    sentences: dict[str, str] = {}
     for check in checks:
-        sentence = check.get("impact_statement") or check["title"]
-        if sentence not in sentences:
-            sentences.append(sentence)
-    return " ".join(s if s.endswith(".") else s + "." for s in sentences)
+        sentence = " ".join(str(check.get("impact_statement") or check["title"]).split())
+        sentence = sentence if sentence.endswith(".") else sentence + "."
+        sentences.setdefault(sentence.rstrip(".").casefold(), sentence)
+    kept = [key for key in sentences
+            if not any(other != key and other.startswith(key) for other in sentences)]
+    return " ".join(sentences[key] for key in kept)
 
 
 def _details(summary: dict[str, Any], checks: list[dict[str, Any]],
@@ -224,9 +230,9 @@ def resolved(first: dict[str, Any], last_failing: dict[str, Any], healthy: dict[
     began, ended = at(first["started_at"]), at(healthy["started_at"])
     failed_ids = {c["id"]: c for s in (first, last_failing) for c in _checks(s)}
     services = sorted({c["service"] for c in failed_ids.values()})
-    due = post_mortem_due(level, ended)
-    post_mortem = (post_mortem_url or (f"due {clock(due)} (within 1 week, Post-Incident "
-                                       "Procedures)" if due else f"not required for {sev(level)}"))
+    # The runbook exempts no severity from the post-mortem, SEV4 included.
+    post_mortem = post_mortem_url or (f"due {clock(post_mortem_due(level, ended))} (within 1 "
+                                      "week, Post-Incident Procedures)")
     lines = [
         f"{RESOLVED} INCIDENT RESOLVED - {sev(level)}",
         f"Service: {', '.join(services)}",

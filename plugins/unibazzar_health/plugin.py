@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shlex
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,8 @@ WIRE_KEY = "unibazzar_env"
 # Seconds a whole run may take, by who runs it: an engineer at 3 a.m. wants a verdict in
 # a minute; a scheduled probe must finish before its next tick; CI can wait longer.
 DEFAULT_BUDGETS_S = {"oncall": 60.0, "scheduled": 50.0, "ci": 180.0}
+# The run mode where --run-mode is not given (the container's entrypoint and the CronJob set it).
+RUN_MODE_VAR = "UNIBAZZAR_RUN_MODE"
 # Observations in flight at once: above the catalog's size, so a dead platform costs one
 # deadline rather than one per wave; bounded, so a large selection cannot open hundreds of
 # connections to a struggling platform at once. Each is a thread waiting on a socket.
@@ -59,7 +63,12 @@ class RunState:
     fail_on: str
     reports_dir: Path
     started_at: Any
+    run_mode: str = "oncall"  # who runs it (run_mode()): recorded in summary.json
     results: dict[str, CheckResult] = field(default_factory=dict)
+    # Tests that failed outside a check's judged result (a test that is no runbook check, a
+    # check's teardown): no verdict covers them, and they never let the run exit 0.
+    other_failures: list[str] = field(default_factory=list)
+    failed_reports_of_checks: int = 0  # with other_failures, what session.testsfailed counts
     summary: dict[str, Any] | None = None
     summary_path: Path | None = None
     incident_path: Path | None = None
@@ -97,14 +106,22 @@ CATALOG_KEY = pytest.StashKey[Catalog]()
 WIRE_ERROR_KEY = "unibazzar_env_error"
 
 
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise pytest.UsageError(f"expected a number of seconds, got {value!r}") from None
-    if number <= 0:
-        raise pytest.UsageError(f"expected a positive number of seconds, got {value!r}")
-    return number
+def _positive_seconds(option: str) -> Callable[[str], float]:
+    """A parser for ``option``'s value, whose error names the option (argparse's type
+    functions are given the value only)."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise pytest.UsageError(f"{option}: expected a number of seconds, got "
+                                    f"{value!r}") from None
+        if not number > 0 or number == float("inf"):  # nan and inf are no budget either
+            raise pytest.UsageError(f"{option}: expected a positive number of seconds, got "
+                                    f"{value!r}")
+        return number
+
+    return parse
 
 
 def _pushgateway_url(value: str) -> str:
@@ -126,10 +143,14 @@ def _pushgateway_url(value: str) -> str:
     return value
 
 
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise pytest.UsageError(f"expected a positive whole number, got {value!r}")
-    return int(value)
+def _positive_whole(option: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.isdigit() or int(value) < 1:
+            raise pytest.UsageError(f"{option}: expected a positive whole number, got "
+                                    f"{value!r}")
+        return int(value)
+
+    return parse
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -142,10 +163,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--reports-dir", dest="unibazzar_reports_dir", metavar="DIR",
                     help="where summary.json goes (default: reports/ under the rootdir)")
     group.addoption("--run-mode", dest="unibazzar_run_mode", choices=sorted(DEFAULT_BUDGETS_S),
-                    help="who runs this: oncall (a terminal), scheduled (cron, CronJob) or ci; "
-                         "sets the default budget (default: ci when $CI is set, oncall on a "
-                         "terminal, else scheduled)")
-    group.addoption("--budget", dest="unibazzar_budget", type=_positive_float, metavar="SECONDS",
+                    help="who runs this: oncall (an engineer), scheduled (cron, CronJob) or "
+                         "ci; sets the default budget and --fail-on (default: "
+                         f"${RUN_MODE_VAR}, else ci when $CI is set, else oncall)")
+    group.addoption("--budget", dest="unibazzar_budget", type=_positive_seconds("--budget"),
+                    metavar="SECONDS",
                     help="wall-clock budget of the run; checks not finished by then are "
                          "reported 'not run: budget exhausted' (default by run mode: "
                          + ", ".join(f"{m} {s:g}" for m, s in DEFAULT_BUDGETS_S.items()) + ")")
@@ -171,18 +193,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--no-post", dest="unibazzar_no_post", action="store_true",
                     help="leave incidents alone: neither read nor change their state, post "
                          "nothing (a look that must not count as a run)")
-    group.addoption("--concurrency", dest="unibazzar_concurrency", type=_positive_int,
-                    metavar="N", help=f"observations in flight at once "
-                                      f"(default {DEFAULT_CONCURRENCY})")
+    group.addoption("--concurrency", dest="unibazzar_concurrency",
+                    type=_positive_whole("--concurrency"), metavar="N",
+                    help=f"observations in flight at once (default {DEFAULT_CONCURRENCY})")
 
 
 def run_mode(config: pytest.Config, environ: Mapping[str, str]) -> str:
+    """Who runs this, from explicit signals only: --run-mode, then $UNIBAZZAR_RUN_MODE, then
+    $CI; else an engineer (oncall). Never from whether stdout is a terminal: `pytest | tee`
+    is an engineer too, and the CronJob, cron and the workflows all say who they are."""
     chosen: str | None = config.option.unibazzar_run_mode
     if chosen:
         return chosen
+    named = environ.get(RUN_MODE_VAR, "").strip()
+    if named:
+        if named not in DEFAULT_BUDGETS_S:
+            raise pytest.UsageError(f"${RUN_MODE_VAR}: expected one of "
+                                    f"{', '.join(sorted(DEFAULT_BUDGETS_S))}, got {named!r}")
+        return named
     if environ.get("CI"):
         return "ci"
-    return "oncall" if sys.stdout.isatty() else "scheduled"
+    return "oncall"
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -209,22 +240,87 @@ def _freeze_heap_at_exit() -> None:
         _exit_hook_registered = True
 
 
+def _marker_name(line: str) -> str:
+    """`check(id, observe): ...` -> `check`."""
+    return line.split(":", 1)[0].split("(", 1)[0].strip()
+
+
+# Our options that take a value. Given as `--opt VALUE`, VALUE is read as a test path while
+# pytest picks its rootdir and ini file: that happens before any plugin's options are known.
+VALUE_OPTIONS = ("--env", "--env-file", "--reports-dir", "--run-mode", "--budget", "--fail-on",
+                 "--metrics-file", "--pushgateway", "--concurrency")
+
+
+def _refuse_separate_path_values(config: pytest.Config) -> None:
+    """`--env-file /elsewhere/env.toml` (a space): pytest took the path for a test path when
+    it chose its rootdir and ini file, so the run would collect whatever lies under another
+    rootdir, the self-tests once. Where that changed nothing (`--env production`, a path
+    inside the repository), the run goes on as asked; else a usage error, before anything
+    is collected or probed."""
+    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")),
+            *config.invocation_params.args]
+    base = config.invocation_params.dir
+    separate = [(option, value) for option, value in itertools.pairwise(args)
+                if option in VALUE_OPTIONS and _is_path(base / value)]
+    if not separate or not _setup_moved(config):
+        return
+    option, value = separate[0]
+    raise pytest.UsageError(
+        f"{option} {value}: write {option}={value} (with '='): given apart, pytest takes "
+        f"{value!r} for a test path before it knows {option}, and its rootdir became "
+        f"{config.rootpath}")
+
+
+def _is_path(path: Path) -> bool:
+    """As pytest asks it of a test path (a name too long for the system is none)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _setup_moved(config: pytest.Config) -> bool:
+    """Whether pytest's rootdir or ini file differ from those the run's real test paths
+    give; True where that cannot be told (pytest's private API changed): a usage error then
+    costs a '=', a moved rootdir a wrong run."""
+    try:
+        from _pytest.config.findpaths import determine_setup
+
+        known = config.known_args_namespace
+        rootpath, inipath, *_ = determine_setup(
+            inifile=known.inifilename, override_ini=known.override_ini,
+            args=[str(a) for a in config.option.file_or_dir or ()],
+            rootdir_cmd_arg=known.rootdir or None, invocation_dir=config.invocation_params.dir)
+    except Exception:  # any change of the private API: the safe answer
+        return True
+    return (rootpath, inipath) != (config.rootpath, config.inipath)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Markers only, and the start time. The plugin is installed as a pytest11 entry point,
-    so it is loaded by every pytest run where the package is installed (the self-tests
-    too): nothing here may read a file or change the process. The environment is resolved
-    when the collection holds a runbook check (pytest_collection_finish), still before any
-    probe runs, or on an xdist controller when it hands settings to its first worker."""
+    """Markers only, the start time, and a refusal of an option value pytest mistook for a
+    test path. The plugin is installed as a pytest11 entry point, so it is loaded by every
+    pytest run where the package is installed (the self-tests too): nothing here may read a
+    file or change the process (only a path given to one of our options is looked at). The
+    environment is resolved when the collection holds a runbook check
+    (pytest_collection_finish), still before any probe runs, or on an xdist controller when
+    it hands settings to its first worker."""
     from unibazzar_health.summary import now
 
     config.stash[START_KEY] = (time.monotonic(), now())
-    for service in SERVICES:
-        config.addinivalue_line("markers", f"{service}: {service} runbook checks")
-    for dependency, marker in BACKEND_MARKERS.items():
-        config.addinivalue_line("markers", f"{marker}: checks that stand on {dependency}")
-    config.addinivalue_line("markers", f"{CANARY_WRITE}: checks that write a canary (in its "
-                                       "own names, removed by the check); --read-only skips them")
-    config.addinivalue_line("markers", "check(id, observe): a runbook check (catalog id)")
+    if not _is_worker(config):
+        _refuse_separate_path_values(config)
+    # Once each: the repository's pyproject.toml declares the services' markers too (a
+    # checks run from an installed package has only these), and `pytest --markers` would
+    # list both.
+    declared = {_marker_name(line) for line in config.getini("markers")}
+    for line in [*(f"{service}: {service} runbook checks" for service in SERVICES),
+                 *(f"{marker}: checks that stand on {dependency}"
+                   for dependency, marker in BACKEND_MARKERS.items()),
+                 f"{CANARY_WRITE}: checks that write a canary (in its own names, removed by "
+                 "the check); --read-only skips them",
+                 "check(id, observe): a runbook check (catalog id)"]:
+        if _marker_name(line) not in declared:
+            config.addinivalue_line("markers", line)
     if not _is_worker(config) and config.pluginmanager.hasplugin("xdist") \
             and not config.pluginmanager.has_plugin("unibazzar-xdist"):
         # Its hooks act only when xdist distributes (pytest_configure_node and after).
@@ -254,12 +350,36 @@ def _environment(config: pytest.Config) -> Environment:
         load_environment,
     )
 
-    path = choose_environment_file(config.rootpath, config.option.unibazzar_env,
-                                   config.option.unibazzar_env_file, os.environ)
+    name, file = config.option.unibazzar_env, config.option.unibazzar_env_file
+    if name and file:
+        # Neither silently wins: an engineer who wrote both meant one of them.
+        raise pytest.UsageError(f"--env={name} and --env-file={file} both choose the "
+                                "environment: give one")
+    if name and (name.endswith(".toml") or "/" in name or os.sep in name):
+        raise pytest.UsageError(f"--env={name}: --env takes an environment's name (it reads "
+                                f"environments/NAME.toml); for a file, use --env-file={name}")
+    path = choose_environment_file(config.rootpath, name, file, os.environ)
     try:
         return load_environment(path)
     except EnvironmentFileError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _writable_reports_dir(path: Path) -> Path:
+    """``path``, made and written to once, before any probe runs: found only at the end, an
+    unwritable reports directory cost a whole run, its canary writes and a traceback."""
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".unibazzar-write-test-"):
+            pass
+    except OSError as exc:
+        why = ("a file, not a directory" if isinstance(exc, FileExistsError)
+               else exc.strerror or str(exc))
+        raise pytest.UsageError(f"reports directory {path}: cannot create or write to it "
+                                f"({why}); choose another with --reports-dir=DIR") from None
+    return path
 
 
 def _activate(config: pytest.Config) -> RunState:
@@ -273,7 +393,11 @@ def _activate(config: pytest.Config) -> RunState:
     env = _environment(config)
     mode = run_mode(config, os.environ)
     budget = config.option.unibazzar_budget or DEFAULT_BUDGETS_S[mode]
-    reports = config.option.unibazzar_reports_dir
+    chosen = config.option.unibazzar_reports_dir
+    reports = Path(chosen) if chosen else config.rootpath / "reports"
+    if not _is_worker(config) and not config.option.collectonly:
+        # The controller writes the reports; a worker never does.
+        _writable_reports_dir(reports)
     started, started_at = config.stash[START_KEY]
     state = config.stash[RUN_KEY] = RunState(
         catalog=_catalog(config),
@@ -283,8 +407,9 @@ def _activate(config: pytest.Config) -> RunState:
         check_limit=env.spec.deadlines.check,
         budget_deadline=started + budget,
         fail_on=config.option.unibazzar_fail_on or DEFAULT_FAIL_ON[mode],
-        reports_dir=Path(reports) if reports else config.rootpath / "reports",
+        reports_dir=reports,
         started_at=started_at,
+        run_mode=mode,
     )
     # A checks run is short and spends its CPU importing clients, which allocate many
     # long-lived objects: fewer young-generation collections cut that time by ~15%
@@ -606,6 +731,14 @@ class ResultCollector:
             # it. The check ran nowhere: broken, so the verdict cannot read healthy.
             self.state.results[report.nodeid] = crashed_result(report.nodeid,
                                                                str(report.longrepr))
+        if report.failed and not hasattr(report, "wasxfail"):
+            # As pytest counts session.testsfailed: a check's failed setup or call is its
+            # result's; anything else failed outside every verdict.
+            if report.nodeid in self.state.results and when in ("setup", "call", "???"):
+                self.state.failed_reports_of_checks += 1
+            else:
+                self.state.other_failures.append(
+                    report.nodeid if when == "call" else f"{report.nodeid} ({when})")
 
 
 def crashed_result(nodeid: str, why: str) -> CheckResult:
@@ -631,10 +764,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # Stopped by hand (Ctrl-C) or by -x: what did not run is no evidence of health.
     interrupted = (session.exitstatus == pytest.ExitCode.INTERRUPTED
                    or bool(session.shouldstop) or bool(session.shouldfail))
+    others = list(state.other_failures)
+    uncounted = session.testsfailed - state.failed_reports_of_checks - len(others)
+    if uncounted > 0:
+        # Failed before our collector listened (a collection error, run on with
+        # --continue-on-collection-errors): pytest counted it, and so do we.
+        others.append(f"{uncounted} failure(s) outside the checks (collection)")
     run = RunInfo(environment=state.env.name, environment_file=str(state.env.path),
                   started_at=state.started_at, finished_at=now(),
                   arguments=[state.redactor.text(a) for a in sys.argv[1:]],
-                  version=_version(), interrupted=interrupted)
+                  version=_version(), interrupted=interrupted, run_mode=state.run_mode,
+                  other_failures=[state.redactor.text(o) for o in others])
     # An interrupted run neither opens nor resolves an incident.
     poster = None if interrupted else _poster(config, state)
     state.summary = build_summary(list(state.results.values()), state.catalog, run,
@@ -702,7 +842,7 @@ def _poster(config: pytest.Config, state: RunState) -> Any:
         return None
     from unibazzar_health.incidents.posting import Poster
 
-    return Poster(state.env, run_mode(config, os.environ), state.reports_dir, state.redactor,
+    return Poster(state.env, state.run_mode, state.reports_dir, state.redactor,
                   dry_run=config.option.unibazzar_dry_run)
 
 

@@ -35,9 +35,9 @@ DEFAULT_ESCALATION_MINUTES: dict[str, dict[int, float]] = {
 AWS_BACKENDS = {"dynamodb", "s3"}
 
 # Post-Incident Procedures: Immediate within 2 hours, Follow-up within 24 hours, Post-Mortem
-# within 1 week. A SEV4 needs none.
+# within 1 week. The runbook exempts no severity: a SEV4's post-mortem is due too.
 POST_MORTEM_WITHIN = {"SEV1": timedelta(weeks=1), "SEV2": timedelta(weeks=1),
-                      "SEV3": timedelta(weeks=1)}
+                      "SEV3": timedelta(weeks=1), "SEV4": timedelta(weeks=1)}
 CHECKLIST_WITHIN = {"Immediate": timedelta(hours=2), "Follow-up": timedelta(hours=24),
                     "Post-Mortem": timedelta(weeks=1)}
 
@@ -103,15 +103,19 @@ def external_teams(impacts: Iterable[str], dependencies: Iterable[str]) -> list[
         teams.append(("aws_support", f"infrastructure: {', '.join(aws)} failing"))
     if "payments" in impacts or "payments" in dependencies:
         teams.append(("payment_provider", "payment processing issue"))
+    # The runbook's Vendor Contacts name an Infrastructure Team: the cluster is theirs.
+    if "kubernetes" in dependencies:
+        teams.append(("infrastructure_team", "infrastructure: the Kubernetes cluster failing"))
     # An attack that has not got in (security-attempt, -blocked) is a security incident too.
     if any(i == "security" or i.startswith("security-") for i in impacts):
         teams.append(("security_team", "security incident"))
     return teams
 
 
-def post_mortem_due(level: str, resolved_at: datetime) -> datetime | None:
-    within = POST_MORTEM_WITHIN.get(level)
-    return resolved_at + within if within else None
+def post_mortem_due(level: str, resolved_at: datetime) -> datetime:
+    """When the post-mortem is due: within 1 week of the resolution, whatever the severity
+    (an unknown level too: better a date than none)."""
+    return resolved_at + POST_MORTEM_WITHIN.get(level, CHECKLIST_WITHIN["Post-Mortem"])
 
 
 def human_duration(seconds: float) -> str:

@@ -14,12 +14,21 @@ from __future__ import annotations
 import dataclasses
 import enum
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from unibazzar_health.catalog import FINDING_NAMES, Catalog, CheckEntry, fill_commands, names_in
+from unibazzar_health.catalog import (
+    OPTIONAL_NAMES,
+    Catalog,
+    CheckEntry,
+    FailureMode,
+    KindFix,
+    fill_commands,
+    names_in,
+)
 from unibazzar_health.redaction import Redactor
-from unibazzar_health.severity import severity_of
+from unibazzar_health.severity import severity_of, worst_impact
 
 if TYPE_CHECKING:
     from unibazzar_health.probes import ProbeFailure
@@ -93,8 +102,61 @@ def classify(exc: BaseException | None, skipped: bool, skip_reason: str = "") ->
     if exc is None:
         return Outcome.PASSED
     if isinstance(exc, AssertionError | ProbeError | ObservationTimeout):
-        return Outcome.BROKEN if schema_mismatch(exc) else Outcome.FAILED
+        blind = schema_mismatch(exc) or only_own_credentials_refused(failures_of(exc))
+        return Outcome.BROKEN if blind else Outcome.FAILED
     return Outcome.BROKEN
+
+
+# The backends the checks log into with a credential of their own: their database role and
+# Redis password, RabbitMQ user, AWS identity, kubeconfig or token, vector database token,
+# payment provider key, Prometheus token ([impact]) (rabbitmq-management is RabbitMQ's HTTP
+# side). Refused, it is the checks' configuration that is wrong (a rotated secret, a role
+# without its grant), and they saw nothing of the platform there: no outage to page anyone
+# for. A service refusing what we sent it (order-service a correctly signed webhook) is the
+# platform's answer.
+OWN_CREDENTIAL_BACKENDS = frozenset({
+    "postgresql", "redis", "rabbitmq", "rabbitmq-management", "dynamodb", "s3", "cloudwatch",
+    "kubernetes", "logs", "vector-db", "payments", "prometheus"})
+
+
+def own_credential_refused(failure: ProbeFailure) -> bool:
+    """The checks' own credential refused by a backend (OWN_CREDENTIAL_BACKENDS)."""
+    from unibazzar_health.probes import FailureKind
+
+    return (failure.kind is FailureKind.AUTH_REJECTED
+            and failure.backend in OWN_CREDENTIAL_BACKENDS)
+
+
+def only_own_credentials_refused(failures: Iterable[ProbeFailure]) -> bool:
+    """Every failure behind a check is the checks' own credential refused: the check judged
+    nothing of the platform (it is broken, and says which credential)."""
+    failures = tuple(failures)
+    return bool(failures) and all(own_credential_refused(f) for f in failures)
+
+
+def refused_credentials(checks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """From summary checks: each backend that refused the checks' own credential, with the
+    broken checks it blinded and the first refusal in its own words, backend by backend."""
+    from unibazzar_health.probes import ProbeFailure
+
+    refused: dict[str, dict[str, Any]] = {}
+    for check in checks:
+        failures = [ProbeFailure.from_dict(f) for f in check.get("failures") or []]
+        if check["outcome"] != str(Outcome.BROKEN) or not only_own_credentials_refused(
+                failures):
+            continue
+        for failure in failures:
+            entry = refused.setdefault(dependency_of(failure), {
+                "dependency": dependency_of(failure), "checks": [],
+                "refusal": failure.message, "fixes": [], "commands": []})
+            for key, values in (("checks", [check["id"]]), ("fixes", check.get("fixes")),
+                                ("commands", check.get("commands"))):
+                entry[key] += [v for v in values or [] if v not in entry[key]]
+    return sorted(refused.values(), key=lambda e: str(e["dependency"]))
+
+
+OWN_CREDENTIAL_REFUSED = (" — the checks' own credential was refused: their configuration, "
+                          "not an outage; the check could not judge the platform")
 
 
 def schema_mismatch(exc: BaseException) -> bool:
@@ -154,8 +216,9 @@ def dependency_of(failure: ProbeFailure) -> str:
 def attribute(exc: BaseException | None, entry: CheckEntry) -> list[str]:
     """The dependencies a failure can be pinned on: the backends of the probe failures
     behind it that the check depends on; nothing for a plain assertion (the check judged
-    data)."""
-    pinned = [dependency_of(f) for f in failures_of(exc)]
+    data). Never on a backend that only refused the checks' own credential: that is no
+    failure of it to group services under."""
+    pinned = [dependency_of(f) for f in failures_of(exc) if not own_credential_refused(f)]
     return list(dict.fromkeys(d for d in pinned if d in entry.depends_on))
 
 
@@ -165,30 +228,52 @@ def remedies(exc: BaseException | None, entry: CheckEntry, catalog: Catalog,
     dependency whose kind of failure the catalog has a fix for gets that fix and its
     commands: the check's own are written for what it judges (capacity, stale data), not
     for a deleted table or a host name that does not resolve. The rest get the check's own,
-    its commands narrowed to the dependencies they are pinned on."""
+    or its failure mode's where the Finding names one (a forged token accepted is no secret
+    to rotate), its commands narrowed to the dependencies they are pinned on."""
     fixes: list[str] = []
     commands: list[str] = []
     generic = not failures_of(exc)
     generic_dependencies: list[str] = []
     for failure in failures_of(exc):
-        dependency = dependency_of(failure)
-        fix = (catalog.fix_for(dependency, failure.kind)
-               if dependency in entry.depends_on else None)
+        fix = kind_fix(failure, entry, catalog)
+        if fix is None and own_credential_refused(failure):
+            continue  # beside a real failure: the check's own fixes are not for it
         if fix is None:
             generic = True
-            if dependency in entry.depends_on:
-                generic_dependencies.append(dependency)
+            if dependency_of(failure) in entry.depends_on:
+                generic_dependencies.append(dependency_of(failure))
             continue
         fixes += fix.fixes
         host = failed_host(failure)
         commands += fill_commands(fix.commands, names | ({"failed_host": host} if host else {}))
     if generic:
-        fixes += entry.fixes
+        mode = failure_mode(exc, entry)
+        own_fixes, own_commands = (mode.fixes, mode.commands) if mode else (entry.fixes,
+                                                                             entry.commands)
+        fixes += own_fixes
         found = finding_names(exc)
-        templates = [t for t in commands_for(generic_dependencies, entry.commands)
-                     if all(name in found for name in names_in(t) & FINDING_NAMES)]
-        commands += fill_commands(tuple(templates), names | found)
+        given = names | found
+        # A command needing a name neither the finding nor the environment gives is left
+        # out, not shown with a hole.
+        templates = [t for t in commands_for(generic_dependencies, own_commands)
+                     if all(name in given for name in names_in(t) & OPTIONAL_NAMES)]
+        commands += fill_commands(tuple(templates), given)
     return list(dict.fromkeys(fixes)), list(dict.fromkeys(commands))
+
+
+def kind_fix(failure: ProbeFailure, entry: CheckEntry, catalog: Catalog) -> KindFix | None:
+    """The catalog's entry for this kind of failure of one of the check's dependencies."""
+    dependency = dependency_of(failure)
+    return catalog.fix_for(dependency, failure.kind) if dependency in entry.depends_on else None
+
+
+def failure_mode(exc: BaseException | None, entry: CheckEntry) -> FailureMode | None:
+    """The check's failure mode its Finding names (a CatalogError if the catalog has none)."""
+    from unibazzar_health.runbook import Finding
+
+    if isinstance(exc, Finding) and exc.mode:
+        return entry.mode(exc.mode)
+    return None
 
 
 def finding_names(exc: BaseException | None) -> dict[str, str]:
@@ -211,12 +296,65 @@ def failed_host(failure: ProbeFailure) -> str | None:
     return address.group(1) if address else None
 
 
-def impact_of(exc: BaseException | None, entry: CheckEntry) -> str:
+def impact_of(exc: BaseException | None, entry: CheckEntry, catalog: Catalog) -> str:
+    """The class the Finding names; else, where every failure behind it has a kind entry
+    that rates it (failure_fixes' impact: the Kubernetes API unreadable is alike for every
+    check), the worst of those; else the check's own."""
     from unibazzar_health.runbook import Finding
 
     if isinstance(exc, Finding) and exc.impact:
         return exc.impact
+    # A refused credential of the checks' own beside the real failures rates nothing.
+    rated = [fix.impact if fix else None
+             for fix in (kind_fix(f, entry, catalog) for f in failures_of(exc)
+                         if not own_credential_refused(f))]
+    if rated and all(rated):
+        return worst_impact([i for i in rated if i], catalog)
     return entry.impact
+
+
+def credential_remedies(exc: BaseException | None, entry: CheckEntry, catalog: Catalog,
+                        names: dict[str, str]) -> tuple[list[str], list[str]]:
+    """For a check blinded by its own credential refused: the catalog's fix for that refusal
+    of each backend ("<dependency>.auth_rejected"), none of the check's own fixes, which
+    are for the platform."""
+    fixes: list[str] = []
+    commands: list[str] = []
+    for failure in failures_of(exc):
+        fix = kind_fix(failure, entry, catalog)
+        if fix is not None:
+            fixes += fix.fixes
+            commands += fill_commands(fix.commands, names)
+    return list(dict.fromkeys(fixes)), list(dict.fromkeys(commands))
+
+
+def impact_statement(entry: CheckEntry, failed_dependencies: list[str],
+                     catalog: Catalog) -> str:
+    """The Impact line's sentence for a failed check, only what its evidence supports. A
+    check that judged what it read says its own. One failed by a backend it needs (pinned on
+    it) judged nothing of its own subject (stuck sagas, a charge without an order, forged
+    tokens): it says what losing a backend does to its service, the sentence of the
+    service's related-systems check, so a dead database speaks once per service. Pinned only
+    on what the checks look through (the Kubernetes API, log files, CloudWatch), customers
+    are not shown to be affected at all."""
+    if not failed_dependencies:
+        return entry.impact_statement
+    if set(failed_dependencies) <= LOOKED_THROUGH:
+        seen = ", ".join(LOOKED_THROUGH_NAMES.get(d, d) for d in failed_dependencies)
+        return (f"No customer impact is shown: the checks cannot read {seen}, so part of "
+                f"{entry.service} goes unchecked.")
+    related = next((c for c in catalog.checks.values() if c.service == entry.service
+                    and c.id.endswith(RELATED_SYSTEMS)), None)
+    return related.impact_statement if related else entry.impact_statement
+
+
+# Dependencies the checks only look through (to see pods, logs, metrics): their failing is a
+# blind spot of the checks, not a path customers' requests take.
+LOOKED_THROUGH = frozenset({"kubernetes", "logs", "cloudwatch"})
+LOOKED_THROUGH_NAMES = {"kubernetes": "the Kubernetes API", "logs": "its log files",
+                        "cloudwatch": "CloudWatch's metrics"}
+# The step that judges every backend a service needs, one check per service.
+RELATED_SYSTEMS = ".related-systems"
 
 
 def first_line(exc: BaseException) -> str:
@@ -348,9 +486,19 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
             names["consumer_deployment"] = spec.rabbitmq.consumer_deployment
     if spec.vector_db:
         names |= {"vector_db_url": spec.vector_db.url.rstrip("/"),
-                  "vector_collection": spec.vector_db.collection}
-    if spec.canary and spec.canary.listing_id:
-        names["canary_listing_id"] = spec.canary.listing_id
+                  "vector_collection": spec.vector_db.collection,
+                  "vector_tenant": spec.vector_db.tenant,
+                  "vector_database": spec.vector_db.database}
+    if spec.canary:
+        names["canary_email"] = shlex.quote(spec.canary.email)
+        if spec.canary.listing_id:
+            names["canary_listing_id"] = spec.canary.listing_id
+    order = spec.service("order-service")
+    if order and order.saga_retry_path:
+        # One saga's retry URL, quoted, with the shell's $saga where the path names
+        # {saga_id}: the command loops over the stuck sagas' ids.
+        path = quoted(order.url.rstrip("/") + order.saga_retry_path)
+        names["saga_retry_url"] = path.replace("{saga_id}", "'\"$saga\"'")
     if spec.payments:
         names |= {"payments_api_url": spec.payments.api_url.rstrip("/"),
                   "payments_api_key_var": spec.payments.api_key_env}
@@ -376,20 +524,29 @@ def build_result(
         outcome=outcome, depends_on=list(entry.depends_on), duration_s=round(duration_s, 3),
         evidence=redactor.data(as_evidence(observed)) if observed is not None else None,
     )
+    refused = outcome is Outcome.BROKEN and only_own_credentials_refused(failures_of(exc))
     if outcome is Outcome.FAILED:
         assert exc is not None
-        result.impact = impact_of(exc, entry)
-        result.impact_statement = entry.impact_statement
+        result.impact = impact_of(exc, entry, catalog)
         result.failed_dependencies = attribute(exc, entry)
+        result.impact_statement = impact_statement(entry, result.failed_dependencies, catalog)
         result.severity = severity_of(result.impact, catalog).level
         names = command_names(env, entry) if env is not None else {}
         fixes, commands = remedies(exc, entry, catalog, names)
         result.fixes = fixes
         result.commands = [redactor.text(c) for c in commands]
+    elif refused:
+        # No platform fix fits: only the catalog's words for the refused credential
+        # (failure_fixes "<dependency>.auth_rejected"), never the check's own.
+        names = command_names(env, entry) if env is not None else {}
+        fixes, commands = credential_remedies(exc, entry, catalog, names)
+        result.fixes = fixes
+        result.commands = [redactor.text(c) for c in commands]
     if outcome in (Outcome.FAILED, Outcome.BROKEN):
         result.failures = redactor.data([f.to_dict() for f in failures_of(exc)])
     if exc is not None:
-        explained = SCHEMA_MISMATCH if outcome is Outcome.BROKEN and schema_mismatch(exc) else ""
+        explained = (SCHEMA_MISMATCH if outcome is Outcome.BROKEN and schema_mismatch(exc)
+                     else OWN_CREDENTIAL_REFUSED if refused else "")
         result.message = redactor.text(first_line(exc) + explained)
     elif skipped:
         result.message = skip_reason

@@ -36,15 +36,18 @@ LOGS_KEY = "kubernetes.logs:{}"
 
 
 class Finding(AssertionError):
-    """A failed check whose impact differs from its catalog default (e.g. security), or
-    that carries the probe failures behind it: the verdict pins the check on their backends
-    and picks fixes and commands by their kind (results.py)."""
+    """A failed check whose impact differs from its catalog default (e.g. security), that
+    names its failure mode (the catalog's fixes for how it failed: a forged token accepted
+    is no secret to rotate), or that carries the probe failures behind it: the verdict pins
+    the check on their backends and picks fixes and commands by their kind (results.py)."""
 
-    def __init__(self, message: str, *, impact: str | None = None,
+    def __init__(self, message: str, *, impact: str | None = None, mode: str | None = None,
                  failures: Iterable[ProbeFailure] = (), names: Mapping[str, str] | None = None,
                  ) -> None:
         super().__init__(message)
         self.impact = impact
+        # A key of the check's catalog [modes]: its fixes and commands replace the check's.
+        self.mode = mode
         self.failures = tuple(failures)
         # What the catalog's commands name that only this finding knows (catalog.FINDING_NAMES:
         # the pod that crash-loops).

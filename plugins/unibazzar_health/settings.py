@@ -160,6 +160,13 @@ def _env_var_name(value: str) -> str:
 
 
 HttpUrl = Annotated[str, _url("http", "https")]
+
+
+def _one_saga(path: str) -> str:
+    # Without it every retry would POST the same URL, whichever saga it was meant for.
+    if not path.startswith("/") or "{saga_id}" not in path:
+        raise ValueError("expected a path starting with / that names {saga_id}")
+    return path
 EnvVar = Annotated[str, AfterValidator(_env_var_name)]
 
 
@@ -245,6 +252,10 @@ class ServiceTarget(_Section):
     # "created_at": ISO 8601}, ...]} (?limit=N is added): the newest indexed listing is
     # compared with the newest (the read-only indexing lag, listing-service step 2).
     newest_listings_path: str | None = None
+    # order-service: its admin endpoint that retries a saga's failed step, POSTed with the
+    # saga's id where the path says {saga_id} ("/admin/sagas/{saga_id}/retry"): the retry
+    # command printed for stuck sagas. Unset: that command is left out.
+    saga_retry_path: Annotated[str, AfterValidator(_one_saga)] | None = None
     # auth-service (or the gateway before it) states its login limits in RateLimit headers
     # (IETF RateLimit-Policy, RateLimit-Limit or X-RateLimit-Limit): their absence is then
     # a finding. Stated without this, they are read all the same (auth-service step 4).
@@ -357,6 +368,7 @@ class Contacts(_Section):
     aws_support: str | None = None  # e.g. the AWS support case URL
     payment_provider: str | None = None  # e.g. Stripe support
     security_team: str | None = None
+    infrastructure_team: str | None = None  # e.g. its Slack channel: the cluster is theirs
 
 
 Minutes = Annotated[float, Field(ge=0)]
@@ -501,6 +513,78 @@ class ErrorLogs(_Section):
         return self.files.replace("{service}", service) if self.files else None
 
 
+# ---- impact: the share of each service's requests that fail (scope-and-impact) -------------
+def _query_template(value: str) -> str:
+    # Without them every service would read the same number, over a window the message
+    # would not state truly.
+    missing = [token for token in ("{service}", "{window}") if token not in value]
+    if missing:
+        raise ValueError(f"the query must name {' and '.join(missing)} (filled with the "
+                         "service's label and the window, e.g. 5m)")
+    return value
+
+
+QueryTemplate = Annotated[str, AfterValidator(_query_template)]
+
+
+class ImpactService(_Section):
+    """Where one service's requests are counted."""
+
+    # CloudWatch: the metrics' dimensions (an ALB target group: LoadBalancer and
+    # TargetGroup). A service without them is not measured: its share stays unknown.
+    dimensions: dict[str, str] = {}
+    # Prometheus: what {service} stands for in the queries (default: the service's name).
+    label: str | None = None
+
+
+class CloudWatchImpact(_Section):
+    # An ALB's by default; a namespace of the services' own works alike (two counters).
+    namespace: str = "AWS/ApplicationELB"
+    requests_metric: str = "RequestCount"
+    errors_metric: str = "HTTPCode_Target_5XX_Count"
+
+
+class PrometheusImpact(_Section):
+    url: HttpUrl  # the server's base URL; /api/v1/query is added
+    token_env: EnvVar | None = None  # sent as a bearer token
+    # PromQL, {service} and {window} (a Prometheus duration: 5m) filled in; each must give
+    # one number (several series are added up).
+    requests_query: QueryTemplate = ('sum(increase(http_requests_total{service="{service}"}'
+                                     '[{window}]))')
+    errors_query: QueryTemplate = ('sum(increase(http_requests_total{service="{service}",'
+                                   'code=~"5.."}[{window}]))')
+
+
+class Impact(_Section):
+    """The share of each service's requests that failed over the window, from the metrics
+    the platform already keeps: what rates scope-and-impact by the runbook's >50 % of users
+    (severity.impact_of_share). Absent: severity is judged from one canary."""
+
+    source: Literal["cloudwatch", "prometheus"]
+    # Whole minutes at least: load balancers count by the minute.
+    window_minutes: Annotated[float, Field(ge=1)] = 5.0
+    # Below this share a service's 5xx are noise (retries, a rolling deploy): no finding.
+    min_share: Annotated[float, Field(gt=0, le=0.5)] = 0.02
+    deadline: PositiveFloat | None = None  # seconds per metrics read; unset: [deadlines] default
+    cloudwatch: CloudWatchImpact = CloudWatchImpact()  # source "cloudwatch": [aws]'s region
+    prometheus: PrometheusImpact | None = None  # required for source "prometheus"
+    services: dict[ServiceName, ImpactService] = {}
+
+    @model_validator(mode="after")
+    def _source_described(self) -> Impact:
+        if self.source == "prometheus" and self.prometheus is None:
+            raise ValueError("source 'prometheus' needs [impact.prometheus] with its url")
+        if self.source == "cloudwatch":
+            bare = [name for name, s in self.services.items() if not s.dimensions]
+            if bare:
+                raise ValueError(f"source 'cloudwatch' needs the dimensions of "
+                                 f"{', '.join(bare)} (e.g. LoadBalancer and TargetGroup)")
+        return self
+
+    def service(self, name: str) -> ImpactService | None:
+        return self.services.get(name)  # type: ignore[call-overload, no-any-return]
+
+
 # ---- incident lifecycle and posting (issue #8; docs/notifications.md) ---------------------
 class SlackNotify(_Section):
     """One of two modes: an incoming webhook (each message in the channel), or a bot token
@@ -638,6 +722,8 @@ class EnvironmentFile(_Section):
     canary: CanaryUser | None = None
     auth_logs: AuthLogs = AuthLogs()
     error_logs: ErrorLogs = ErrorLogs()
+    # None: no metrics source, the share of failing requests is unknown.
+    impact: Impact | None = None
     oncall: OnCall = OnCall()
     contacts: Contacts = Contacts()
     escalation: Escalation = Escalation()
@@ -744,6 +830,9 @@ def first_error(path: Path, exc: ValidationError) -> EnvironmentFileError:
 def _check_consistency(path: Path, spec: EnvironmentFile,
                        environ: Mapping[str, str]) -> str | None:
     """Raises on a file that cannot be used; returns the kubeconfig context it resolved."""
+    if spec.impact is not None and spec.impact.source == "cloudwatch" and spec.aws is None:
+        raise EnvironmentFileError(path, "impact.source", "cloudwatch",
+                                   "needs an [aws] section (its region and credentials)")
     if spec.kubernetes is not None:
         return _check_kubernetes(path, spec.kubernetes, environ)
     return None
@@ -880,16 +969,13 @@ def resolve_secrets(
 
 
 def _read_dotenv(env_path: Path, path: Path) -> dict[str, str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
+    """A dotenv file as python-dotenv reads it (quotes, escapes, inline comments,
+    ``export``), never interpolated: a secret holding ``$`` stays as written."""
+    from dotenv import dotenv_values
+
+    if not path.is_file():
         raise EnvironmentFileError(
             env_path, "environment.secrets_file", str(path),
-            "no such file (for the sandbox: run scripts/sandbox up)") from None
-    values: dict[str, str] = {}
-    for line in lines:
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            name, _, value = line.removeprefix("export ").partition("=")
-            values[name.strip()] = value.strip().strip("'\"")
-    return values
+            "no such file (for the sandbox: run scripts/sandbox up)")
+    values = dotenv_values(path, interpolate=False, encoding="utf-8")
+    return {name: value for name, value in values.items() if value is not None}

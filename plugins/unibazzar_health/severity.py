@@ -1,7 +1,8 @@
 """The severity policy: the one place an impact class becomes a severity, a service whose
-every check failed becomes an outage, and losing a dependency is rated by what depends on
-it. Reads the catalog's [severities] (the runbook's Incident Classification); checks name
-impact classes, never severities.
+every check failed becomes an outage, a share of failing requests becomes a class (the
+runbook's 50 % of users), and losing a dependency is rated by what depends on it. Reads the
+catalog's [severities] (the runbook's Incident Classification); checks name impact classes,
+never severities.
 """
 
 from __future__ import annotations
@@ -13,6 +14,20 @@ from unibazzar_health.catalog import SEVERITY_ORDER, Catalog, Severity, load_cat
 
 # "Complete service outage" is SEV1, whatever each failing check's own class.
 OUTAGE = "SEV1"
+# The runbook's line on users affected: more than half of a service's requests failing is
+# SEV1 (an outage for most of its users); fewer is its "<50 % users", SEV3.
+MOST_USERS = 0.5
+
+
+def impact_of_share(share: float, noise: float) -> str | None:
+    """The impact class of a service failing ``share`` of its requests over the window:
+    more than half an outage (SEV1); from ``noise`` up to half "minor" (SEV3, the runbook's
+    "<50 % users"), never SEV2 by the share alone: "significant feature degradation" is what
+    the pods or a canary show, and the share never lowers that; below ``noise`` None (the
+    5xx every service answers now and then)."""
+    if share > MOST_USERS:
+        return "outage"
+    return "minor" if share >= noise else None
 
 
 def severity_of(impact: str, catalog: Catalog | None = None) -> Severity:

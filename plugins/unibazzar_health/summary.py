@@ -6,6 +6,7 @@ docs/summary.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from unibazzar_health.catalog import Catalog
+from unibazzar_health.names import SERVICES
 from unibazzar_health.policy import (
     LEVELS,
     BusinessCalendar,
@@ -24,7 +26,14 @@ from unibazzar_health.policy import (
     next_update,
     respond_by,
 )
-from unibazzar_health.results import READ_ONLY_PREFIX, CheckResult, Outcome
+from unibazzar_health.probes import ProbeFailure
+from unibazzar_health.results import (
+    READ_ONLY_PREFIX,
+    CheckResult,
+    Outcome,
+    dependency_of,
+    refused_credentials,
+)
 from unibazzar_health.severity import OUTAGE, rank, service_outages, worst
 
 SCHEMA = "unibazzar-health/summary/v2"
@@ -39,6 +48,10 @@ class RunInfo:
     arguments: list[str]
     version: str = ""
     interrupted: bool = False  # stopped before every selected check ran
+    run_mode: str | None = None  # oncall | scheduled | ci: who ran it (plugin.run_mode)
+    # Tests that failed outside every check's result (a test that is no runbook check, a
+    # check's teardown): the verdict does not judge them, the exit status never hides them.
+    other_failures: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ class Response:
 def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo,
                   response: Response | None = None) -> dict[str, Any]:
     response = response or Response()
-    ordered = sorted(results, key=_order)
+    ordered = sorted(lead_with_causes(results, catalog), key=_order)
     failed = [r for r in ordered if r.outcome is Outcome.FAILED]
     broken = [r for r in ordered if r.outcome is Outcome.BROKEN]
     incidents = shared_incidents(failed)
@@ -103,6 +116,7 @@ def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo,
         "finished_at": run.finished_at.isoformat(timespec="seconds"),
         "duration_s": round((run.finished_at - run.started_at).total_seconds(), 3),
         "arguments": run.arguments,
+        "run_mode": run.run_mode,
         "verdict": verdict,
         "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
         "services": services,
@@ -112,6 +126,10 @@ def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo,
         "incident": _incident(response, began if failed else None, run.finished_at),
         "escalation": escalation(failed, level, began, run.finished_at, response),
         "recent_changes": recent_changes(ordered),
+        # The checks' own credentials refused: what they could not see, and why (broken
+        # checks, the verdict incomplete: the checks' owners fix it, nobody is paged).
+        "refused_credentials": refused_credentials(r.to_dict() for r in broken),
+        "other_failures": list(run.other_failures),
         "checks": [r.to_dict() for r in ordered],
     }
     return summary
@@ -224,7 +242,7 @@ def escalation(failed: list[CheckResult], level: str | None, began: datetime, no
 
 # The runbook's names for the external teams (Escalation Procedures).
 EXTERNAL_TEAMS = {"aws_support": "AWS Support", "payment_provider": "Payment Providers",
-                  "security_team": "Security Team"}
+                  "security_team": "Security Team", "infrastructure_team": "Infrastructure Team"}
 
 
 def shared_incidents(failed: list[CheckResult]) -> list[dict[str, Any]]:
@@ -257,10 +275,53 @@ def recent_changes(results: list[CheckResult]) -> list[dict[str, Any]]:
     return sorted(changes, key=lambda c: c.get("age_minutes") or 0.0)
 
 
-def _order(r: CheckResult) -> tuple[int, int, str]:
+def _order(r: CheckResult) -> tuple[int, int, int, str]:
     outcome = {Outcome.FAILED: 0, Outcome.BROKEN: 1, Outcome.NOT_RUN: 2, Outcome.SKIPPED: 3,
                Outcome.PASSED: 4}[r.outcome]
-    return (outcome, rank(r.severity), r.id)
+    # At one severity, a check that found a backend failing before the symptoms it explains.
+    return (outcome, rank(r.severity), 0 if _backends(r) else 1, r.id)
+
+
+def _backends(r: CheckResult) -> list[str]:
+    """The backends (not services) a failed check is pinned on."""
+    return [d for d in r.failed_dependencies if d not in SERVICES]
+
+
+def lead_with_causes(results: list[CheckResult], catalog: Catalog) -> list[CheckResult]:
+    """A failure pinned on nothing but its own service (a search that timed out, a canary
+    listing never indexed), of a service another check of which found a backend it stands
+    on failing (Redis refusing, the listings table gone), is most likely that backend's
+    consequence: its fixes and commands start with the backend's own (catalog failure_fixes:
+    bring it back, restore it), then its own, and its Impact sentence is the backend's loss
+    (the cause's), not what it would have judged. The results are copies."""
+    cause_of: dict[tuple[str, str], CheckResult] = {}
+    for r in results:
+        backends = _backends(r)
+        if (r.outcome is Outcome.FAILED and len(backends) == 1 and r.fixes
+                and _fixed_by_kind(r, backends[0], catalog)):
+            cause_of.setdefault((r.service, backends[0]), r)
+    led: list[CheckResult] = []
+    for r in results:
+        causes = [cause_of[(r.service, d)] for d in r.depends_on
+                  if (r.service, d) in cause_of and cause_of[(r.service, d)] is not r]
+        if r.outcome is not Outcome.FAILED or _backends(r) or not causes:
+            led.append(r)
+            continue
+        led.append(dataclasses.replace(
+            r, impact_statement=causes[0].impact_statement or r.impact_statement,
+            fixes=list(dict.fromkeys([*(f for c in causes for f in c.fixes), *r.fixes])),
+            commands=list(dict.fromkeys([*(c for cause in causes for c in cause.commands),
+                                         *r.commands]))))
+    return led
+
+
+def _fixed_by_kind(r: CheckResult, backend: str, catalog: Catalog) -> bool:
+    """Whether every failure of ``backend`` behind ``r`` has the catalog's fix for its kind:
+    then r's fixes are the backend's (bring it back), not r's own judgement's."""
+    failures = [ProbeFailure.from_dict(f) for f in r.failures]
+    mine = [f for f in failures if dependency_of(f) == backend]
+    return bool(mine) and len(mine) == len(failures) and all(
+        catalog.fix_for(backend, f.kind) is not None for f in mine)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
@@ -291,6 +352,9 @@ def render(summary: dict[str, Any]) -> list[str]:
         unchecked = verdict.get("unchecked_services") or []
         why = (f"; nothing of {', '.join(unchecked)} was checked (every check skipped)"
                if unchecked else "")
+        refused = [r["dependency"] for r in summary.get("refused_credentials") or []]
+        if refused:
+            why += f"; {', '.join(refused)} refused the checks' own credentials"
         lines.append(f"VERDICT INCOMPLETE: no failing check, but not every check ran ({tally}) "
                      f"in {summary['environment']}{why}")
     elif counts.get("skipped"):
@@ -303,10 +367,25 @@ def render(summary: dict[str, Any]) -> list[str]:
                      f"{summary['environment']}; {counts['skipped']} skipped ({why})")
     else:
         lines.append(f"VERDICT HEALTHY: all {total} checks passed in {summary['environment']}")
+    refusals = summary.get("refused_credentials") or []
+    for refused in refusals:
+        # Once per backend, with its fix: the checks' owners', not the platform's on-call.
+        lines.append(f"  CANNOT SEE {refused['dependency']}: it refused the checks' own "
+                     f"credential, so {len(refused['checks'])} check(s) judged nothing there: "
+                     "fix the checks' configuration (no outage is shown)")
+        lines.append(f"       {refused['refusal']}")
+        lines.extend(f"       fix:  {fix}" for fix in refused.get("fixes") or [])
+        lines.extend(f"       next: {command}" for command in refused.get("commands") or [])
+    told = {c for refused in refusals for c in refused["checks"]}
     for outage in summary.get("outages", []):
         lines.append(f"  OUTAGE {outage['service']}: every check failing ({outage['checks']} of "
                      f"{outage['checks']}): treated as {outage['severity']}")
-    for incident in summary.get("incidents", []):
+    # The root causes' count of checks, as incident.md lists them under each (a failure of
+    # a service the dependency serves, pinned on nothing else, is the cause's too).
+    causes = summary.get("root_causes")
+    shared = ([c for c in causes if c.get("dependency")] if causes is not None
+              else summary.get("incidents", []))
+    for incident in shared:
         lines.append(f"  INCIDENT {incident['dependency']} failing for "
                      f"{', '.join(incident['services'])}: one incident, {incident['severity']} "
                      f"({len(incident['checks'])} checks)")
@@ -322,13 +401,21 @@ def render(summary: dict[str, Any]) -> list[str]:
             label = "BROKEN" if outcome == "broken" else "NOT RUN"
             lines.append(f"  {label} {check['service']} · {check['step']} [{check['id']}]")
             lines.append(f"       {check['message']}")
-    if verdict["status"] == "healthy" and counts.get("skipped"):
-        skipped = [c["id"] for c in summary["checks"] if c["outcome"] == "skipped"]
-        lines.append(f"  SKIPPED {', '.join(skipped)}")
+            if check["id"] not in told:  # a refused credential's fixes are said above
+                lines.extend(f"       fix:  {fix}" for fix in check.get("fixes") or [])
+                lines.extend(f"       next: {c}" for c in check.get("commands") or [])
     read_only = [c["id"] for c in summary["checks"] if c["outcome"] == "skipped"
                  and str(c.get("message") or "").startswith(READ_ONLY_PREFIX)]
+    # Each skipped check named once: the writers --read-only held back on their own line.
+    skipped = [c["id"] for c in summary["checks"] if c["outcome"] == "skipped"
+               and c["id"] not in read_only]
+    if verdict["status"] == "healthy" and skipped:
+        lines.append(f"  SKIPPED {', '.join(skipped)}")
     if read_only:
         lines.append(f"  READ-ONLY skipped the checks that write: {', '.join(read_only)}")
+    for other in summary.get("other_failures") or []:
+        lines.append(f"  FAILED {other}: a test that is no runbook check (the verdict does not "
+                     "judge it; the exit status is not 0)")
     escalation = summary.get("escalation")
     if escalation:
         internal = escalation["internal"]

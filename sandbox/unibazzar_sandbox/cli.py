@@ -202,7 +202,8 @@ def _caught_by(fails: Any, changes: Any, ripens_s: float) -> str:
     """What a fault does to a run: (check, severity) pairs or dicts, or changes named."""
     pairs = [(f["check"], f["severity"]) if isinstance(f, dict) else tuple(f) for f in fails]
     said = ("fails: " + ", ".join(f"{check} ({severity})" for check, severity in pairs)
-            if pairs else "fails nothing; the verdict names CHANGE " + ", ".join(changes))
+            if pairs else "fails nothing; the verdict names CHANGE " + ", ".join(changes)
+            if changes else "fails nothing; the verdict stays healthy")
     return said + (f"; seen by the checks {ripens_s:g} s after on" if ripens_s else "")
 
 

@@ -19,10 +19,15 @@ services the verdict names as a CHANGE.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from unibazzar_sandbox.layout import HOST, PORTS, Layout
@@ -159,8 +164,21 @@ def _crash_loop() -> None:
     after its last run ended in an error a minute ago; the Deployment at 1/2 ready."""
     pod = "auth-service-7d9f8-abc12"
     base = f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}"
-    status = _kube("GET", base)["status"]
+    seen = _kube("GET", base)
+    status = seen["status"]
     ended = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    began = (datetime.now(UTC) - timedelta(minutes=40)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The kubelet's event, what `kubectl describe pod` shows under Events.
+    _kube("POST", f"/api/v1/namespaces/{NAMESPACE}/events", {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{pod}.backoff", "namespace": NAMESPACE, "creationTimestamp": began},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": NAMESPACE,
+                           "uid": seen["metadata"]["uid"],
+                           "fieldPath": "spec.containers{auth-service}"},
+        "reason": "BackOff", "type": "Warning", "count": 60,
+        "message": f"Back-off restarting failed container auth-service in pod {pod}_{NAMESPACE}",
+        "firstTimestamp": began, "lastTimestamp": ended,
+        "source": {"component": "kubelet", "host": "sandbox-node"}})
     container = dict(status["containerStatuses"][0])
     container.update(ready=False, restartCount=14, state={"waiting": {
         "reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting failed container"}},
@@ -248,10 +266,26 @@ def _saga_on(layout: Layout) -> None:
                      "now() - interval '2 hours') ON CONFLICT DO NOTHING")
 
 
+    # What its orchestrator logs while it waits (the runbook's "review saga orchestration
+    # logs" reads these): INFO lines, so the error rate stays as it is.
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S,000")
+    with (layout.logs / "order-service.log").open("a") as log:
+        log.writelines(_saga_lines(stamp))
+    layout.faults.mkdir(parents=True, exist_ok=True)
+    (layout.faults / "order-service.saga-stuck").write_text(stamp)
+
+
+def _saga_lines(stamp: str) -> list[str]:
+    return [f"{stamp} INFO order-service saga saga-gameday-1 (order order-gameday-1) still "
+            f"awaiting_payment at step charge; retry {n} of the payment callback wait\n"
+            for n in range(1, 4)]
+
+
 def _saga_off(layout: Layout) -> None:
     with _orders(layout) as conn:
         conn.execute("DELETE FROM sagas WHERE id = 'saga-gameday-1'")
         conn.execute("DELETE FROM orders WHERE id = 'order-gameday-1'")
+    _cut_lines(layout, "order-service.saga-stuck", _saga_lines)
 
 
 def _saga_is_on(layout: Layout) -> bool:
@@ -332,12 +366,16 @@ def _spike_on(layout: Layout) -> None:
 
 
 def _spike_off(layout: Layout) -> None:
+    _cut_lines(layout, "order-service.error-spike", _spike_lines)
+
+
+def _cut_lines(layout: Layout, marker_name: str, lines: Callable[[str], list[str]]) -> None:
     """The injected lines cut out in place: the service's log handler keeps the file open,
     so a replaced file would leave it writing to the old one."""
-    marker = layout.faults / "order-service.error-spike"
+    marker = layout.faults / marker_name
     if not marker.exists():
         return
-    injected = set(_spike_lines(marker.read_text()))
+    injected = set(lines(marker.read_text()))
     path = layout.logs / "order-service.log"
     if not path.exists():
         marker.unlink()
@@ -412,16 +450,59 @@ def _throttled_on(layout: Layout) -> None:
 def _moto_reset(layout: Layout) -> None:
     """moto keeps metric data for good and cannot delete it: every backend reset, then the
     seed's table, bucket and canaries put back (as restarting moto would, in less time)."""
+    if not (layout.faults / "moto.dynamodb-throttled").exists():
+        return  # not on: nothing of moto's to throw away
+    _reset_moto(layout)
+    (layout.faults / "moto.dynamodb-throttled").unlink(missing_ok=True)
+
+
+def _reset_moto(layout: Layout) -> None:
     import requests
 
     from unibazzar_sandbox.seed import aws
 
-    if not (layout.faults / "moto.dynamodb-throttled").exists():
-        return  # not on: nothing of moto's to throw away
     requests.post(f"http://{HOST}:{PORTS['moto']}/moto-api/reset", timeout=10) \
         .raise_for_status()
     aws(layout, _secrets(layout))
-    (layout.faults / "moto.dynamodb-throttled").unlink(missing_ok=True)
+
+
+# ---- a service failing a share of its customers' requests (CloudWatch; traffic.py) ---------
+ERROR_RATE_SERVICE = "order-service"
+# environments/sandbox.toml's [impact] window_minutes: the whole window is the incident's.
+ERROR_RATE_MINUTES = 5
+
+
+def _error_rate_fault(name: str, share: float, fails: tuple[tuple[str, str], ...]) -> Fault:
+    """The stand-in fails ``share`` of its customers' requests from now on, and its target
+    group's counts show it for the whole window already. moto cannot delete datapoints: on
+    and off reset it (the seed put back), so no earlier minute dilutes the share."""
+    from unibazzar_sandbox import traffic
+
+    service, marker = ERROR_RATE_SERVICE, f"moto.{name}"
+
+    def on(layout: Layout) -> None:
+        from unibazzar_sandbox.seed import aws_client
+
+        layout.faults.mkdir(parents=True, exist_ok=True)
+        traffic.share_file(layout, service).write_text(f"{share}\n")
+        _reset_moto(layout)
+        traffic.backfill(aws_client("cloudwatch", _secrets(layout)), service, share,
+                         ERROR_RATE_MINUTES)
+        (layout.faults / marker).write_text("")
+
+    def off(layout: Layout) -> None:
+        traffic.share_file(layout, service).unlink(missing_ok=True)
+        if (layout.faults / marker).exists():
+            _reset_moto(layout)
+            (layout.faults / marker).unlink()
+
+    return Fault(name, f"{service} answers {share:.0%} of its customers' requests with a 5xx, "
+                 f"for the last {ERROR_RATE_MINUTES} minutes (CloudWatch)", fails, on, off,
+                 lambda layout: traffic.error_share(layout, service) == share,
+                 notes=f"faults/{service}.error-share (its customers, traffic.py), and "
+                       f"{ERROR_RATE_MINUTES} minutes of its target group's RequestCount and "
+                       "HTTPCode_Target_5XX_Count in moto's CloudWatch; on and off reset moto "
+                       "(it cannot delete metric data) and put the seed back")
 
 
 # ---- S3: the images bucket gone ------------------------------------------------------------------
@@ -639,6 +720,72 @@ def _vectors_empty_off(layout: Layout) -> None:
     (layout.faults / REINDEXING).unlink(missing_ok=True)
 
 
+# ---- the probe host busy: not the platform's fault ------------------------------------------
+# One spinning process per core of this host, where the checks run too: their own clock
+# stalls while every backend answers as fast as ever. Bounded twice: each burner stops when
+# the marker goes (off, or `up` clearing faults/) and after BUSY_FOR_S at the latest, so a
+# game day nobody switched off costs a minute of CPU, not a machine.
+BUSY_MARKER = "probe-host.busy"
+BUSY_FOR_S = 60.0
+_BURNER = ("import os, sys, time\n"
+           "marker, until = sys.argv[1], float(sys.argv[2])\n"
+           "while time.time() < until and os.path.exists(marker):\n"
+           "    for _ in range(100_000):\n"
+           "        pass\n")
+
+
+def _burners(layout: Layout) -> list[int]:
+    """The burners this game day started that still run: by the ids it recorded, and only
+    where that process is still ours (its command line names our marker)."""
+    marker = layout.faults / BUSY_MARKER
+    try:
+        pids = [int(pid) for pid in json.loads(marker.read_text() or "{}").get("pids", [])]
+    except (OSError, ValueError):
+        return []
+    return _still_burning(marker, pids)
+
+
+def _still_burning(marker: Path, pids: list[int]) -> list[int]:
+    """Those of ``pids`` that still run our burner (an id reused since, or a zombie, with
+    its empty command line, is not)."""
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if os.fsencode(marker) in cmdline.read().split(b"\0"):
+                    alive.append(pid)
+        except OSError:  # gone
+            continue
+    return alive
+
+
+def _busy_on(layout: Layout) -> None:
+    layout.faults.mkdir(parents=True, exist_ok=True)
+    marker = layout.faults / BUSY_MARKER
+    marker.write_text("{}")  # there before any burner looks for it
+    until = time.time() + BUSY_FOR_S
+    pids = []
+    for _ in range(os.cpu_count() or 1):
+        # Detached, with no pipe of ours: `fault ... on` returns at once and they run on.
+        burner = subprocess.Popen([sys.executable, "-c", _BURNER, str(marker), str(until)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        pids.append(burner.pid)
+    marker.write_text(json.dumps({"pids": pids, "until": until}))
+
+
+def _busy_off(layout: Layout) -> None:
+    marker = layout.faults / BUSY_MARKER
+    pids = _burners(layout)
+    marker.unlink(missing_ok=True)  # they stop within milliseconds
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)  # and at once, should one be stopped or slow
+        except ProcessLookupError:
+            continue
+    _wait_until("the burners have stopped", lambda: not _still_burning(marker, pids), 10.0)
+
+
 def clear(layout: Layout) -> None:
     """No fault outlives `down`: a sandbox starting afresh removes every fault file and
     marker and cuts an error spike out of its log. What the others changed lived in the
@@ -695,7 +842,7 @@ FAULTS: tuple[Fault, ...] = (
     _file_fault(
         "no-rate-limiting", "auth-service.no-rate-limiting",
         "the login rate limiter is off: a burst of logins is never refused",
-        (("auth.rate-limit-protection", "SEV1"), ("auth.rate-limit-configured", "SEV3"))),
+        (("auth.rate-limit-protection", "SEV2"), ("auth.rate-limit-configured", "SEV3"))),
     # ---- listing-service: DynamoDB, RabbitMQ, S3, Redis
     Fault("dynamodb-table-missing",
           "the DynamoDB listings table is gone: listings cannot be read or created",
@@ -780,6 +927,9 @@ FAULTS: tuple[Fault, ...] = (
         "order-service cannot reach listing-service (a network partition), which answers "
         "everyone else",
         (("order.downstream-dependencies", "SEV2"),), content="listing-service\n"),
+    # More than half failing is SEV1 (the runbook's >50 % of users), fewer SEV3.
+    _error_rate_fault("order-error-rate", 0.62, (("order.scope-and-impact", "SEV1"),)),
+    _error_rate_fault("order-error-rate-low", 0.12, (("order.scope-and-impact", "SEV3"),)),
     # ---- ai-service: vector database, model, Redis
     Fault("vector-collection-empty",
           "a reindex emptied the vector collection of listings and paused the search "
@@ -825,7 +975,8 @@ FAULTS: tuple[Fault, ...] = (
         "crash-loop", "one auth-service pod crash-loops (CrashLoopBackOff, 14 restarts); the "
         "Deployment has 1/2 ready pods",
         (("auth.scope-and-impact", "SEV2"),), _crash_loop,
-        "the pod auth-service-7d9f8-abc12 and the Deployment's status, through the API"),
+        "the pod auth-service-7d9f8-abc12, its BackOff event and the Deployment's status, "
+        "through the API"),
     _kube_fault(
         "cpu-bound", "one ai-service pod uses 96% of its CPU limit (metrics-server)",
         (("ai.model-loading-and-memory", "SEV2"),), _cpu_bound,
@@ -842,5 +993,13 @@ FAULTS: tuple[Fault, ...] = (
           lambda layout: (layout.faults / "order-service.error-spike").exists(),
           notes="lines appended to order-service's log (off removes them; they also leave "
                 "the checks' error window after error_window_minutes)"),
+    # ---- the probe host: no fault of the platform, so it fails nothing and changes nothing
+    Fault("probe-host-busy",
+          "every core of the host the checks run on is busy: their own clock stalls while "
+          "every backend answers as fast as ever",
+          (), _busy_on, _busy_off, lambda layout: bool(_burners(layout)),
+          notes=f"one spinning process per core, each stopped by off (or `up`) and after "
+                f"{BUSY_FOR_S:g} s at the latest; the verdict must stay healthy, with several "
+                "suite runs at once on top (tests/test_game_days.py)"),
 )
 BY_NAME = {fault.name: fault for fault in FAULTS}

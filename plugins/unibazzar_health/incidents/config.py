@@ -105,7 +105,7 @@ def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
     named = contacts(spec)
     internal = {1: spec.oncall.primary, **{n: named[f"level_{n}"] for n in (2, 3, 4)
                                            if f"level_{n}" in named}}
-    teams = ("aws_support", "payment_provider", "security_team")
+    teams = ("aws_support", "payment_provider", "security_team", "infrastructure_team")
     external: dict[str, str] = {key: named[key] for key in teams if key in named}
     severities = load_catalog().severities
     return Policy(

@@ -29,7 +29,6 @@ from unibazzar_health.messages import sev
 from unibazzar_health.policy import (
     CHECKLIST_WITHIN,
     LEVELS,
-    POST_MORTEM_WITHIN,
     clock,
     human_duration,
 )
@@ -188,8 +187,6 @@ def postmortem(state: EnvironmentState, incident: Incident,
         within = CHECKLIST_WITHIN[name]
         due = (f"due {clock(resolved + within)}" if resolved
                else f"due {_within(within)} after the resolution (still open)")
-        if name == "Post-Mortem" and incident.severity not in POST_MORTEM_WITHIN:
-            due = f"not required for {sev(incident.severity)}"
         lines += [f"### {name} (within {_within(within)}: {due})", ""]
         for item in items:
             fact = facts.get(item)
@@ -230,8 +227,10 @@ def _facts(state: EnvironmentState, incident: Incident, deliveries: list[Deliver
     fixes = sorted({fix for info in incident.check_info.values()
                     for fix in info.get("fixes") or []})
     if fixes:
-        facts["Create action items for prevention"] = "the runbook's fixes applied: " + \
-            "; ".join(fixes)
+        # The checks only suggested them: whether anyone applied one is for people to record.
+        facts["Create action items for prevention"] = (
+            "the runbook's fixes the checks suggested (not applied by them; note which were "
+            "done): " + "; ".join(fixes))
     if incident.dependency:
         facts["Document root cause analysis"] = (
             f"the checks pinned it on {incident.dependency}, failing for "

@@ -26,7 +26,12 @@ class FailureKind(enum.StrEnum):
     UNREACHABLE = "unreachable"  # the host name does not resolve, no route, network down
     TIMEOUT = "timeout"  # no answer within the deadline
     REFUSED = "refused"  # connection refused: nothing listens there
-    AUTH_REJECTED = "auth_rejected"  # our credentials, key or signature were refused
+    # Our credentials, key or signature were refused. Refused by a backend the checks log
+    # into with their own (a database role, a Redis password, an AWS identity, a
+    # kubeconfig), it is the checks' configuration that is wrong, not the platform: the
+    # verdict says so (results.OWN_CREDENTIAL_BACKENDS), so a probe must give this kind for
+    # every refusal of its credential, and only for that.
+    AUTH_REJECTED = "auth_rejected"
     MISSING_OBJECT = "missing_object"  # a table, bucket, queue, collection... is not there
     # A relation or column does not exist: the database is not the schema the checks
     # expect (wrong database in the environment file, a migration not applied).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from unibazzar_health.probes import timed
+from unibazzar_health.probes import FailureKind, ProbeError, timed
 from unibazzar_health.probes.aws import AwsTarget, client, explain
 
 
@@ -23,6 +23,8 @@ class TableStatus:
     # Provisioned (read, write) capacity units of each global secondary index; 0 or None:
     # on demand.
     index_capacity: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    # The primary key: each attribute's name and type (S, N or B), hash key first.
+    key: dict[str, str] = field(default_factory=dict)
 
 
 def describe_table(target: AwsTarget, table: str) -> TableStatus:
@@ -52,7 +54,15 @@ def describe_table(target: AwsTarget, table: str) -> TableStatus:
         item_count=answer.get("ItemCount"),
         elapsed_ms=t.ms,
         index_capacity={i["IndexName"]: _throughput(i) for i in indexes},
+        key=_key(answer),
     )
+
+
+def _key(answer: dict[str, Any]) -> dict[str, str]:
+    types = {a["AttributeName"]: a["AttributeType"]
+             for a in answer.get("AttributeDefinitions", [])}
+    ordered = sorted(answer.get("KeySchema", []), key=lambda k: k.get("KeyType") != "HASH")
+    return {k["AttributeName"]: types.get(k["AttributeName"], "S") for k in ordered}
 
 
 def _throughput(index: dict[str, Any]) -> tuple[int | None, int | None]:
@@ -136,3 +146,57 @@ def get_item(target: AwsTarget, table: str, key: dict[str, str]) -> dict[str, st
     if item is None:
         return None
     return {name: str(next(iter(value.values()))) for name, value in item.items()}
+
+
+# A key no item has (per attribute type): what the data-plane probes read and fail to update.
+_PROBE_VALUES: dict[str, Any] = {"S": "unibazzar-health-probe", "N": "-1e125",
+                                 "B": b"unibazzar-health-probe"}
+
+
+def _probe_key(table: TableStatus) -> dict[str, dict[str, Any]]:
+    return {name: {kind: _PROBE_VALUES.get(kind, _PROBE_VALUES["S"])}
+            for name, kind in (table.key or {"listing_id": "S"}).items()}
+
+
+def serves_reads(target: AwsTarget, table: TableStatus) -> float:
+    """One strongly consistent GetItem of a key no item has: the milliseconds the table
+    took to serve a read (whatever DescribeTable's status says)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    where = f"table {table.table} ({target.region}): read"
+    try:
+        with timed() as t:
+            client("dynamodb", target).get_item(TableName=table.table, Key=_probe_key(table),
+                                                 ConsistentRead=True)
+    except (BotoCoreError, ClientError) as exc:
+        raise explain(exc, "dynamodb", where, target) from None
+    return round(t.ms, 1)
+
+
+def serves_writes(target: AwsTarget, table: TableStatus) -> float:
+    """An UpdateItem of a key no item has, on a condition no item can meet: DynamoDB takes it
+    through its write path and refuses it (ConditionalCheckFailed), so nothing is written.
+    The milliseconds it took; a ProbeError where the write path itself failed."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    where = f"table {table.table} ({target.region}): write"
+    key = _probe_key(table)
+    first = next(iter(key))
+    try:
+        with timed() as t:
+            client("dynamodb", target).update_item(
+                TableName=table.table, Key=key,
+                UpdateExpression="SET #probe = :probe",
+                # Contradictory: refused whether or not such an item exists.
+                ConditionExpression="attribute_exists(#key) AND attribute_not_exists(#key)",
+                ExpressionAttributeNames={"#probe": "unibazzar_health_probe", "#key": first},
+                ExpressionAttributeValues={":probe": {"S": "never written"}})
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return round(t.ms, 1)
+        raise explain(exc, "dynamodb", where, target) from None
+    except BotoCoreError as exc:
+        raise explain(exc, "dynamodb", where, target) from None
+    # Applied, which no table can: say so rather than call it served.
+    raise ProbeError("dynamodb", where, "a conditional update that can never apply was applied",
+                     target.deadline, kind=FailureKind.UNEXPECTED_ANSWER)

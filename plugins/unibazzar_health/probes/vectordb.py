@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ from unibazzar_health.probes import (
     status_failure,
     timed,
 )
+from unibazzar_health.probes.clock import AnswerWatch, Timing
 
 
 @dataclass(frozen=True)
@@ -29,19 +31,33 @@ class CollectionHealth:
     exists: bool
     count: int = 0
     heartbeat_ms: float = 0.0
+    # The canary query until its answer reached this host's network stack (clock.py): the
+    # vector database's time, without our own host's stall (our clock's where the kernel
+    # could not say).
     query_ms: float | None = None
     canary_id: str | None = None
     nearest_id: str | None = None  # a stored vector's own nearest neighbour: itself
+    query_our_clock_ms: float | None = None  # the same query on our own clock
 
 
 def _call(target: VectorTarget, method: str, path: str, json: Any = None) -> tuple[int, Any]:
+    status, body, _ = _timed_call(target, method, path, json)
+    return status, body
+
+
+def _timed_call(target: VectorTarget, method: str, path: str,
+                json: Any = None) -> tuple[int, Any, Timing]:
     import requests
 
     url = target.url.rstrip("/") + path
     headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    watch = AnswerWatch()  # when the answer arrived, as the kernel saw it
     try:
+        started = time.perf_counter_ns()
         response = requests.request(method, url, json=json, headers=headers,
-                                    timeout=(target.deadline, target.deadline))
+                                    timeout=(target.deadline, target.deadline),
+                                    hooks=watch.hooks)
+        timing = watch.timing(time.perf_counter_ns() - started)
     except requests.Timeout:
         raise DeadlineExceeded("vector-db", target.url, target.deadline) from None
     except requests.RequestException as exc:
@@ -49,10 +65,12 @@ def _call(target: VectorTarget, method: str, path: str, json: Any = None) -> tup
 
         raise ProbeError("vector-db", target.url, reason(exc), target.deadline,
                          kind=connection_failure(exc)) from None
+    finally:
+        watch.close()
     try:
-        return response.status_code, response.json()
+        return response.status_code, response.json(), timing
     except ValueError:
-        return response.status_code, response.text[:200]
+        return response.status_code, response.text[:200], timing
 
 
 def _ok(target: VectorTarget, status: int, body: Any, doing: str) -> Any:
@@ -95,9 +113,10 @@ def collection_health(target: VectorTarget, collection: str) -> CollectionHealth
     sample = _ok(target, *_call(target, "POST", f"{base}/{collection_id}/get",
                                 {"limit": 1, "include": ["embeddings"]}), "get one item")
     canary_id, vector = sample["ids"][0], sample["embeddings"][0]
-    with timed() as t:
-        answer = _ok(target, *_call(target, "POST", f"{base}/{collection_id}/query",
-                                    {"query_embeddings": [vector], "n_results": 1,
-                                     "include": ["distances"]}), "query")
+    status, body, timing = _timed_call(target, "POST", f"{base}/{collection_id}/query",
+                                       {"query_embeddings": [vector], "n_results": 1,
+                                        "include": ["distances"]})
+    answer = _ok(target, status, body, "query")
     nearest = answer["ids"][0][0] if answer.get("ids") and answer["ids"][0] else None
-    return CollectionHealth(collection, True, count, heartbeat_ms, t.ms, canary_id, nearest)
+    return CollectionHealth(collection, True, count, heartbeat_ms, timing.judged_ms, canary_id,
+                            nearest, query_our_clock_ms=timing.ms)

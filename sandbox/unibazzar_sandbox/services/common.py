@@ -1,5 +1,6 @@
 """What every stand-in service shares: secrets from its environment, a log file the
-Kubernetes emulator serves as pod logs, and a threaded HTTP server on loopback."""
+Kubernetes emulator serves as pod logs, a threaded HTTP server on loopback, and its
+customers' request counts in CloudWatch (traffic.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 from flask import Flask
 
+from unibazzar_sandbox import traffic
 from unibazzar_sandbox.layout import HOST, PORTS, Layout
 
 
@@ -47,4 +50,8 @@ def app_for(service: str) -> Flask:
 def run(app: Flask, service: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # What its load balancer would count of its customers' requests (traffic.py).
+    keys = {name: secret(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    threading.Thread(target=traffic.publish_forever, args=(service, layout(), keys),
+                     name="traffic", daemon=True).start()
     app.run(host=HOST, port=PORTS[service], threaded=True, use_reloader=False)

@@ -69,6 +69,29 @@ def stripe_webhook() -> Any:
     return {"received": True}
 
 
+# ---- its admin API: retry a saga's failed step -------------------------------------------
+@app.post("/admin/sagas/<saga_id>/retry")
+def retry_saga(saga_id: str) -> Any:
+    """The step runs again: a saga that failed (or is stuck) waits for its step anew, from
+    now; a completed or compensated one is left alone (409)."""
+    try:
+        with psycopg.connect(DSN, password=secret("UNIBAZZAR_ORDER_DB_PASSWORD")) as conn:
+            row = conn.execute("SELECT state, step FROM sagas WHERE id = %s",
+                               (saga_id,)).fetchone()
+            if row is None:
+                return {"error": "no such saga"}, 404
+            if row[0] in ("completed", "compensated"):
+                return {"error": f"saga is {row[0]}"}, 409
+            conn.execute("UPDATE sagas SET state = CASE WHEN state = 'failed' THEN "
+                         "'awaiting_payment' ELSE state END, updated_at = now() WHERE id = %s",
+                         (saga_id,))
+    except psycopg.Error as exc:
+        log.error("saga retry failed: %s", type(exc).__name__)
+        return {"error": "database unavailable"}, 503
+    log.info("saga %s: retrying step %s", saga_id, row[1])
+    return {"saga": saga_id, "retried": row[1]}, 202
+
+
 # ---- its own view of its downstream dependencies (a "deep health" endpoint) --------------
 def _http_ok(url: str, **kwargs: Any) -> None:
     requests.get(url, timeout=(1, 1), **kwargs).raise_for_status()
