@@ -230,6 +230,30 @@ def requests_error(exc: Exception, timeout: float) -> DeliveryError:
     return DeliveryError(f"{type(exc).__name__}", retryable=False)
 
 
+def urllib_error(exc: BaseException, timeout: float) -> DeliveryError:
+    """What an exception of urllib (slack_sdk's transport) says about delivery: urlopen
+    wraps in URLError what happens before the request is sent (connect, DNS, TLS, a proxy),
+    so nothing arrived; a timeout or a dropped connection after that may have."""
+    import http.client
+    import ssl
+    import urllib.error
+
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        return DeliveryError(
+            "connection refused" if isinstance(reason, ConnectionRefusedError) else
+            f"no connection within {timeout:g} s" if isinstance(reason, TimeoutError) else
+            "TLS handshake failed" if isinstance(reason, ssl.SSLError) else
+            "cannot connect", retryable=True)
+    if isinstance(exc, TimeoutError):
+        return DeliveryError(f"no answer within {timeout:g} s (may have been delivered)",
+                             retryable=True, maybe_delivered=True)
+    if isinstance(exc, http.client.HTTPException | OSError):
+        return DeliveryError("connection dropped before an answer (may have been delivered)",
+                             retryable=True, maybe_delivered=True)
+    return DeliveryError(type(exc).__name__, retryable=False)
+
+
 def _first_line(exc: BaseException) -> str:
     """An exception's innermost reason, without the URL requests puts around it."""
     import re

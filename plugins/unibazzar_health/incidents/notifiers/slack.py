@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 from unibazzar_health.incidents.notifiers.base import (
     ConfigError,
-    DeliveryError,
     Outgoing,
     Receipt,
     RequestBudget,
@@ -28,6 +27,7 @@ from unibazzar_health.incidents.notifiers.base import (
     fit_lines,
     fit_text,
     http_status_error,
+    urllib_error,
 )
 from unibazzar_health.incidents.state import KINDS
 from unibazzar_health.settings import SlackNotify
@@ -78,8 +78,6 @@ class SlackNotifier:
     def _post(self, text: str, message_blocks: list[dict[str, Any]], budget: RequestBudget
               ) -> Receipt:
         import http.client
-        import ssl
-        import urllib.error
 
         from slack_sdk.webhook import WebhookClient
 
@@ -96,21 +94,8 @@ class SlackNotifier:
         try:
             response = client.send(text=text, blocks=message_blocks, unfurl_links=False,
                                    unfurl_media=False)
-        except urllib.error.URLError as exc:
-            # urlopen wraps what happens before the request is sent (connect, DNS, TLS, a
-            # proxy): nothing reached Slack.
-            reason = exc.reason
-            raise DeliveryError(
-                "connection refused" if isinstance(reason, ConnectionRefusedError) else
-                f"no connection within {timeout:g} s" if isinstance(reason, TimeoutError) else
-                "TLS handshake failed" if isinstance(reason, ssl.SSLError) else
-                "cannot connect", retryable=True) from None
-        except TimeoutError:
-            raise DeliveryError(f"no answer within {timeout:g} s (may have been delivered)",
-                                retryable=True, maybe_delivered=True) from None
-        except (http.client.HTTPException, ConnectionError, OSError):
-            raise DeliveryError("connection dropped before an answer (may have been "
-                                "delivered)", retryable=True, maybe_delivered=True) from None
+        except (http.client.HTTPException, OSError) as exc:  # URLError, timeouts among them
+            raise urllib_error(exc, timeout) from None
         if response.status_code != 200:
             # 403/404/410: the webhook was revoked or its channel deleted.
             raise http_status_error(response.status_code, str(response.body or ""),

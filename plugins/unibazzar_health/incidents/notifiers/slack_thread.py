@@ -29,6 +29,7 @@ from unibazzar_health.incidents.notifiers.base import (
     RequestBudget,
     error_text,
     retry_after,
+    urllib_error,
 )
 from unibazzar_health.incidents.notifiers.slack import (
     _escape,
@@ -80,8 +81,6 @@ class SlackThreadNotifier:
     def _call(self, budget: RequestBudget, method: str, **arguments: Any) -> dict[str, Any]:
         """One Web API call, its answer classified: the answer's data, or DeliveryError."""
         import http.client
-        import ssl
-        import urllib.error
 
         from slack_sdk.errors import SlackApiError
 
@@ -91,19 +90,8 @@ class SlackThreadNotifier:
             response = getattr(client, method)(**arguments)
         except SlackApiError as exc:
             raise self._refused(exc.response) from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            raise DeliveryError(
-                "connection refused" if isinstance(reason, ConnectionRefusedError) else
-                f"no connection within {timeout:g} s" if isinstance(reason, TimeoutError) else
-                "TLS handshake failed" if isinstance(reason, ssl.SSLError) else
-                "cannot connect", retryable=True) from None
-        except TimeoutError:
-            raise DeliveryError(f"no answer within {timeout:g} s (may have been delivered)",
-                                retryable=True, maybe_delivered=True) from None
-        except (http.client.HTTPException, ConnectionError, OSError):
-            raise DeliveryError("connection dropped before an answer (may have been "
-                                "delivered)", retryable=True, maybe_delivered=True) from None
+        except (http.client.HTTPException, OSError) as exc:  # URLError, timeouts among them
+            raise urllib_error(exc, timeout) from None
         return dict(response.data) if isinstance(response.data, dict) else {}
 
     def _refused(self, response: Any) -> DeliveryError:
