@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -87,6 +88,20 @@ def environment_with(tmp_path: Path, **settings: str) -> Path:
     path = tmp_path / "environment.toml"
     path.write_text(text)
     return path
+
+
+def check_module(path: str, prefix: str) -> ModuleType:
+    """A check module under checks/ imported on its own (checks/ is no package on the
+    self-tests' path), as ``<prefix>_<stem>`` so two test modules' copies never collide."""
+    import importlib.util
+
+    file = ROOT / "checks" / path
+    spec = importlib.util.spec_from_file_location(f"{prefix}_{file.stem}", file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def sandbox(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -16,13 +16,11 @@ fixes and commands as the plugin does (results.build_result).
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -36,6 +34,8 @@ from unibazzar_health.redaction import Redactor
 from unibazzar_health.results import CheckResult, build_result
 from unibazzar_health.runbook import CheckContext, Finding
 from unibazzar_health.settings import Environment, Thresholds, load_environment
+
+from conftest import check_module
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog()
@@ -115,23 +115,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Environment:
     return load_environment(path, environ=dict.fromkeys(SECRETS, "s3cr3t"))
 
 
-def check_module(path: str) -> ModuleType:
-    file = ROOT / "checks" / path
-    spec = importlib.util.spec_from_file_location(f"modes_{file.stem}", file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
-auth = check_module("auth_service/test_auth_service.py")
-listing = check_module("listing_service/test_listing_service.py")
-orders = check_module("order_service/test_order_service.py")
-ai = check_module("ai_service/test_ai_service.py")
-scope = check_module("platform/test_scope_and_impact.py")
-deployments = check_module("platform/test_recent_deployments.py")
-errors = check_module("platform/test_error_patterns.py")
+auth = check_module("auth_service/test_auth_service.py", "modes")
+listing = check_module("listing_service/test_listing_service.py", "modes")
+orders = check_module("order_service/test_order_service.py", "modes")
+ai = check_module("ai_service/test_ai_service.py", "modes")
+scope = check_module("platform/test_scope_and_impact.py", "modes")
+deployments = check_module("platform/test_recent_deployments.py", "modes")
+errors = check_module("platform/test_error_patterns.py", "modes")
 
 
 def judged(test: Any, *args: Any) -> BaseException | None:

@@ -5,7 +5,6 @@ sandbox is in test_probes.py, the busy host's game day in test_game_days.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import sys
 import threading
@@ -14,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -25,23 +23,17 @@ from unibazzar_health.probes.clock import Latency, Timing, exchange, stamp
 from unibazzar_health.probes.redis import CachePerformance
 from unibazzar_health.settings import Thresholds
 
+from conftest import check_module
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
                                 reason="the network stack's clock is read on Linux only")
 
 
-def check_module(path: str) -> ModuleType:
-    file = ROOT / "checks" / path
-    spec = importlib.util.spec_from_file_location(f"latency_{file.stem}", file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
-ai = check_module("ai_service/test_ai_service.py")
+ai = check_module("ai_service/test_ai_service.py", "latency")
 
 
 # ---- the two clocks, on a real socket ----------------------------------------------------------

@@ -12,11 +12,9 @@ check's observe function over fake probes, then its test function's verdict.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,6 +25,8 @@ from unibazzar_health.probes import FailureKind, ProbeFailure
 from unibazzar_health.probes.payments import PaymentIntent, _intent
 from unibazzar_health.runbook import CheckContext, Finding
 from unibazzar_health.settings import AuthLogs, Environment, load_environment
+
+from conftest import check_module
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog()
@@ -61,20 +61,10 @@ failed_min = 10
 """
 
 
-def check_module(path: str) -> ModuleType:
-    """A check module, imported as test_plugin reads them (checks/ is no package on the
-    self-tests' path)."""
-    file = ROOT / "checks" / path
-    spec = importlib.util.spec_from_file_location(f"rules_{file.stem}", file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
-orders_checks = check_module("order_service/test_order_service.py")
-auth_checks = check_module("auth_service/test_auth_service.py")
+orders_checks = check_module("order_service/test_order_service.py", "rules")
+auth_checks = check_module("auth_service/test_auth_service.py", "rules")
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,14 @@ def find_open(state: EnvironmentState, key: str) -> Incident:
     raise ActionError(f"no open incident {key!r} in {state.environment} (open: {known})")
 
 
+def _words(text: str, empty: str) -> str:
+    """The text on one line; ActionError ``empty`` when nothing is left."""
+    words = " ".join(text.split())
+    if not words:
+        raise ActionError(empty)
+    return words
+
+
 def _person(by: str) -> str:
     who = by.strip()
     if not who:
@@ -92,9 +100,7 @@ def add_note(state: EnvironmentState, key: str, text: str, by: str, now: datetim
     """An action taken, for the next Status Update's "Actions taken", the resolution and
     the post-mortem's timeline."""
     who = _person(by)
-    words = " ".join(text.split())
-    if not words:
-        raise ActionError("the note is empty: say what was done")
+    words = _words(text, "the note is empty: say what was done")
     decision, incident = _start(state, key)
     iso = now.isoformat(timespec="seconds")
     incident.notes.append({"at": iso, "by": who, "text": words})
@@ -108,9 +114,7 @@ def resolve_by_hand(state: EnvironmentState, key: str, reason: str, by: str, now
     it (the resolution goes out at once, with this reason) or reopens it (still failing:
     said in a Status Update)."""
     who = _person(by)
-    words = " ".join(reason.split())
-    if not words:
-        raise ActionError("--reason is empty: say what resolved it")
+    words = _words(reason, "--reason is empty: say what resolved it")
     decision, incident = _start(state, key)
     iso = now.isoformat(timespec="seconds")
     incident.human_resolution = {"at": iso, "by": who, "reason": words}
@@ -124,9 +128,7 @@ def silence(state: EnvironmentState, key: str, minutes: float, reason: str, by: 
     """A timed silence of the incident's checks: nothing is posted for them until it ends
     (as the environment file's [[silences]], without editing the file mid-incident)."""
     who = _person(by)
-    words = " ".join(reason.split())
-    if not words:
-        raise ActionError("--reason is empty: say why it is silenced")
+    words = _words(reason, "--reason is empty: say why it is silenced")
     if minutes <= 0:
         raise ActionError(f"--for {minutes:g} min: a silence must last a while")
     decision, incident = _start(state, key)
