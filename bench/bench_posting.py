@@ -146,8 +146,8 @@ def store_cost(tmp: Path, summaries: dict[str, dict[str, Any]], repeat: int,
     """Median seconds of Poster.post with no notifier, per backend and summary; and the
     SQLite file's bytes per run."""
     os.environ.setdefault("BENCH_ROUTING_KEY", "B" * 32)
+    from unibazzar_health.incidents.config import load_environment
     from unibazzar_health.incidents.posting import Poster
-    from unibazzar_health.settings import load_environment
 
     results: dict[str, tuple[float, int]] = {}
     backends = {"sqlite": '[incident_state]\nbackend = "sqlite"\n'}
@@ -209,12 +209,12 @@ def dead_platform(tmp: Path) -> list[tuple[str, dict[str, int], float, str]]:
         serving,
     )
 
-    from unibazzar_health.catalog import load_catalog
+    from unibazzar_health.incidents.config import load_environment
     from unibazzar_health.incidents.posting import Poster
-    from unibazzar_health.results import CheckResult, Outcome
-    from unibazzar_health.settings import load_environment
-    from unibazzar_health.severity import severity_of
-    from unibazzar_health.summary import Response, RunInfo, build_summary
+    from unibazzar_health.verdict.catalog import load_catalog
+    from unibazzar_health.verdict.results import CheckResult, Outcome
+    from unibazzar_health.verdict.severity import severity_of
+    from unibazzar_health.verdict.summary import Response, RunInfo, build_summary
 
     catalog = load_catalog()
     results = []

@@ -28,7 +28,7 @@ PROBING_S = 0.4
 # together), and the failing one's test then finds its observation done and only judges.
 CHECKS = f'''
 import time
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def observe(ctx):
     time.sleep({PROBING_S})

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from unibazzar_health.authlogs import login_activity
-from unibazzar_health.settings import AuthLogs
+from unibazzar_health.config.settings import AuthLogs
+from unibazzar_health.judges.authlogs import login_activity
 
 DEFAULTS = AuthLogs()
 

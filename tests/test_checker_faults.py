@@ -17,19 +17,19 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health import messages
-from unibazzar_health.catalog import load_catalog
+from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.judges.runbook import Finding
 from unibazzar_health.probes import FailureKind, ProbeError, ProbeFailure
-from unibazzar_health.redaction import Redactor
-from unibazzar_health.results import (
+from unibazzar_health.reports import messages
+from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.results import (
     OWN_CREDENTIAL_BACKENDS,
     CheckResult,
     Outcome,
     build_result,
     dependency_of,
 )
-from unibazzar_health.runbook import Finding
-from unibazzar_health.summary import RunInfo, build_summary, now, render
+from unibazzar_health.verdict.summary import RunInfo, build_summary, now, render
 
 from conftest import (
     GAME_DAY_OBSERVERS,
@@ -60,7 +60,7 @@ def by_id(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 # ---- 1. A credential of the checks' own refused ---------------------------------------------
 REFUSED = '''
 from unibazzar_health.probes import FailureKind, ProbeError, ProbeFailure
-from unibazzar_health.runbook import Finding, runbook_check
+from unibazzar_health.judges.runbook import Finding, runbook_check
 
 
 def refused(backend, target, problem):
@@ -385,7 +385,7 @@ def test_the_impact_line_says_each_sentence_once_and_only_what_the_evidence_supp
 # ---- 3. The command line ------------------------------------------------------------------
 CHECKS = '''
 import os
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 
 def observe(ctx):
@@ -549,7 +549,7 @@ def test_an_age_in_the_evidence_reads_as_people_say_it() -> None:
     """Today: "created 28980694 s ago"."""
     import importlib.util
 
-    from unibazzar_health.indexing import IndexFreshness
+    from unibazzar_health.judges.indexing import IndexFreshness
 
     path = ROOT / "checks" / "listing_service" / "test_listing_service.py"
     spec = importlib.util.spec_from_file_location("checks_listing_service_ages", path)

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from unibazzar_health.gate import FAIL_ON_CHOICES, exit_status
+from unibazzar_health.reports.gate import FAIL_ON_CHOICES, exit_status
 
 from conftest import ROOT, SANDBOX_TOML, named_variables
 

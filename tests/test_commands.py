@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.catalog import (
+from unibazzar_health.config.settings import Environment, KubernetesTarget, load_environment
+from unibazzar_health.verdict.catalog import (
     ANY_DEPENDENCY,
     OPTIONAL_NAMES,
     CatalogError,
@@ -24,8 +25,7 @@ from unibazzar_health.catalog import (
     names_in,
     parse_catalog,
 )
-from unibazzar_health.results import command_names, remedies
-from unibazzar_health.settings import Environment, KubernetesTarget, load_environment
+from unibazzar_health.verdict.results import command_names, remedies
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX = ROOT / "environments" / "sandbox.toml"
@@ -320,7 +320,7 @@ def test_kubectl_in_url_mode_sends_the_token_it_names_not_another_clusters(
 def raw_catalog() -> dict[str, Any]:
     from importlib import resources
 
-    return tomllib.loads(resources.files("unibazzar_health").joinpath("catalog.toml")
+    return tomllib.loads(resources.files("unibazzar_health.verdict").joinpath("catalog.toml")
                          .read_text("utf-8"))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.gate import exit_status
+from unibazzar_health.reports.gate import exit_status
 
 from conftest import ROOT, SANDBOX_TOML
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from unibazzar_health.coverage import (
+from unibazzar_health.reports.coverage import (
     FEATURES,
     CoverageError,
     actionable_lines,
@@ -76,7 +76,7 @@ def test_every_line_a_person_performs_has_a_command_or_a_prompt_and_is_counted_a
     """Initial Response, the templates, escalation and Post-Incident: what a person does is
     marked so, with the command they run (`incident ack`, `note`, `postmortem`…); a line
     partly done by hand is not counted as automated."""
-    from unibazzar_health.coverage import coverage
+    from unibazzar_health.reports.coverage import coverage
 
     rows = coverage()
     human = [r for r in rows if r.line.kind in ("initial-response", "template", "escalation",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from unibazzar_health.catalog import load_catalog
+from unibazzar_health.verdict.catalog import load_catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,7 @@ def test_docs_environments_lists_every_section_and_every_key_of_the_small_ones()
     sections read by the messages and the escalation, every key is named in it."""
     from pydantic import BaseModel
 
-    from unibazzar_health.settings import EnvironmentFile
+    from unibazzar_health.config.settings import EnvironmentFile
 
     text = (ROOT / "docs" / "environments.md").read_text()
     rows = {name: line for line in text.splitlines()

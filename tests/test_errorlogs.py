@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from unibazzar_health.errorlogs import error_activity, signature, split_time
-from unibazzar_health.redaction import mask_credentials
-from unibazzar_health.settings import ErrorLogs
+from unibazzar_health.config.redaction import mask_credentials
+from unibazzar_health.config.settings import ErrorLogs
+from unibazzar_health.judges.errorlogs import error_activity, signature, split_time
 
 PATTERN = ErrorLogs().pattern
 UNTIL = datetime(2026, 11, 27, 14, 0, tzinfo=UTC).timestamp()

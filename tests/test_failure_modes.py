@@ -25,15 +25,15 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.catalog import CatalogError, load_catalog, parse_catalog
+from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.config.settings import Environment, Thresholds, load_environment
+from unibazzar_health.judges.runbook import CheckContext, Finding
 from unibazzar_health.probes import FailureKind, ProbeError, ProbeFailure
 from unibazzar_health.probes.dynamodb import CapacityUse, TableStatus
 from unibazzar_health.probes.kubernetes import ContainerHealth, PodsHealth
 from unibazzar_health.probes.vectordb import CollectionHealth
-from unibazzar_health.redaction import Redactor
-from unibazzar_health.results import CheckResult, build_result
-from unibazzar_health.runbook import CheckContext, Finding
-from unibazzar_health.settings import Environment, Thresholds, load_environment
+from unibazzar_health.verdict.catalog import CatalogError, load_catalog, parse_catalog
+from unibazzar_health.verdict.results import CheckResult, build_result
 
 from conftest import check_module
 
@@ -159,7 +159,7 @@ def test_a_rate_limiter_off_is_sev2_and_a_brute_force_it_does_not_stop_is_sev1(
          "statuses": {"401": 30}}), env)
     assert (off.impact, off.severity) == ("security-weakness", "SEV2")
     assert off.fixes == list(CATALOG.check("auth.rate-limit-protection").fixes)
-    from unibazzar_health.authlogs import LoginActivity
+    from unibazzar_health.judges.authlogs import LoginActivity
 
     attack = LoginActivity(successes=0, failures=40, by_source={"10.6.6.6": 40})
     attacked = verdict("auth.authentication-logs", judged(
@@ -168,7 +168,7 @@ def test_a_rate_limiter_off_is_sev2_and_a_brute_force_it_does_not_stop_is_sev1(
     assert attacked.fixes == mode_fixes("auth.authentication-logs", "brute-force")
     assert attacked.fixes[0].startswith("Block the attacking source")
     # The security team is called for both.
-    from unibazzar_health.policy import external_teams
+    from unibazzar_health.verdict.policy import external_teams
 
     for impact in (off.impact, attacked.impact):
         assert [team for team, _ in external_teams([impact], [])] == ["security_team"]
@@ -176,7 +176,7 @@ def test_a_rate_limiter_off_is_sev2_and_a_brute_force_it_does_not_stop_is_sev1(
 
 def test_the_canary_used_elsewhere_resets_its_password_and_rotates_the_jwt_secrets(
         env: Environment, tmp_path: Path) -> None:
-    from unibazzar_health.authlogs import LoginActivity
+    from unibazzar_health.judges.authlogs import LoginActivity
 
     path = tmp_path / "known.toml"
     path.write_text(ENV.replace('listing_id = "canary-listing-0001"\n',
@@ -357,8 +357,8 @@ def test_the_kubernetes_api_unreadable_is_one_severity_and_one_fix_in_every_chec
 
 # ---- a SEV4's post-mortem is due; the draft says the fixes were suggested ----------------------
 def test_a_sev4_incident_still_gets_its_post_mortem_due() -> None:
-    from unibazzar_health import messages
-    from unibazzar_health.policy import post_mortem_due
+    from unibazzar_health.reports import messages
+    from unibazzar_health.verdict.policy import post_mortem_due
 
     resolved_at = datetime(2026, 11, 27, 4, 23, tzinfo=UTC)
     for level in ("SEV1", "SEV2", "SEV3", "SEV4"):
@@ -646,7 +646,7 @@ def test_saga_logs_that_cannot_be_read_fail_nothing_and_no_retry_path_leaves_it_
 
 
 def test_a_saga_retry_path_must_name_the_saga(tmp_path: Path) -> None:
-    from unibazzar_health.settings import EnvironmentFileError
+    from unibazzar_health.config.settings import EnvironmentFileError
 
     path = tmp_path / "bad.toml"
     path.write_text(ENV.replace('"/admin/sagas/{saga_id}/retry"', '"/admin/sagas/retry"'))
@@ -677,9 +677,9 @@ def test_a_mode_the_catalog_does_not_have_is_a_catalog_error(env: Environment) -
 def test_a_mode_names_no_impact_class_and_only_known_fixes() -> None:
     import tomllib
 
-    from unibazzar_health.catalog import resources
+    from unibazzar_health.verdict.catalog import resources
 
-    raw = tomllib.loads(resources.files("unibazzar_health").joinpath("catalog.toml")
+    raw = tomllib.loads(resources.files("unibazzar_health.verdict").joinpath("catalog.toml")
                         .read_text("utf-8"))
     modes = raw["checks"]["auth.jwt-secret-configuration"]["modes"]
     modes["forged-token-accepted"]["impact"] = "outage"

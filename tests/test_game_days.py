@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.catalog import load_catalog
+from unibazzar_health.verdict.catalog import load_catalog
 
 from conftest import (
     ROOT,

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from unibazzar_health.gate import EXIT_FAILING, EXIT_HEALTHY, EXIT_INCOMPLETE, exit_status
+from unibazzar_health.reports.gate import EXIT_FAILING, EXIT_HEALTHY, EXIT_INCOMPLETE, exit_status
 
 MODES = pytest.mark.parametrize("mode", [["-p", "no:xdist"], ["-n", "2"]],
                                 ids=["serial", "xdist"])
@@ -39,7 +39,7 @@ def test_exit_status_by_verdict_and_threshold(verdict: dict, fail_on: str,
 
 
 CHECKS = '''
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def observe(ctx):
     return {"served": "999", "stored": "1999"}
@@ -54,7 +54,7 @@ def test_fine(observed):
 '''
 
 BROKEN = '''
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def observe(ctx):
     return {}["missing"]
@@ -122,7 +122,7 @@ def test_junit_properties_are_plain_strings(suite: pytest.Pytester, mode: list[s
 
 ALLURE_CHECKS = '''
 from unibazzar_health.probes import FailureKind, ProbeError
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def observe(ctx):
     return {"served": "999", "stored": "1999"}
@@ -212,7 +212,7 @@ def test_allure_executor_names_the_ci_run(suite: pytest.Pytester,
 
 CRASHING = '''
 import os
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def observe(ctx):
     return {}

@@ -28,7 +28,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from unibazzar_health.catalog import load_catalog
+from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.config.settings import (
+    EnvironmentFileError,
+    Impact,
+    Thresholds,
+    load_environment,
+)
+from unibazzar_health.judges.runbook import CheckContext
 from unibazzar_health.probes import DeadlineExceeded, FailureKind, ProbeError, ProbeFailure
 from unibazzar_health.probes.aws import AwsTarget
 from unibazzar_health.probes.http import HttpAnswer
@@ -40,16 +47,9 @@ from unibazzar_health.probes.request_metrics import (
     cloudwatch_counts,
     prometheus_counts,
 )
-from unibazzar_health.redaction import Redactor
-from unibazzar_health.results import CheckResult, build_result
-from unibazzar_health.runbook import CheckContext
-from unibazzar_health.settings import (
-    EnvironmentFileError,
-    Impact,
-    Thresholds,
-    load_environment,
-)
-from unibazzar_health.severity import impact_of_share
+from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.results import CheckResult, build_result
+from unibazzar_health.verdict.severity import impact_of_share
 
 from conftest import ROOT, SANDBOX_PYTHON, run_checks, sandbox, sandbox_logs_kept
 
@@ -289,8 +289,8 @@ def test_a_bad_impact_section_stops_the_run_naming_the_key(tmp_path: Path, text:
 
 
 def test_the_shipped_environments_name_a_source_for_every_service() -> None:
-    from unibazzar_health.names import SERVICES
-    from unibazzar_health.settings import read_environment_file
+    from unibazzar_health.config.names import SERVICES
+    from unibazzar_health.config.settings import read_environment_file
 
     for name in ("sandbox.toml", "production.toml.example"):
         spec, _ = read_environment_file(ROOT / "environments" / name)

@@ -266,7 +266,7 @@ password_env = "STORE_PASSWORD"
 
 
 def test_the_infrastructure_team_is_called_when_the_cluster_fails() -> None:
-    from unibazzar_health.policy import external_teams
+    from unibazzar_health.verdict.policy import external_teams
 
     assert ("infrastructure_team", "infrastructure: the Kubernetes cluster failing") in \
         external_teams(["degradation"], ["kubernetes"])
@@ -275,7 +275,7 @@ def test_the_infrastructure_team_is_called_when_the_cluster_fails() -> None:
 
 
 def test_a_slack_mention_in_contacts_is_kept_so_it_notifies() -> None:
-    from unibazzar_health.incidents.notifiers.slack import _escape
+    from unibazzar_health.incidents.notifiers.slack.blocks import _escape
 
     assert _escape("Level 2 — <!subteam^S0614TZR7> & <@U024BE7LH> <script>") == (
         "Level 2 — <!subteam^S0614TZR7> &amp; <@U024BE7LH> &lt;script&gt;")

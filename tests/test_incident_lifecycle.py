@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.catalog import load_catalog
 from unibazzar_health.incidents.lifecycle import (
     Decision,
     Mute,
@@ -23,10 +22,11 @@ from unibazzar_health.incidents.lifecycle import (
 )
 from unibazzar_health.incidents.notifiers.pagerduty import PagerDutyNotifier
 from unibazzar_health.incidents.state import KINDS, Delivery, EnvironmentState
-from unibazzar_health.policy import internal_level
-from unibazzar_health.results import CheckResult, Outcome
-from unibazzar_health.severity import severity_of
-from unibazzar_health.summary import Response, RunInfo, build_summary
+from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.policy import internal_level
+from unibazzar_health.verdict.results import CheckResult, Outcome
+from unibazzar_health.verdict.severity import severity_of
+from unibazzar_health.verdict.summary import Response, RunInfo, build_summary
 
 T0 = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 RESPONSE = Response(ic="@alice", war_room="#incidents-prod",
@@ -407,9 +407,8 @@ def test_a_partial_escalation_section_keeps_the_defaults_of_other_severities(
 
 
 def test_the_environments_escalation_policy_merges_with_the_defaults(tmp_path: Path) -> None:
-    from unibazzar_health.incidents.config import policy
-    from unibazzar_health.policy import DEFAULT_ESCALATION_MINUTES
-    from unibazzar_health.settings import load_environment
+    from unibazzar_health.incidents.config import load_environment, policy
+    from unibazzar_health.verdict.policy import DEFAULT_ESCALATION_MINUTES
 
     path = tmp_path / "prod.toml"
     path.write_text('[environment]\nname = "prod"\n\n[escalation]\nSEV1 = [0, 5, 10]\n\n'

@@ -31,15 +31,16 @@ from receivers import (
     serving,
 )
 
-from unibazzar_health.catalog import load_catalog
+from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.config.settings import EnvironmentFileError
+from unibazzar_health.incidents.config import load_environment
 from unibazzar_health.incidents.posting import Poster, stale_claim
 from unibazzar_health.incidents.sqlite_store import SqliteStore
 from unibazzar_health.incidents.state import Delivery
-from unibazzar_health.redaction import Redactor
-from unibazzar_health.results import CheckResult, Outcome
-from unibazzar_health.settings import EnvironmentFileError, load_environment
-from unibazzar_health.severity import severity_of
-from unibazzar_health.summary import Response, RunInfo, build_summary
+from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.results import CheckResult, Outcome
+from unibazzar_health.verdict.severity import severity_of
+from unibazzar_health.verdict.summary import Response, RunInfo, build_summary
 
 T0 = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 SLACK_PATH = "/services/T0PLANTED/B0PLANTED/xoxbDirectS3cret"

@@ -44,8 +44,8 @@ from receivers import (
 
 from unibazzar_health.incidents.lifecycle import dedup_key
 from unibazzar_health.incidents.notifiers.webhook import signature
-from unibazzar_health.policy import clock, human_duration
-from unibazzar_health.policy import parse_time as at
+from unibazzar_health.verdict.policy import clock, human_duration
+from unibazzar_health.verdict.policy import parse_time as at
 
 SLACK_TOKEN = "T0PLANTED/B0PLANTED/xoxbSl4ckS3cretT0kenQ7"
 ROUTING_KEY = "R0utingKeyPl4nted9f2e61a0c4d5e6f"  # 32 characters
@@ -59,7 +59,7 @@ import os
 from pathlib import Path
 
 from unibazzar_health.probes import FailureKind, ProbeError
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 
 def observe(check_id):

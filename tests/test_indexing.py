@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from unibazzar_health.indexing import index_freshness
+from unibazzar_health.judges.indexing import index_freshness
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC).timestamp()
 

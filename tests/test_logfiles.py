@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from unibazzar_health.errorlogs import error_activity
+from unibazzar_health.config.settings import ErrorLogs
+from unibazzar_health.judges.errorlogs import error_activity
 from unibazzar_health.probes import DeadlineExceeded, FailureKind, ProbeError, logfiles
-from unibazzar_health.settings import ErrorLogs
 
 PATTERN = ErrorLogs().pattern
 UNTIL = datetime(2026, 11, 27, 14, 0, tzinfo=UTC).timestamp()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unibazzar_health.catalog import BACKEND_MARKERS, load_catalog
+from unibazzar_health.verdict.catalog import BACKEND_MARKERS, load_catalog
 
 IDS = ["order.saga-orchestration", "order.payment-provider-webhooks", "listing.s3-image-uploads",
        "auth.authentication-logs", "ai.vector-database-connectivity"]
@@ -20,7 +20,7 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
     pytester.makefile(".toml", env='[environment]\nname = "tags"\n')
     pytester.makepyfile(test_tags=f'''
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def observe_as(check_id):
     def observe(ctx):
@@ -72,7 +72,7 @@ def test_read_only_skips_the_writers_and_never_observes_them(suite: pytest.Pytes
 
 
 def test_every_dependency_in_the_catalog_is_a_service_or_a_marked_backend() -> None:
-    from unibazzar_health.names import SERVICES
+    from unibazzar_health.config.names import SERVICES
 
     for entry in load_catalog().checks.values():
         assert set(entry.depends_on) <= set(BACKEND_MARKERS) | set(SERVICES), entry.id

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from unibazzar_health import messages
-from unibazzar_health.catalog import load_catalog
-from unibazzar_health.policy import BusinessCalendar, internal_level, respond_by
-from unibazzar_health.results import CheckResult, Outcome
-from unibazzar_health.severity import impact_of_losing, service_outages, severity_of, worst
-from unibazzar_health.summary import Response, RunInfo, build_summary
+from unibazzar_health.reports import messages
+from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.policy import BusinessCalendar, internal_level, respond_by
+from unibazzar_health.verdict.results import CheckResult, Outcome
+from unibazzar_health.verdict.severity import impact_of_losing, service_outages, severity_of, worst
+from unibazzar_health.verdict.summary import Response, RunInfo, build_summary
 
 GOLDEN = Path(__file__).parent / "golden"
 T0 = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
@@ -192,7 +192,7 @@ def test_escalation_names_the_level_and_the_external_teams() -> None:
 
 
 def test_a_healthy_verdict_names_what_was_skipped_and_an_unchecked_service() -> None:
-    from unibazzar_health.summary import render
+    from unibazzar_health.verdict.summary import render
 
     skipped = CheckResult(id="ai.end-to-end-search", service="ai-service", step="s",
                           title="t", nodeid="n", outcome=Outcome.SKIPPED,

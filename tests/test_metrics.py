@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from unibazzar_health.metrics import PUSH_DEADLINE_S, previous_last_success, severity_number
+from unibazzar_health.reports.metrics import PUSH_DEADLINE_S, previous_last_success, severity_number
 
 MODES = pytest.mark.parametrize("mode", [["-p", "no:xdist"], ["-n", "2"]],
                                 ids=["serial", "xdist"])
@@ -32,7 +32,7 @@ check = 2.0
 """
 
 CHECKS = '''
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 
 @runbook_check("auth.postgresql-connectivity", observe=lambda ctx: 1)

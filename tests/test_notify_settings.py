@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from unibazzar_health.settings import EnvironmentFileError, load_environment
+from unibazzar_health.config.settings import EnvironmentFileError
+from unibazzar_health.incidents.config import load_environment
 
 BASE = '[environment]\nname = "prod"\n'
 ENVIRON = {"SLACK_URL": "https://hooks.slack.com/services/T0/B0/s3cretSlackT0ken",
@@ -126,7 +127,7 @@ def test_a_bad_notify_section_stops_the_run_before_any_probe(pytester: pytest.Py
     probed = pytester.path / "probed"
     pytester.makepyfile(test_checks=f'''
 from pathlib import Path
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def observe(ctx):
     Path({str(probed)!r}).write_text("probed")

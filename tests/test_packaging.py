@@ -38,7 +38,7 @@ ENV = '[environment]\nname = "packaging"\n\n[deadlines]\ndefault = 1.0\ncheck = 
 CHECK = '''
 from pathlib import Path
 
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 
 def observe(ctx):
@@ -138,7 +138,8 @@ def test_the_wheel_ships_the_plugin_its_catalog_and_the_checks(wheel: Path) -> N
     plugins = ROOT / "plugins"
     for init in plugins.rglob("__init__.py"):
         assert str(init.relative_to(plugins)) in names, f"{init} is not in the wheel"
-    for data in ("catalog.toml", "checks.ini", "py.typed"):
+    for data in ("verdict/catalog.toml", "reports/coverage.toml", "reports/runbook.md",
+                 "checks.ini", "py.typed"):
         assert f"unibazzar_health/{data}" in names
     checks = sorted(str(p.relative_to(ROOT / "checks")) for p in (ROOT / "checks").rglob("*.py"))
     assert checks and all(f"unibazzar_health_checks/{c}" in names for c in checks)

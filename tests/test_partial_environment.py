@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unibazzar_health.catalog import load_catalog
+from unibazzar_health.verdict.catalog import load_catalog
 
 from conftest import SANDBOX_TOML, run_checks
 

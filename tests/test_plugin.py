@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.catalog import load_catalog
+from unibazzar_health.verdict.catalog import load_catalog
 
 SECRET = "pl4in-secret-never-shown"
 CATALOG = load_catalog()
@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 
 from unibazzar_health.probes import FailureKind, ProbeError
-from unibazzar_health.runbook import Finding, runbook_check
+from unibazzar_health.judges.runbook import Finding, runbook_check
 
 
 @dataclass
@@ -227,7 +227,7 @@ def test_observations_run_concurrently(pytester: pytest.Pytester) -> None:
     pytester.makefile(".toml", env='[environment]\nname = "c"\n')
     pytester.makepyfile(test_overlap='''
 import time
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def observe(ctx):
     started = time.monotonic()
@@ -255,7 +255,7 @@ def test_every_check_is_observed_exactly_once_and_all_at_once(pytester: pytest.P
     """With or without xdist, each selected check's observation runs once (counted across
     processes), and all are in flight together: a dead platform costs one deadline. Under
     xdist's own load scheduling a worker learned of most checks only after finishing others."""
-    from unibazzar_health.catalog import load_catalog
+    from unibazzar_health.verdict.catalog import load_catalog
 
     ids = sorted(load_catalog().checks)[:12]
     pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
@@ -263,7 +263,7 @@ def test_every_check_is_observed_exactly_once_and_all_at_once(pytester: pytest.P
     log = pytester.path / "observed.log"
     pytester.makepyfile(test_once=f'''
 import os, time
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def observe_as(check_id):
     def observe(ctx):
@@ -294,7 +294,7 @@ def test_budget_exhausted_reports_not_run_and_keeps_the_others(pytester: pytest.
     pytester.makefile(".toml", env='[environment]\nname = "b"\n[deadlines]\ncheck = 60\n')
     pytester.makepyfile(test_budget='''
 import time
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def quick(ctx):
     return {"ok": True}
@@ -324,7 +324,7 @@ def test_an_observation_past_its_limit_fails_and_is_abandoned(pytester: pytest.P
     pytester.makefile(".toml", env='[environment]\nname = "l"\n[deadlines]\ncheck = 0.5\n')
     pytester.makepyfile(test_limit='''
 import time
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def ignores_its_deadline(ctx):
     time.sleep(60)
@@ -348,7 +348,7 @@ def test_an_abandoned_observation_gives_its_slot_back(pytester: pytest.Pytester)
     pytester.makefile(".toml", env='[environment]\nname = "l"\n[deadlines]\ncheck = 0.5\n')
     pytester.makepyfile(test_slots='''
 import time
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 def stuck(ctx):
     time.sleep(60)
@@ -375,7 +375,7 @@ def test_an_unknown_check_id_is_a_usage_error(pytester: pytest.Pytester) -> None
     pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
     pytester.makefile(".toml", env='[environment]\nname = "u"\n')
     pytester.makepyfile(test_unknown='''
-from unibazzar_health.runbook import runbook_check
+from unibazzar_health.judges.runbook import runbook_check
 
 @runbook_check("auth.no-such-step", observe=lambda ctx: None)
 def test_x(observed):
@@ -393,7 +393,7 @@ def test_the_catalog_covers_every_check_in_the_suite() -> None:
     import importlib.util
     import sys
 
-    from unibazzar_health.catalog import load_catalog
+    from unibazzar_health.verdict.catalog import load_catalog
 
     def check_ids(marks: list[pytest.Mark]) -> set[str]:
         return {m.args[0] for m in marks if m.name == "check"}

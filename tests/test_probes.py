@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from unibazzar_health.config.settings import load_environment
+from unibazzar_health.judges.runbook import CheckContext
 from unibazzar_health.probes import (
     DeadlineExceeded,
     FailureKind,
@@ -36,8 +38,6 @@ from unibazzar_health.probes import (
     vectordb,
 )
 from unibazzar_health.probes.aws import client as aws_client
-from unibazzar_health.runbook import CheckContext
-from unibazzar_health.settings import load_environment
 
 from conftest import admin_dsn
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unibazzar_health.ratelimits import RateLimitPolicy, StatedLimits, stated_limits
+from unibazzar_health.judges.ratelimits import RateLimitPolicy, StatedLimits, stated_limits
 
 
 @pytest.mark.parametrize(("headers", "expected"), [

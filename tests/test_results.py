@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.catalog import CatalogError, load_catalog, parse_catalog
+from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.config.settings import Environment, Thresholds, load_environment
+from unibazzar_health.judges.runbook import Finding
 from unibazzar_health.probes import FailureKind, ProbeError, ProbeFailure
 from unibazzar_health.probes.dynamodb import TableStatus
-from unibazzar_health.redaction import Redactor
-from unibazzar_health.results import (
+from unibazzar_health.verdict.catalog import CatalogError, load_catalog, parse_catalog
+from unibazzar_health.verdict.results import (
     CheckResult,
     Outcome,
     attribute,
@@ -22,8 +24,6 @@ from unibazzar_health.results import (
     commands_for,
     failed_host,
 )
-from unibazzar_health.runbook import Finding
-from unibazzar_health.settings import Environment, Thresholds, load_environment
 
 TEMPLATES = (
     "aws dynamodb describe-table --table-name {listings_table} --region {aws_region}",
@@ -388,7 +388,7 @@ def test_a_check_without_an_impact_statement_is_a_catalog_error() -> None:
     import tomllib
     from importlib import resources
 
-    raw = tomllib.loads(resources.files("unibazzar_health").joinpath("catalog.toml")
+    raw = tomllib.loads(resources.files("unibazzar_health.verdict").joinpath("catalog.toml")
                         .read_text("utf-8"))
     del raw["checks"]["order.saga-orchestration"]["impact_statement"]
     with pytest.raises(CatalogError, match=r"check order\.saga-orchestration: needs an "
@@ -422,9 +422,9 @@ def test_a_bad_failure_fix_entry_is_a_catalog_error(key: str, entry: dict[str, o
                                                      says: str) -> None:
     import tomllib
 
-    from unibazzar_health.catalog import resources
+    from unibazzar_health.verdict.catalog import resources
 
-    raw = tomllib.loads(resources.files("unibazzar_health").joinpath("catalog.toml")
+    raw = tomllib.loads(resources.files("unibazzar_health.verdict").joinpath("catalog.toml")
                         .read_text("utf-8"))
     raw["failure_fixes"] = {key: entry}
     with pytest.raises(CatalogError, match=says):

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.catalog import load_catalog
-from unibazzar_health.results import BACKEND_DEPENDENCY
+from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.results import BACKEND_DEPENDENCY
 
 from conftest import (
     SANDBOX_STATE,

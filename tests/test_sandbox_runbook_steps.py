@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.catalog import load_catalog
-from unibazzar_health.settings import ErrorLogs
+from unibazzar_health.config.settings import ErrorLogs
+from unibazzar_health.verdict.catalog import load_catalog
 
 from conftest import (
     SANDBOX_STATE,

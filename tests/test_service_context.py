@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from unibazzar_health.judges.runbook import LOGS_KEY, PODS_KEY
+from unibazzar_health.judges.service_context import LOG_LINES, context_for
+from unibazzar_health.judges.shared import SharedObservations
 from unibazzar_health.probes import DeadlineExceeded
 from unibazzar_health.probes.kubernetes import ContainerHealth, PodsHealth
-from unibazzar_health.runbook import LOGS_KEY, PODS_KEY
-from unibazzar_health.service_context import LOG_LINES, context_for
-from unibazzar_health.shared import SharedObservations
 
 
 def container(pod: str) -> ContainerHealth:
@@ -58,8 +58,8 @@ def test_a_reading_still_under_way_is_waited_for_only_so_long() -> None:
     import threading
     import time
 
-    from unibazzar_health.runbook import PODS_KEY
-    from unibazzar_health.shared import SharedObservations
+    from unibazzar_health.judges.runbook import PODS_KEY
+    from unibazzar_health.judges.shared import SharedObservations
 
     measurements = SharedObservations()
     release = threading.Event()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from unibazzar_health import settings
-from unibazzar_health.settings import (
+from unibazzar_health.config import settings
+from unibazzar_health.config.settings import (
     EnvironmentFileError,
     choose_environment_file,
     load_environment,

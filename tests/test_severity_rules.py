@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.authlogs import LoginActivity, login_activity
-from unibazzar_health.catalog import load_catalog
+from unibazzar_health.config.settings import AuthLogs, Environment, load_environment
+from unibazzar_health.judges.authlogs import LoginActivity, login_activity
+from unibazzar_health.judges.runbook import CheckContext, Finding
 from unibazzar_health.probes import FailureKind, ProbeFailure
 from unibazzar_health.probes.payments import PaymentIntent, _intent
-from unibazzar_health.runbook import CheckContext, Finding
-from unibazzar_health.settings import AuthLogs, Environment, load_environment
+from unibazzar_health.verdict.catalog import load_catalog
 
 from conftest import check_module
 
@@ -328,7 +328,7 @@ def test_a_refused_canary_login_is_a_degradation_as_a_5xx_is_not_an_outage(
 def test_a_brute_force_attempt_calls_the_security_team_too() -> None:
     """The runbook's External Escalation: Security Team for security incidents, an attempt
     included."""
-    from unibazzar_health.policy import external_teams
+    from unibazzar_health.verdict.policy import external_teams
 
     for impact in ("security", "security-attempt", "security-attempt-blocked"):
         assert [team for team, _ in external_teams([impact], [])] == ["security_team"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from unibazzar_health.catalog import load_catalog
-from unibazzar_health.results import CheckResult, Outcome
-from unibazzar_health.summary import RunInfo, build_summary, render
+from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.results import CheckResult, Outcome
+from unibazzar_health.verdict.summary import RunInfo, build_summary, render
 
 RUN = RunInfo(environment="test", environment_file="test.toml",
               started_at=datetime(2026, 11, 27, tzinfo=UTC),

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from unibazzar_health.pods import resource_bound, scaled_replicas
+from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.judges.pods import resource_bound, scaled_replicas
+from unibazzar_health.judges.runbook import (
+    CheckContext,
+    Finding,
+    failures_among,
+    gather,
+    runbook_check,
+)
 from unibazzar_health.probes import ProbeFailure
 from unibazzar_health.probes.clock import ms, stall_note
 from unibazzar_health.probes.redis import CachePerformance
 from unibazzar_health.probes.vectordb import CollectionHealth
-from unibazzar_health.runbook import CheckContext, Finding, failures_among, gather, runbook_check
-from unibazzar_health.settings import Thresholds
 
 
 # ---- 1. Check vector database connectivity ------------------------------------------------

@@ -8,12 +8,12 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from unibazzar_health.authlogs import LoginActivity
+from unibazzar_health.config.settings import Environment, Thresholds
+from unibazzar_health.judges.authlogs import LoginActivity
+from unibazzar_health.judges.runbook import CheckContext, Finding, NotConfigured, runbook_check
 from unibazzar_health.probes import FailureKind, ProbeFailure
 from unibazzar_health.probes.http import HttpAnswer
 from unibazzar_health.probes.postgresql import Activity
-from unibazzar_health.runbook import CheckContext, Finding, NotConfigured, runbook_check
-from unibazzar_health.settings import Environment, Thresholds
 
 
 # ---- 1. Check database connectivity to PostgreSQL -----------------------------------------
@@ -162,7 +162,7 @@ def test_step2_jwt_secret_configuration(observed: JwtObservation) -> None:
 
 # ---- 3. Review authentication logs for patterns -------------------------------------------
 def observe_auth_logs(ctx: CheckContext) -> LoginActivity:
-    from unibazzar_health.authlogs import login_activity
+    from unibazzar_health.judges.authlogs import login_activity
     from unibazzar_health.probes import kubernetes
 
     rules = ctx.env.spec.auth_logs
@@ -235,7 +235,7 @@ def observe_stated_limits(ctx: CheckContext) -> dict[str, Any]:
     logins (no request of its own), so an environment that sends no burst gets an answer."""
     from dataclasses import asdict
 
-    from unibazzar_health.ratelimits import stated_limits
+    from unibazzar_health.judges.ratelimits import stated_limits
 
     service = ctx.require("services.auth-service", ctx.env.spec.service("auth-service"))
     answers = canary_logins(ctx)
@@ -254,7 +254,7 @@ def observe_stated_limits(ctx: CheckContext) -> dict[str, Any]:
 @runbook_check("auth.rate-limit-configured", observe=observe_stated_limits)
 def test_step4_login_limits_are_stated_and_let_legitimate_traffic_through(
         observed: dict[str, Any]) -> None:
-    from unibazzar_health.ratelimits import RateLimitPolicy, StatedLimits
+    from unibazzar_health.judges.ratelimits import RateLimitPolicy, StatedLimits
 
     if any(status >= 500 for status in observed["statuses"]):
         return  # auth-service itself failing is step 2's finding (and the scope check's)

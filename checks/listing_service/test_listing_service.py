@@ -6,12 +6,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from unibazzar_health.indexing import IndexFreshness
-from unibazzar_health.policy import human_duration
-from unibazzar_health.probes import FailureKind, ProbeFailure
-from unibazzar_health.probes.dynamodb import TableStatus
-from unibazzar_health.probes.s3 import RoundTrip
-from unibazzar_health.runbook import (
+from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.judges.indexing import IndexFreshness
+from unibazzar_health.judges.runbook import (
     CheckContext,
     Finding,
     NotConfigured,
@@ -19,7 +16,10 @@ from unibazzar_health.runbook import (
     gather,
     runbook_check,
 )
-from unibazzar_health.settings import Thresholds
+from unibazzar_health.probes import FailureKind, ProbeFailure
+from unibazzar_health.probes.dynamodb import TableStatus
+from unibazzar_health.probes.s3 import RoundTrip
+from unibazzar_health.verdict.policy import human_duration
 
 
 # ---- 1. Check DynamoDB table status and capacity ------------------------------------------
@@ -222,7 +222,7 @@ def _index_freshness(ctx: CheckContext, path: str) -> IndexFreshness:
     holds: what a lost event leaves behind while the queue looks healthy."""
     import time
 
-    from unibazzar_health.indexing import index_freshness
+    from unibazzar_health.judges.indexing import index_freshness
     from unibazzar_health.probes import ProbeError, http, vectordb
 
     collection = ctx.require("vector_db", ctx.env.spec.vector_db)

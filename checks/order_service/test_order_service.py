@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from unibazzar_health.probes import FailureKind, ProbeFailure, connection_failure
-from unibazzar_health.runbook import (
+from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.judges.runbook import (
     CheckContext,
     Finding,
     NotConfigured,
@@ -17,7 +17,7 @@ from unibazzar_health.runbook import (
     gather,
     runbook_check,
 )
-from unibazzar_health.settings import Thresholds
+from unibazzar_health.probes import FailureKind, ProbeFailure, connection_failure
 
 TERMINAL_SAGA_STATES = ("completed", "compensated", "failed")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.judges.runbook import CheckContext, Finding, per_service
 from unibazzar_health.probes.postgresql import Activity, Session
-from unibazzar_health.results import SERVICE_DATABASE as DATABASES
-from unibazzar_health.runbook import CheckContext, Finding, per_service
-from unibazzar_health.settings import Thresholds
+from unibazzar_health.verdict.results import SERVICE_DATABASE as DATABASES
 
 
 def observe_database(name: str) -> Callable[[CheckContext], Activity]:

@@ -16,10 +16,16 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 
-from unibazzar_health.errorlogs import ErrorActivity
+from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.judges.errorlogs import ErrorActivity
+from unibazzar_health.judges.runbook import (
+    CheckContext,
+    Finding,
+    NotConfigured,
+    gather,
+    per_service,
+)
 from unibazzar_health.probes import ProbeFailure
-from unibazzar_health.runbook import CheckContext, Finding, NotConfigured, gather, per_service
-from unibazzar_health.settings import Thresholds
 
 ErrorSources = dict[str, ErrorActivity | ProbeFailure]  # "pods" and/or "file"
 
@@ -28,7 +34,7 @@ def observe_errors(service: str) -> Callable[[CheckContext], ErrorSources]:
     def observe(ctx: CheckContext) -> ErrorSources:
         import time
 
-        from unibazzar_health.errorlogs import error_activity
+        from unibazzar_health.judges.errorlogs import error_activity
         from unibazzar_health.probes import logfiles
 
         thresholds, rules = ctx.env.spec.thresholds, ctx.env.spec.error_logs

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from unibazzar_health.runbook import CheckContext, Finding, per_service
+from unibazzar_health.judges.runbook import CheckContext, Finding, per_service
 
 # Progressing reasons that mean a rollout reached its ReplicaSet.
 ROLLED_OUT = {"NewReplicaSetAvailable", "ReplicaSetUpdated", "FoundNewReplicaSet"}
@@ -20,7 +20,7 @@ ROLLED_OUT = {"NewReplicaSetAvailable", "ReplicaSetUpdated", "FoundNewReplicaSet
 def observe_rollout(service: str) -> Callable[[CheckContext], dict[str, Any]]:
     def observe(ctx: CheckContext) -> dict[str, Any]:
         from unibazzar_health.probes import kubernetes
-        from unibazzar_health.results import as_evidence, kubectl
+        from unibazzar_health.verdict.results import as_evidence, kubectl
 
         deployment = ctx.deployment(service)
         rollout = kubernetes.rollout_history(ctx.kube(), deployment)

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from unibazzar_health.probes import ProbeFailure
-from unibazzar_health.runbook import (
+from unibazzar_health.judges.runbook import (
     SERVICE_PREFIX,
     CheckContext,
     Finding,
@@ -19,7 +18,8 @@ from unibazzar_health.runbook import (
     gather,
     per_service,
 )
-from unibazzar_health.severity import impact_of_losing, worst_impact
+from unibazzar_health.probes import ProbeFailure
+from unibazzar_health.verdict.severity import impact_of_losing, worst_impact
 
 Probe = Callable[[], Any]
 

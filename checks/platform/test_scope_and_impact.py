@@ -17,12 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from unibazzar_health.pods import pod_problems, replicas_problem, resource_bound, scaled_replicas
+from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.judges.pods import (
+    pod_problems,
+    replicas_problem,
+    resource_bound,
+    scaled_replicas,
+)
+from unibazzar_health.judges.runbook import CheckContext, Finding, gather, per_service
 from unibazzar_health.probes import ProbeFailure
 from unibazzar_health.probes.request_metrics import RequestCounts
-from unibazzar_health.runbook import CheckContext, Finding, gather, per_service
-from unibazzar_health.settings import Thresholds
-from unibazzar_health.severity import impact_of_share, severity_of
+from unibazzar_health.verdict.severity import impact_of_share, severity_of
 
 
 @dataclass(frozen=True)

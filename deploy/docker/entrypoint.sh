@@ -12,7 +12,7 @@
 #   UNIBAZZAR_METRICS_FILE     write Prometheus metrics to this file (textfile collector)
 #   UNIBAZZAR_PUSHGATEWAY_URL  push Prometheus metrics to this Pushgateway
 #
-# Exit status: the run's (plugins/unibazzar_health/gate.py): 0 healthy, 1 a verdict at or
+# Exit status: the run's (plugins/unibazzar_health/reports/gate.py): 0 healthy, 1 a verdict at or
 # above the --fail-on threshold, 6 incomplete, 4 a bad environment file or option.
 # Never `set -x` here: the environment holds secrets.
 set -eu

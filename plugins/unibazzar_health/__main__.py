@@ -37,7 +37,7 @@ def _summary(path: str) -> dict[str, Any]:
 
 
 def _message(args: argparse.Namespace) -> int:
-    from unibazzar_health import messages
+    from unibazzar_health.reports import messages
 
     summaries = [_summary(p) for p in args.summaries]
     expected = {"alert": 1, "update": 3, "resolved": 3}[args.kind]
@@ -61,7 +61,11 @@ def _message(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from unibazzar_health.allure_report import ReportError, allure_command, build_single_file
+    from unibazzar_health.reports.allure_report import (
+        ReportError,
+        allure_command,
+        build_single_file,
+    )
 
     root = Path(args.root)
     try:
@@ -75,7 +79,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _coverage(args: argparse.Namespace) -> int:
-    from unibazzar_health.coverage import CoverageError, coverage, render
+    from unibazzar_health.reports.coverage import CoverageError, coverage, render
 
     try:
         rows = coverage()

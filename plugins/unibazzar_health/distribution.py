@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from unibazzar_health.names import SERVICES
+from unibazzar_health.config.names import SERVICES
 
 # workerinput key: set (True) when the controller uses our scheduler, so a worker may trust
 # assign() to tell its share (with another --dist the share is not known in advance).

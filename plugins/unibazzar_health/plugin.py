@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from unibazzar_health.catalog import (
+from unibazzar_health.config.names import SERVICES
+from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.judges.observer import BudgetExhausted, Observation, Observer
+from unibazzar_health.judges.shared import SharedObservations
+from unibazzar_health.reports.gate import DEFAULT_FAIL_ON, FAIL_ON_CHOICES
+from unibazzar_health.verdict.catalog import (
     BACKEND_MARKERS,
     CANARY_WRITE,
     Catalog,
@@ -24,21 +29,16 @@ from unibazzar_health.catalog import (
     CheckEntry,
     load_catalog,
 )
-from unibazzar_health.gate import DEFAULT_FAIL_ON, FAIL_ON_CHOICES
-from unibazzar_health.names import SERVICES
-from unibazzar_health.observer import BudgetExhausted, Observation, Observer
-from unibazzar_health.redaction import Redactor
-from unibazzar_health.results import (
+from unibazzar_health.verdict.results import (
     PROPERTY_KEY,
     READ_ONLY_PREFIX,
     CheckResult,
     Outcome,
     build_result,
 )
-from unibazzar_health.shared import SharedObservations
 
 if TYPE_CHECKING:
-    from unibazzar_health.settings import Environment, Thresholds
+    from unibazzar_health.config.settings import Environment, Thresholds
 
 WIRE_KEY = "unibazzar_env"
 # Seconds a whole run may take, by who runs it: an engineer at 3 a.m. wants a verdict in
@@ -129,7 +129,7 @@ def _pushgateway_url(value: str) -> str:
     the terminal ("metrics: pushed to ..."), so a password or token is refused, unshown."""
     from urllib.parse import urlsplit
 
-    from unibazzar_health.settings import secret_in_url, shown_url
+    from unibazzar_health.config.settings import secret_in_url, shown_url
 
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -304,7 +304,7 @@ def pytest_configure(config: pytest.Config) -> None:
     environment is resolved when the collection holds a runbook check
     (pytest_collection_finish), still before any probe runs, or on an xdist controller when
     it hands settings to its first worker."""
-    from unibazzar_health.summary import now
+    from unibazzar_health.verdict.summary import now
 
     config.stash[START_KEY] = (time.monotonic(), now())
     if not _is_worker(config):
@@ -340,15 +340,12 @@ def _environment(config: pytest.Config) -> Environment:
         workerinput = config.workerinput  # type: ignore[attr-defined]
         if WIRE_KEY not in workerinput:
             raise pytest.UsageError(workerinput.get(WIRE_ERROR_KEY) or "no environment")
-        from unibazzar_health.settings import Environment
+        from unibazzar_health.config.settings import Environment
 
         return Environment.from_wire(workerinput[WIRE_KEY])
     # Here, not at import: a pytest run without runbook checks never loads the settings.
-    from unibazzar_health.settings import (
-        EnvironmentFileError,
-        choose_environment_file,
-        load_environment,
-    )
+    from unibazzar_health.config.settings import EnvironmentFileError, choose_environment_file
+    from unibazzar_health.incidents.config import load_environment
 
     name, file = config.option.unibazzar_env, config.option.unibazzar_env_file
     if name and file:
@@ -460,7 +457,7 @@ class AllureHooks:
         if info is None or info.result is None or call.when == "teardown":
             return
         result, info.result = info.result, None  # once per check
-        from unibazzar_health.allure_report import annotate
+        from unibazzar_health.reports.allure_report import annotate
 
         # When its probes started, on the wall clock Allure's times are on (theirs is monotonic).
         began = info.observation.started_at if info.observation else None
@@ -548,7 +545,7 @@ def _skip_traceback_of_findings(item: pytest.Function) -> None:
     traceback = item.repr_failure
 
     def repr_failure(excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
-        from unibazzar_health.results import Outcome, classify
+        from unibazzar_health.verdict.results import Outcome, classify
 
         if classify(excinfo.value, skipped=False) is Outcome.FAILED:
             return str(excinfo.value)
@@ -558,7 +555,7 @@ def _skip_traceback_of_findings(item: pytest.Function) -> None:
 
 
 def _start(state: RunState, item: pytest.Item, info: CheckItem) -> Observation:
-    from unibazzar_health.runbook import CheckContext
+    from unibazzar_health.judges.runbook import CheckContext
 
     if state.env is None:
         raise pytest.UsageError("no environment loaded")
@@ -621,7 +618,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> None:
     info = pyfuncitem.stash.get(ITEM_KEY, None)
     if info is None or "observed" not in pyfuncitem.funcargs:
         return  # not a runbook check: nothing of ours is loaded for it
-    from unibazzar_health.runbook import NotConfigured
+    from unibazzar_health.judges.runbook import NotConfigured
 
     state = pyfuncitem.config.stash[RUN_KEY]
     if info.observation is None:
@@ -681,7 +678,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if result.outcome is Outcome.FAILED and state.env and state.env.spec.kubernetes:
             # The runbook's "Gather logs and metrics from affected services", from what the
             # run read of the service's pods and logs (service_context.py).
-            from unibazzar_health.service_context import context_for
+            from unibazzar_health.judges.service_context import context_for
 
             # Those reads run on their own checks' observations: waited for at most one
             # check's limit, never past the run's budget.
@@ -751,9 +748,9 @@ def crashed_result(nodeid: str, why: str) -> CheckResult:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    from unibazzar_health.gate import exit_status
-    from unibazzar_health.outputs import write_outputs
-    from unibazzar_health.summary import RunInfo, build_summary, now
+    from unibazzar_health.reports.gate import exit_status
+    from unibazzar_health.reports.outputs import write_outputs
+    from unibazzar_health.verdict.summary import RunInfo, build_summary, now
 
     config = session.config
     if _is_worker(config) or RUN_KEY not in config.stash:
@@ -787,7 +784,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     metrics_file, pushgateway = (config.option.unibazzar_metrics_file,
                                  config.option.unibazzar_pushgateway)
     if metrics_file or pushgateway:
-        from unibazzar_health.metrics import export
+        from unibazzar_health.reports.metrics import export
 
         state.metrics_targets = (Path(metrics_file) if metrics_file else None, pushgateway)
         state.metrics_lines = export(state.summary, *state.metrics_targets)
@@ -818,7 +815,7 @@ def _finish_posting(state: RunState) -> None:
         thread.join(state.posting_budget + 10.0)
         if state.posting is not None and any(state.metrics_targets) and state.summary:
             # The deliveries' fate (a refused one above all) is a metric an alert can watch.
-            from unibazzar_health.metrics import export
+            from unibazzar_health.reports.metrics import export
 
             failed = [line for line in export(state.summary, *state.metrics_targets,
                                               posting=state.posting.to_dict())
@@ -874,7 +871,7 @@ def response(env: Environment) -> Any:
     """Who answers and where, as the summary names them (summary.Response); the contacts and
     the calendar are built where the incident policy builds them."""
     from unibazzar_health.incidents.config import business_calendar, contacts
-    from unibazzar_health.summary import Response
+    from unibazzar_health.verdict.summary import Response
 
     spec = env.spec
     return Response(ic=spec.oncall.primary, war_room=spec.report.war_room,
@@ -884,8 +881,8 @@ def response(env: Environment) -> Any:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    from unibazzar_health.gate import exit_status, explain
-    from unibazzar_health.summary import render
+    from unibazzar_health.reports.gate import exit_status, explain
+    from unibazzar_health.verdict.summary import render
 
     state = config.stash.get(RUN_KEY, None)
     if state is None or state.summary is None:
@@ -898,7 +895,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for line in lines[1:]:
         terminalreporter.write_line(line)
     if state.incident_path is not None:
-        from unibazzar_health.messages import alerts
+        from unibazzar_health.reports.messages import alerts
 
         for message in alerts(state.summary):
             terminalreporter.write_line("")

@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+from unibazzar_sandbox.control import control
 from unibazzar_sandbox.layout import HOST, PORTS, Layout
 
 UP_TIMEOUT_S = 240.0
@@ -51,20 +52,6 @@ def port_in_use(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.3)
         return probe.connect_ex((HOST, port)) == 0
-
-
-def control(layout: Layout, command: str, timeout: float = 120.0) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX) as conn:
-        conn.settimeout(timeout)
-        conn.connect(str(layout.control_socket))
-        conn.sendall(command.encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data)  # type: ignore[no-any-return]
 
 
 def _read_state(layout: Layout) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from unibazzar_sandbox.control import control
 from unibazzar_sandbox.layout import HOST, PORTS, Layout
 from unibazzar_sandbox.seed import (
     EVENTS_EXCHANGE,
@@ -102,8 +103,6 @@ def _file_fault(name: str, file: str, what: str, fails: tuple[tuple[str, str], .
 # ---- a component stopped --------------------------------------------------------------------
 def _component_fault(name: str, component: str, what: str,
                      fails: tuple[tuple[str, str], ...]) -> Fault:
-    from unibazzar_sandbox.cli import control
-
     def running(layout: Layout) -> bool:
         state = control(layout, "status")
         return bool(state["components"][component]["running"])
@@ -139,8 +138,6 @@ def _kube_fault(name: str, what: str, fails: tuple[tuple[str, str], ...],
                 apply: Callable[[], None], notes: str, changes: tuple[str, ...] = ()) -> Fault:
     """Undone by restarting the emulator (every object back to its seed): a marker file
     says the fault is on, since the emulator keeps no record of who changed what."""
-    from unibazzar_sandbox.cli import control
-
     def on(layout: Layout) -> None:
         apply()
         layout.faults.mkdir(parents=True, exist_ok=True)
@@ -233,8 +230,6 @@ def _rollout() -> None:
 # ---- held open by the supervisor (holds.py) ------------------------------------------------
 def _held_fault(name: str, what: str, fails: tuple[tuple[str, str], ...], notes: str,
                 ripens_s: float = 0.0) -> Fault:
-    from unibazzar_sandbox.cli import control
-
     def switch(verb: str) -> Callable[[Layout], None]:
         def act(layout: Layout) -> None:
             answer = control(layout, f"{verb} {name}")

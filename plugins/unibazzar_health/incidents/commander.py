@@ -14,10 +14,10 @@ from __future__ import annotations
 import copy
 from datetime import datetime, timedelta
 
-from unibazzar_health import messages
 from unibazzar_health.incidents.lifecycle import Decision, Policy, _enqueue
 from unibazzar_health.incidents.state import ACKNOWLEDGED, EnvironmentState, Event, Incident
-from unibazzar_health.policy import clock
+from unibazzar_health.reports import messages
+from unibazzar_health.verdict.policy import clock
 
 
 class ActionError(Exception):

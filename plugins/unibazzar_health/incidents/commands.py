@@ -103,14 +103,14 @@ def minutes_of(text: str) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from unibazzar_health.incidents.commander import ActionError
-    from unibazzar_health.incidents.config import open_store_of_file
-    from unibazzar_health.incidents.state import StoreError
-    from unibazzar_health.settings import (
+    from unibazzar_health.config.settings import (
         EnvironmentFileError,
         choose_environment_file,
         read_environment_file,
     )
+    from unibazzar_health.incidents.commander import ActionError
+    from unibazzar_health.incidents.config import open_store_of_file
+    from unibazzar_health.incidents.state import StoreError
 
     path = choose_environment_file(Path.cwd(), args.env, args.env_file, os.environ)
     try:
@@ -149,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _act(args: argparse.Namespace, state: Any, now: datetime, spec: Any) -> tuple[Any, str]:
     from unibazzar_health.incidents import commander
-    from unibazzar_health.policy import clock
+    from unibazzar_health.verdict.policy import clock
 
     key, by = args.key, args.by
     if args.action_name == "ack":
@@ -192,9 +192,9 @@ def _policy(spec: Any) -> Any:
 def _post_now(path: Path, args: argparse.Namespace, notifiers: list[str]) -> list[str]:
     """Send what the action queued, where this shell has the notifiers' secrets; else say
     the next run sends it."""
-    from unibazzar_health.incidents.config import enabled
+    from unibazzar_health.config.settings import EnvironmentFileError
+    from unibazzar_health.incidents.config import enabled, load_environment
     from unibazzar_health.incidents.posting import Poster
-    from unibazzar_health.settings import EnvironmentFileError, load_environment
 
     names = ", ".join(dict.fromkeys(notifiers))
     if getattr(args, "no_post", False):
@@ -213,8 +213,8 @@ def _post_now(path: Path, args: argparse.Namespace, notifiers: list[str]) -> lis
 def listing(state: Any, now: datetime, spec: Any) -> list[str]:
     """The open incidents as a table a person reads at 3 a.m."""
     from unibazzar_health.incidents.lifecycle import Policy, acknowledged
-    from unibazzar_health.policy import clock, human_duration
-    from unibazzar_health.policy import parse_time as at
+    from unibazzar_health.verdict.policy import clock, human_duration
+    from unibazzar_health.verdict.policy import parse_time as at
 
     policy = Policy(environment=spec.environment.name,
                     ack_timeout_minutes=spec.escalation.ack_timeout_minutes)

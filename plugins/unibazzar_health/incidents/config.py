@@ -8,14 +8,26 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unibazzar_health.settings import NO_VALUE, EnvironmentFile, EnvironmentFileError
+from unibazzar_health.config import settings
+from unibazzar_health.config.settings import NO_VALUE, EnvironmentFile, EnvironmentFileError
 
 if TYPE_CHECKING:
+    from unibazzar_health.config.settings import Environment, IncidentState
     from unibazzar_health.incidents.lifecycle import Mute, Policy
     from unibazzar_health.incidents.notifiers.base import Notifier
     from unibazzar_health.incidents.state import StateStore
-    from unibazzar_health.policy import BusinessCalendar
-    from unibazzar_health.settings import Environment, IncidentState
+    from unibazzar_health.verdict.policy import BusinessCalendar
+
+
+def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> Environment:
+    """The environment file, validated whole: the config layer's reading, then what only the
+    incident layer can judge. Every entry point (the plugin, the commands) reads it here, so
+    a bad notifier setting is the file's error before any probe runs."""
+    env = settings.load_environment(path, environ)
+    spec = env.spec
+    if spec.notify or spec.incident_state or spec.silences or spec.maintenance:
+        check_incident_settings(path, spec, env.secrets)
+    return env
 
 
 def check_incident_settings(path: Path, spec: EnvironmentFile,
@@ -26,7 +38,7 @@ def check_incident_settings(path: Path, spec: EnvironmentFile,
         raise EnvironmentFileError(path, "incident_state.url", NO_VALUE,
                                    "required when incident_state.backend is 'redis'")
     if spec.silences:
-        from unibazzar_health.catalog import load_catalog
+        from unibazzar_health.verdict.catalog import load_catalog
 
         known = load_catalog().checks
         for index, silence in enumerate(spec.silences):
@@ -81,7 +93,7 @@ def contacts(spec: EnvironmentFile) -> dict[str, str]:
 
 def business_calendar(spec: EnvironmentFile) -> BusinessCalendar:
     """The environment's [calendar] as the policy reads it (SEV4: the next business day)."""
-    from unibazzar_health.policy import WEEKDAY_NUMBERS, BusinessCalendar
+    from unibazzar_health.verdict.policy import WEEKDAY_NUMBERS, BusinessCalendar
 
     calendar = spec.calendar
     return BusinessCalendar(timezone=calendar.timezone,
@@ -90,13 +102,13 @@ def business_calendar(spec: EnvironmentFile) -> BusinessCalendar:
 
 
 def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
-    from unibazzar_health.catalog import load_catalog
     from unibazzar_health.incidents.lifecycle import (
         DEFAULT_ALERT_AFTER,
         DEFAULT_RESOLVE_AFTER,
         Policy,
     )
-    from unibazzar_health.policy import DEFAULT_ESCALATION_MINUTES
+    from unibazzar_health.verdict.catalog import load_catalog
+    from unibazzar_health.verdict.policy import DEFAULT_ESCALATION_MINUTES
 
     spec = env.spec
     alerting = spec.alerting
@@ -131,7 +143,7 @@ def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
 def open_store(env: Environment, reports_dir: Path) -> StateStore:
     """The environment's store ([incident_state]; default: SQLite under the reports
     directory)."""
-    from unibazzar_health.settings import IncidentState
+    from unibazzar_health.config.settings import IncidentState
 
     config = env.spec.incident_state or IncidentState()
     return store_of(config, env.secret(config.password_env), reports_dir)
@@ -142,7 +154,11 @@ def open_store_of_file(path: Path, reports_dir: Path,
     """(store, environment name) an environment file names, for the commands that only read
     the store (timeline, postmortem): the file is validated, but of its secrets only the
     store's password is resolved — a runner that reads the timeline needs no Slack URL."""
-    from unibazzar_health.settings import IncidentState, read_environment_file, resolve_secrets
+    from unibazzar_health.config.settings import (
+        IncidentState,
+        read_environment_file,
+        resolve_secrets,
+    )
 
     spec, raw = read_environment_file(path)
     config = spec.incident_state or IncidentState()

@@ -33,7 +33,6 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from unibazzar_health import messages
 from unibazzar_health.incidents.state import (
     PENDING,
     SEVERITY_CHANGE,
@@ -44,7 +43,8 @@ from unibazzar_health.incidents.state import (
     Incident,
     StatusChange,
 )
-from unibazzar_health.policy import (
+from unibazzar_health.reports import messages
+from unibazzar_health.verdict.policy import (
     DEFAULT_ESCALATION_MINUTES,
     LEVELS,
     BusinessCalendar,
@@ -54,8 +54,8 @@ from unibazzar_health.policy import (
     internal_level,
     next_update,
 )
-from unibazzar_health.policy import parse_time as at
-from unibazzar_health.severity import OUTAGE, rank, service_outages, worst
+from unibazzar_health.verdict.policy import parse_time as at
+from unibazzar_health.verdict.severity import OUTAGE, rank, service_outages, worst
 
 # alert_after / resolve_after by run mode: an engineer's run alerts at once; a scheduled probe
 # waits for a second failing run (and a second passing one), damping a flapping check.
@@ -89,7 +89,7 @@ class Mute:
 
 
 def _catalog_severities() -> Mapping[str, Any]:
-    from unibazzar_health.catalog import load_catalog
+    from unibazzar_health.verdict.catalog import load_catalog
 
     return load_catalog().severities
 
@@ -735,7 +735,7 @@ def _escalation(incident: Incident, run: _Run, policy: Policy,
                 failed: list[dict[str, Any]]) -> dict[str, Any]:
     """The summary's escalation block for this incident alone: its level by its own
     severity and time open; the external teams its own failing checks call for."""
-    from unibazzar_health.summary import EXTERNAL_TEAMS
+    from unibazzar_health.verdict.summary import EXTERNAL_TEAMS
 
     open_minutes = (run.now - at(incident.first_failure_at)).total_seconds() / 60
     level = max(internal_level(incident.severity, open_minutes, policy.escalation_minutes),

@@ -31,12 +31,8 @@ def add_command(commands: Any) -> None:
 
 
 def _test_command(args: argparse.Namespace) -> int:
-    from unibazzar_health.incidents.config import notifiers
-    from unibazzar_health.settings import (
-        EnvironmentFileError,
-        choose_environment_file,
-        load_environment,
-    )
+    from unibazzar_health.config.settings import EnvironmentFileError, choose_environment_file
+    from unibazzar_health.incidents.config import load_environment, notifiers
 
     path = choose_environment_file(Path.cwd(), args.env, args.env_file, os.environ)
     try:

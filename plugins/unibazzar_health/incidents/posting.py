@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unibazzar_health.config.redaction import Redactor
 from unibazzar_health.incidents.notifiers.base import MIN_REQUEST_S
 from unibazzar_health.incidents.state import (
     FAILED,
@@ -55,14 +56,13 @@ from unibazzar_health.incidents.state import (
     StatusChange,
     StoreError,
 )
-from unibazzar_health.policy import parse_time as at
-from unibazzar_health.redaction import Redactor
+from unibazzar_health.verdict.policy import parse_time as at
 
 if TYPE_CHECKING:
+    from unibazzar_health.config.settings import Environment
     from unibazzar_health.incidents.lifecycle import Decision, Policy
     from unibazzar_health.incidents.notifiers.base import Notifier, Outgoing, Receipt
     from unibazzar_health.incidents.state import StateStore
-    from unibazzar_health.settings import Environment
 
 POSTING_FILE = "posting.json"
 SCHEMA = "unibazzar-health/posting/v1"
@@ -546,7 +546,7 @@ class Poster:
 
     def _outgoing(self, d: Delivery, attempt: int) -> Outgoing:
         from unibazzar_health.incidents.notifiers.base import Outgoing
-        from unibazzar_health.messages import Message
+        from unibazzar_health.reports.messages import Message
 
         m = d.payload["message"]
         return Outgoing(
@@ -557,7 +557,7 @@ class Poster:
             root=self._roots.get((d.notifier, d.incident_id)), attempt=attempt)
 
     def write(self, report: Report) -> Path:
-        from unibazzar_health.summary import write_json
+        from unibazzar_health.verdict.summary import write_json
 
         path = write_json(self.reports_dir / POSTING_FILE, self.redactor.data(report.to_dict()))
         report.written = str(path)

@@ -25,14 +25,14 @@ from unibazzar_health.incidents.state import (
     Incident,
     StoreError,
 )
-from unibazzar_health.messages import sev
-from unibazzar_health.policy import (
+from unibazzar_health.reports.messages import sev
+from unibazzar_health.verdict.policy import (
     CHECKLIST_WITHIN,
     LEVELS,
     clock,
     human_duration,
 )
-from unibazzar_health.policy import parse_time as at
+from unibazzar_health.verdict.policy import parse_time as at
 
 # The runbook's Post-Incident Procedures, word for word, by checklist.
 CHECKLISTS = {
@@ -278,8 +278,8 @@ def _open(args: argparse.Namespace) -> tuple[Any, str]:
             raise SystemExit(f"{path}: holds {', '.join(names) or 'no environment'}: "
                              "choose one with --environment")
         return store, name
+    from unibazzar_health.config.settings import EnvironmentFileError, choose_environment_file
     from unibazzar_health.incidents.config import open_store_of_file
-    from unibazzar_health.settings import EnvironmentFileError, choose_environment_file
 
     path = choose_environment_file(Path.cwd(), args.env, args.env_file, os.environ)
     try:

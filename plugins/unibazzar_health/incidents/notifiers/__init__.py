@@ -8,8 +8,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from unibazzar_health.config.settings import Notify
     from unibazzar_health.incidents.notifiers.base import Notifier, SecretLookup
-    from unibazzar_health.settings import Notify
 
 # The order deliveries of one message go out in: the page first, the chat, the ticket,
 # then whatever listens on the webhook.

@@ -28,7 +28,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
-from unibazzar_health.messages import Message
+from unibazzar_health.reports.messages import Message
 
 # Reads a secret by the variable a *_env key names (the run's resolved secrets).
 SecretLookup = Callable[[str], str]

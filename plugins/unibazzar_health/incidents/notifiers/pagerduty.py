@@ -19,6 +19,7 @@ import re
 import uuid
 from typing import Any
 
+from unibazzar_health.config.settings import PagerDutyNotify
 from unibazzar_health.incidents.notifiers.base import (
     ConfigError,
     DeliveryError,
@@ -31,7 +32,6 @@ from unibazzar_health.incidents.notifiers.base import (
     post_json,
 )
 from unibazzar_health.incidents.state import ACKNOWLEDGED, SEVERITY_CHANGE
-from unibazzar_health.settings import PagerDutyNotify
 
 SEVERITIES = {"SEV1": "critical", "SEV2": "error", "SEV3": "warning", "SEV4": "info"}
 SUMMARY_LIMIT = 1024  # characters of payload.summary (the Events API's limit)

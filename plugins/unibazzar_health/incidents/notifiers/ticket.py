@@ -29,6 +29,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
+from unibazzar_health.config.settings import TicketNotify
 from unibazzar_health.incidents.notifiers.base import (
     ConfigError,
     DeliveryError,
@@ -42,8 +43,7 @@ from unibazzar_health.incidents.notifiers.base import (
     post_json,
 )
 from unibazzar_health.incidents.state import KINDS
-from unibazzar_health.messages import sev
-from unibazzar_health.settings import TicketNotify
+from unibazzar_health.reports.messages import sev
 
 API_VERSION = "2022-11-28"
 PER_PAGE = 100  # comments per page when a resend looks for its own

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from unibazzar_health.config.settings import WebhookNotify
 from unibazzar_health.incidents.notifiers.base import (
     EVIDENCE_CHARS,
     DeliveryError,
@@ -34,7 +35,6 @@ from unibazzar_health.incidents.notifiers.base import (
     post_json,
 )
 from unibazzar_health.incidents.state import KINDS
-from unibazzar_health.settings import WebhookNotify
 
 SCHEMA = "unibazzar-health/notification/v1"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from unibazzar_health.catalog import SEVERITY_ORDER, Catalog, Severity, load_catalog
+from unibazzar_health.verdict.catalog import SEVERITY_ORDER, Catalog, Severity, load_catalog
 
 # "Complete service outage" is SEV1, whatever each failing check's own class.
 OUTAGE = "SEV1"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unibazzar_health.redaction import Redactor
-from unibazzar_health.summary import write_json
+from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.verdict.summary import write_json
 
 INCIDENT_FILE = "incident.md"
 
@@ -41,7 +41,7 @@ def step_summary(summary: dict[str, Any], incident: str | None) -> str:
     """What a CI job's page shows: the incident's Markdown, or the healthy verdict."""
     if incident:
         return incident + "\n"
-    from unibazzar_health.summary import render
+    from unibazzar_health.verdict.summary import render
 
     return "## UniBazzar health checks\n\n" + "\n".join(
         f"    {line}" for line in render(summary)) + "\n"
@@ -49,7 +49,7 @@ def step_summary(summary: dict[str, Any], incident: str | None) -> str:
 
 def write_outputs(summary: dict[str, Any], reports_dir: Path, redactor: Redactor,
                   environ: Mapping[str, str], alluredir: Path | None = None) -> Outputs:
-    from unibazzar_health.messages import incident_markdown
+    from unibazzar_health.reports.messages import incident_markdown
 
     summary_path = write_json(reports_dir / "summary.json", summary)
     incident_path = reports_dir / INCIDENT_FILE
@@ -65,7 +65,7 @@ def write_outputs(summary: dict[str, Any], reports_dir: Path, redactor: Redactor
         with open(target, "a", encoding="utf-8") as out:
             out.write(redactor.text(step_summary(summary, incident)))
     if alluredir is not None:
-        from unibazzar_health.allure_report import write_run_files
+        from unibazzar_health.reports.allure_report import write_run_files
 
         write_run_files(alluredir, summary, environ)
     return Outputs(summary_path, incident_path if incident else None)

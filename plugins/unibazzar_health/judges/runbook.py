@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from unibazzar_health.config.settings import Environment
+from unibazzar_health.judges.shared import SharedObservations
 from unibazzar_health.probes import ProbeFailure
-from unibazzar_health.settings import Environment
-from unibazzar_health.shared import SharedObservations
 
 if TYPE_CHECKING:
     from unibazzar_health.probes.aws import AwsTarget

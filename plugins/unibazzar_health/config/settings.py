@@ -33,8 +33,8 @@ from pydantic import (
     model_validator,
 )
 
-from unibazzar_health.names import ServiceName
-from unibazzar_health.redaction import MASK, Redactor, url_without_password
+from unibazzar_health.config.names import ServiceName
+from unibazzar_health.config.redaction import MASK, Redactor, url_without_password
 
 ENV_VAR_SELECT_NAME = "UNIBAZZAR_ENV"
 ENV_VAR_SELECT_FILE = "UNIBAZZAR_ENV_FILE"
@@ -808,11 +808,8 @@ def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> En
     spec, raw = read_environment_file(path)
     kube_context = _check_consistency(path, spec, environ)
     secrets = resolve_secrets(path, spec, raw, environ)
-    if spec.notify or spec.incident_state or spec.silences or spec.maintenance:
-        # Imported here: a run that posts nothing never loads the notifiers' code.
-        from unibazzar_health.incidents.config import check_incident_settings
-
-        check_incident_settings(path, spec, secrets)
+    # What only the incident layer can judge (notifiers' settings, silenced checks) it
+    # checks itself: incidents.config.load_environment, which every entry point calls.
     return Environment(path, spec, secrets, kube_context)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unibazzar_health.catalog import SEVERITY_ORDER
+from unibazzar_health.verdict.catalog import SEVERITY_ORDER
 
 FAIL_ON_CHOICES = (*SEVERITY_ORDER, "any", "never")
 # Who runs it decides what fails the run: an engineer and a scheduled probe want every

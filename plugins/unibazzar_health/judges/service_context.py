@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from unibazzar_health.redaction import mask_credentials
-from unibazzar_health.shared import SharedObservations
+from unibazzar_health.config.redaction import mask_credentials
+from unibazzar_health.judges.shared import SharedObservations
 
 LOG_LINES = 50  # per pod
 LINE_CHARS = 300
@@ -41,7 +41,7 @@ def context_for(measurements: SharedObservations, service: str,
                 wait_s: float) -> dict[str, Any]:
     """The service's last log lines and resource usage against limits, from what this run
     measured of it; what it did not measure, or could not read, is named under ``problems``."""
-    from unibazzar_health.runbook import LOGS_KEY, PODS_KEY
+    from unibazzar_health.judges.runbook import LOGS_KEY, PODS_KEY
 
     seen: dict[str, Any] = {"service": service, "pods": [], "metrics_available": False,
                             "last_log_lines": {}, "problems": []}

@@ -10,7 +10,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from unibazzar_health.names import SERVICES
+from unibazzar_health.config.names import SERVICES
 
 SEVERITY_ORDER = ("SEV1", "SEV2", "SEV3", "SEV4")
 # The backends a check may depend on (catalog depends_on), each with the pytest marker that
@@ -143,7 +143,7 @@ def worst(levels: list[str]) -> str | None:
 
 @cache
 def load_catalog() -> Catalog:
-    text = resources.files("unibazzar_health").joinpath("catalog.toml").read_text("utf-8")
+    text = resources.files(__package__ or "").joinpath("catalog.toml").read_text("utf-8")
     return parse_catalog(tomllib.loads(text))
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from unibazzar_health.redaction import mask_credentials
+from unibazzar_health.config.redaction import mask_credentials
 
 # The kubelet's stamp: 2026-11-27T13:39:35.983000000Z (nanoseconds, Z or an offset).
 _KUBELET_STAMP = re.compile(

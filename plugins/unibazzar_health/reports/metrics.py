@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from unibazzar_health.catalog import SEVERITY_ORDER
+from unibazzar_health.verdict.catalog import SEVERITY_ORDER
 
 PREFIX = "unibazzar_health"
 JOB = "unibazzar_health"

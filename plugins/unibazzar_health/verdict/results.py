@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from unibazzar_health.catalog import (
+from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.verdict.catalog import (
     OPTIONAL_NAMES,
     Catalog,
     CheckEntry,
@@ -27,12 +28,11 @@ from unibazzar_health.catalog import (
     fill_commands,
     names_in,
 )
-from unibazzar_health.redaction import Redactor
-from unibazzar_health.severity import severity_of, worst_impact
+from unibazzar_health.verdict.severity import severity_of, worst_impact
 
 if TYPE_CHECKING:
+    from unibazzar_health.config.settings import Environment
     from unibazzar_health.probes import ProbeFailure
-    from unibazzar_health.settings import Environment
 
 PROPERTY_KEY = "unibazzar"
 NOT_RUN_PREFIX = "not run:"
@@ -94,7 +94,7 @@ class CheckResult:
 
 def classify(exc: BaseException | None, skipped: bool, skip_reason: str = "") -> Outcome:
     """Turn what happened in a check into its outcome (see module docstring)."""
-    from unibazzar_health.observer import ObservationTimeout
+    from unibazzar_health.judges.observer import ObservationTimeout
     from unibazzar_health.probes import ProbeError
 
     if skipped:
@@ -175,8 +175,8 @@ SCHEMA_MISMATCH = (" — the database does not have the schema these checks expe
 
 def failures_of(exc: BaseException | None) -> tuple[ProbeFailure, ...]:
     """The probe failures behind a check's failure: a Finding's, or the ProbeError's own."""
+    from unibazzar_health.judges.runbook import Finding
     from unibazzar_health.probes import ProbeError, ProbeFailure
-    from unibazzar_health.runbook import Finding
 
     if isinstance(exc, Finding):
         return exc.failures
@@ -269,7 +269,7 @@ def kind_fix(failure: ProbeFailure, entry: CheckEntry, catalog: Catalog) -> Kind
 
 def failure_mode(exc: BaseException | None, entry: CheckEntry) -> FailureMode | None:
     """The check's failure mode its Finding names (a CatalogError if the catalog has none)."""
-    from unibazzar_health.runbook import Finding
+    from unibazzar_health.judges.runbook import Finding
 
     if isinstance(exc, Finding) and exc.mode:
         return entry.mode(exc.mode)
@@ -277,7 +277,7 @@ def failure_mode(exc: BaseException | None, entry: CheckEntry) -> FailureMode | 
 
 
 def finding_names(exc: BaseException | None) -> dict[str, str]:
-    from unibazzar_health.runbook import Finding
+    from unibazzar_health.judges.runbook import Finding
 
     return exc.names if isinstance(exc, Finding) else {}
 
@@ -300,7 +300,7 @@ def impact_of(exc: BaseException | None, entry: CheckEntry, catalog: Catalog) ->
     """The class the Finding names; else, where every failure behind it has a kind entry
     that rates it (failure_fixes' impact: the Kubernetes API unreadable is alike for every
     check), the worst of those; else the check's own."""
-    from unibazzar_health.runbook import Finding
+    from unibazzar_health.judges.runbook import Finding
 
     if isinstance(exc, Finding) and exc.impact:
         return exc.impact
@@ -422,8 +422,8 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
     """The names the runbook's commands need, filled in from the environment."""
     from urllib.parse import urlsplit
 
-    from unibazzar_health.names import SERVICES
-    from unibazzar_health.settings import DEFAULT_NAMESPACE
+    from unibazzar_health.config.names import SERVICES
+    from unibazzar_health.config.settings import DEFAULT_NAMESPACE
 
     spec = env.spec
     service = spec.service(entry.service)

@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from unibazzar_health.policy import (
+from unibazzar_health.verdict.policy import (
     BusinessCalendar,
     clock,
     human_duration,
     next_update,
     post_mortem_due,
 )
-from unibazzar_health.policy import parse_time as at
+from unibazzar_health.verdict.policy import parse_time as at
 
 ALERT, UPDATE, RESOLVED = "🚨", "📊", "✅"
 # Not a runbook template: its Internal Escalation, told in the templates' shape.
@@ -79,7 +79,7 @@ def _calendar(summary: dict[str, Any]) -> BusinessCalendar:
 
 
 def _eta(summary: dict[str, Any], level: str, now: datetime) -> str:
-    from unibazzar_health.catalog import load_catalog
+    from unibazzar_health.verdict.catalog import load_catalog
 
     minutes = load_catalog().severities[level].respond_within_minutes
     due = next_update(level, minutes, now, _calendar(summary))

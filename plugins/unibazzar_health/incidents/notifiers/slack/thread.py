@@ -31,7 +31,7 @@ from unibazzar_health.incidents.notifiers.base import (
     retry_after,
     urllib_error,
 )
-from unibazzar_health.incidents.notifiers.slack import (
+from unibazzar_health.incidents.notifiers.slack.blocks import (
     _escape,
     _silent_logger,
     blocks,
@@ -173,7 +173,7 @@ class SlackThreadNotifier:
 def root_text(outgoing: Outgoing) -> str:
     """The thread's root as the incident stands: resolved with its duration, else its
     severity, IC and last word."""
-    from unibazzar_health.messages import sev
+    from unibazzar_health.reports.messages import sev
 
     incident = outgoing.incident
     title = _escape(str(incident.get("title") or incident["key"]))

@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from unibazzar_health.catalog import Catalog
-from unibazzar_health.names import SERVICES
-from unibazzar_health.policy import (
+from unibazzar_health.config.names import SERVICES
+from unibazzar_health.probes import ProbeFailure
+from unibazzar_health.verdict.catalog import Catalog
+from unibazzar_health.verdict.policy import (
     LEVELS,
     BusinessCalendar,
     external_teams,
@@ -26,15 +27,14 @@ from unibazzar_health.policy import (
     next_update,
     respond_by,
 )
-from unibazzar_health.probes import ProbeFailure
-from unibazzar_health.results import (
+from unibazzar_health.verdict.results import (
     READ_ONLY_PREFIX,
     CheckResult,
     Outcome,
     dependency_of,
     refused_credentials,
 )
-from unibazzar_health.severity import OUTAGE, rank, service_outages, worst
+from unibazzar_health.verdict.severity import OUTAGE, rank, service_outages, worst
 
 SCHEMA = "unibazzar-health/summary/v2"
 

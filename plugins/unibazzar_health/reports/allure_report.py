@@ -191,7 +191,7 @@ def annotate(result: Mapping[str, Any], catalog: Any, env: Any, test: Any,
     TestResult (its listener's), whose status and times we own from here."""
     import allure
 
-    from unibazzar_health.severity import severity_of
+    from unibazzar_health.verdict.severity import severity_of
 
     entry = catalog.check(result["id"])
     level = result.get("severity") or severity_of(entry.impact, catalog).level

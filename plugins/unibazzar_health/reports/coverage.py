@@ -22,29 +22,29 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from unibazzar_health.catalog import Catalog, CheckEntry
+    from unibazzar_health.verdict.catalog import Catalog, CheckEntry
 
 # What automates a runbook line besides a check, and where it lives.
 FEATURES = {
-    "severity-policy": ("severity.py", "impact classes to SEV1-SEV4; the outage rule"),
-    "response-times": ("policy.py", "respond_by / next_update from the runbook's times"),
-    "initial-notification": ("messages.py", "the Initial Notification, per root cause"),
-    "status-update": ("messages.py", "the Status Update with its deltas"),
-    "resolution-notification": ("messages.py", "the Resolution with duration, post-mortem"),
-    "incident-md": ("outputs.py", "reports/incident.md: the ticket's body"),
-    "escalation": ("summary.py", "internal level by severity and time; external teams"),
-    "root-causes": ("summary.py", "one incident per dependency behind several services"),
-    "terminal-verdict": ("summary.py", "the verdict, fixes and next commands on the terminal"),
-    "next-commands": ("results.py", "the runbook's commands filled in, pinned to the cluster"),
-    "recent-changes": ("summary.py", "CHANGE lines with the rollback when failing"),
-    "allure-report": ("allure_report.py", "the single-file report to link from the ticket"),
-    "fail-on-gate": ("gate.py", "exit status by severity for CI"),
-    "shared-readings": ("shared.py", "one reading per run of a measurement two checks judge"),
-    "service-context": ("service_context.py", "a failing check's service: last log lines, "
+    "severity-policy": ("verdict/severity.py", "impact classes to SEV1-SEV4; the outage rule"),
+    "response-times": ("verdict/policy.py", "respond_by / next_update from the runbook's times"),
+    "initial-notification": ("reports/messages.py", "the Initial Notification, per root cause"),
+    "status-update": ("reports/messages.py", "the Status Update with its deltas"),
+    "resolution-notification": ("reports/messages.py", "the Resolution with duration, post-mortem"),
+    "incident-md": ("reports/outputs.py", "reports/incident.md: the ticket's body"),
+    "escalation": ("verdict/summary.py", "internal level by severity and time; external teams"),
+    "root-causes": ("verdict/summary.py", "one incident per dependency behind several services"),
+    "terminal-verdict": ("verdict/summary.py", "the verdict, fixes and next commands on the terminal"),
+    "next-commands": ("verdict/results.py", "the runbook's commands filled in, pinned to the cluster"),
+    "recent-changes": ("verdict/summary.py", "CHANGE lines with the rollback when failing"),
+    "allure-report": ("reports/allure_report.py", "the single-file report to link from the ticket"),
+    "fail-on-gate": ("reports/gate.py", "exit status by severity for CI"),
+    "shared-readings": ("judges/shared.py", "one reading per run of a measurement two checks judge"),
+    "service-context": ("judges/service_context.py", "a failing check's service: last log lines, "
                                               "CPU and memory against limits"),
     "incident-lifecycle": ("incidents/lifecycle.py", "alert once, update on cadence, resolve"),
     "paging": ("incidents/notifiers/pagerduty.py", "PagerDuty trigger/resolve, one dedup key"),
-    "chat-posting": ("incidents/notifiers/slack.py", "the runbook's messages in Slack"),
+    "chat-posting": ("incidents/notifiers/slack/__init__.py", "the runbook's messages in Slack"),
     "tracking-ticket": ("incidents/notifiers/ticket.py", "one ticket per incident, commented, "
                                                          "closed"),
     "timeline": ("incidents/timeline.py", "an incident's timeline and post-mortem draft"),
@@ -52,7 +52,7 @@ FEATURES = {
                                                   "until it gets worse or the ack times out"),
     "secondary-paging": ("incidents/lifecycle.py", "Level 1 to [oncall] secondary when "
                                                    "nobody acknowledged in time"),
-    "slack-thread": ("incidents/notifiers/slack_thread.py", "one Slack thread per incident, "
+    "slack-thread": ("incidents/notifiers/slack/thread.py", "one Slack thread per incident, "
                                                            "its root edited as it goes"),
 }
 
@@ -86,7 +86,7 @@ class RunbookLine:
 
 
 def runbook_text() -> str:
-    return resources.files("unibazzar_health").joinpath("runbook.md").read_text("utf-8")
+    return resources.files(__package__ or "").joinpath("runbook.md").read_text("utf-8")
 
 
 def actionable_lines(markdown: str) -> list[RunbookLine]:
@@ -175,7 +175,7 @@ class CoverageError(Exception):
 
 
 def load_mapping() -> dict[str, tuple[str, ...]]:
-    text = resources.files("unibazzar_health").joinpath("coverage.toml").read_text("utf-8")
+    text = resources.files(__package__ or "").joinpath("coverage.toml").read_text("utf-8")
     raw: dict[str, Any] = tomllib.loads(text)
     return {key: tuple(refs) for key, refs in raw.get("lines", {}).items()}
 
@@ -185,7 +185,7 @@ def coverage(markdown: str | None = None,
     """Every actionable line with its references, checked: an unknown check or feature, a
     line coverage.toml does not answer for, or an answer for a line the runbook no longer
     has is a CoverageError."""
-    from unibazzar_health.catalog import load_catalog
+    from unibazzar_health.verdict.catalog import load_catalog
 
     lines = actionable_lines(markdown if markdown is not None else runbook_text())
     mapping = load_mapping() if mapping is None else mapping
