@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unibazzar_health.config.settings import AuthLogs
+from unibazzar_health.config.platform import AuthLogs
 from unibazzar_health.judges.authlogs import login_activity
 
 DEFAULTS = AuthLogs()

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.config.settings import Environment, KubernetesTarget, load_environment
+from unibazzar_health.config.environment import Environment, load_environment
+from unibazzar_health.config.platform import KubernetesTarget
 from unibazzar_health.verdict.catalog import (
     ANY_DEPENDENCY,
     OPTIONAL_NAMES,

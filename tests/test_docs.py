@@ -60,7 +60,7 @@ def test_docs_environments_lists_every_section_and_every_key_of_the_small_ones()
     sections read by the messages and the escalation, every key is named in it."""
     from pydantic import BaseModel
 
-    from unibazzar_health.config.settings import EnvironmentFile
+    from unibazzar_health.config.environment import EnvironmentFile
 
     text = (ROOT / "docs" / "environments.md").read_text()
     rows = {name: line for line in text.splitlines()

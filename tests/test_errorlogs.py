@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from unibazzar_health.config.platform import ErrorLogs
 from unibazzar_health.config.redaction import mask_credentials
-from unibazzar_health.config.settings import ErrorLogs
 from unibazzar_health.judges.errorlogs import error_activity, signature, split_time
 
 PATTERN = ErrorLogs().pattern

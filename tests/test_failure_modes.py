@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 
+from unibazzar_health.config.environment import Environment, load_environment
+from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.config.redaction import Redactor
-from unibazzar_health.config.settings import Environment, Thresholds, load_environment
 from unibazzar_health.judges.runbook import CheckContext, Finding
 from unibazzar_health.probes import FailureKind, ProbeError, ProbeFailure
 from unibazzar_health.probes.dynamodb import CapacityUse, TableStatus
@@ -646,7 +647,7 @@ def test_saga_logs_that_cannot_be_read_fail_nothing_and_no_retry_path_leaves_it_
 
 
 def test_a_saga_retry_path_must_name_the_saga(tmp_path: Path) -> None:
-    from unibazzar_health.config.settings import EnvironmentFileError
+    from unibazzar_health.config.errors import EnvironmentFileError
 
     path = tmp_path / "bad.toml"
     path.write_text(ENV.replace('"/admin/sagas/{saga_id}/retry"', '"/admin/sagas/retry"'))

@@ -28,13 +28,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from unibazzar_health.config.environment import load_environment
+from unibazzar_health.config.errors import EnvironmentFileError
+from unibazzar_health.config.platform import Impact, Thresholds
 from unibazzar_health.config.redaction import Redactor
-from unibazzar_health.config.settings import (
-    EnvironmentFileError,
-    Impact,
-    Thresholds,
-    load_environment,
-)
 from unibazzar_health.judges.runbook import CheckContext
 from unibazzar_health.probes import DeadlineExceeded, FailureKind, ProbeError, ProbeFailure
 from unibazzar_health.probes.aws import AwsTarget
@@ -289,8 +286,8 @@ def test_a_bad_impact_section_stops_the_run_naming_the_key(tmp_path: Path, text:
 
 
 def test_the_shipped_environments_name_a_source_for_every_service() -> None:
+    from unibazzar_health.config.environment import read_environment_file
     from unibazzar_health.config.names import SERVICES
-    from unibazzar_health.config.settings import read_environment_file
 
     for name in ("sandbox.toml", "production.toml.example"):
         spec, _ = read_environment_file(ROOT / "environments" / name)

@@ -31,8 +31,8 @@ from receivers import (
     serving,
 )
 
+from unibazzar_health.config.errors import EnvironmentFileError
 from unibazzar_health.config.redaction import Redactor
-from unibazzar_health.config.settings import EnvironmentFileError
 from unibazzar_health.incidents.config import load_environment
 from unibazzar_health.incidents.posting import Poster, stale_claim
 from unibazzar_health.incidents.sqlite_store import SqliteStore

@@ -323,7 +323,7 @@ def test_the_cronjob_runs_the_scheduled_probe_within_its_budget_one_at_a_time() 
 
 
 def test_secrets_are_referenced_and_are_exactly_those_the_environment_file_names() -> None:
-    from unibazzar_health.config.settings import EnvironmentFile
+    from unibazzar_health.config.environment import EnvironmentFile
 
     cron, config_map, role = one("CronJob"), one("ConfigMap"), one("Role")
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]

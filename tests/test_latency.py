@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.probes import http
 from unibazzar_health.probes.clock import Latency, Timing, exchange, stamp
 from unibazzar_health.probes.redis import CachePerformance

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from unibazzar_health.config.settings import ErrorLogs
+from unibazzar_health.config.platform import ErrorLogs
 from unibazzar_health.judges.errorlogs import error_activity
 from unibazzar_health.probes import DeadlineExceeded, FailureKind, ProbeError, logfiles
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from unibazzar_health.config.settings import EnvironmentFileError
+from unibazzar_health.config.errors import EnvironmentFileError
 from unibazzar_health.incidents.config import load_environment
 
 BASE = '[environment]\nname = "prod"\n'

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from unibazzar_health.config.settings import load_environment
+from unibazzar_health.config.environment import load_environment
 from unibazzar_health.judges.runbook import CheckContext
 from unibazzar_health.probes import (
     DeadlineExceeded,

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from unibazzar_health.config.environment import Environment, load_environment
+from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.config.redaction import Redactor
-from unibazzar_health.config.settings import Environment, Thresholds, load_environment
 from unibazzar_health.judges.runbook import Finding
 from unibazzar_health.probes import FailureKind, ProbeError, ProbeFailure
 from unibazzar_health.probes.dynamodb import TableStatus

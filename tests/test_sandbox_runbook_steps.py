@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.config.settings import ErrorLogs
+from unibazzar_health.config.platform import ErrorLogs
 from unibazzar_health.verdict.catalog import load_catalog
 
 from conftest import (

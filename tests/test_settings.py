@@ -9,12 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from unibazzar_health.config import settings
-from unibazzar_health.config.settings import (
-    EnvironmentFileError,
-    choose_environment_file,
-    load_environment,
-)
+from unibazzar_health.config import kubeconfig as kubeconfig_module
+from unibazzar_health.config.environment import choose_environment_file, load_environment
+from unibazzar_health.config.errors import EnvironmentFileError
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-value-that-must-never-leak"
@@ -368,7 +365,7 @@ def test_in_cluster_mode_outside_a_pod_is_named(tmp_path: Path) -> None:
 def test_in_cluster_mode_without_a_service_account_token_is_named(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     token = tmp_path / "token"
-    monkeypatch.setattr(settings, "SERVICE_ACCOUNT_TOKEN", token)
+    monkeypatch.setattr(kubeconfig_module, "SERVICE_ACCOUNT_TOKEN", token)
     path = write(tmp_path, KUBE.format(mode="in-cluster"))
     pod = {"TEST_DB_PASSWORD": SECRET, "KUBERNETES_SERVICE_HOST": "10.0.0.1",
            "KUBERNETES_SERVICE_PORT": "443"}

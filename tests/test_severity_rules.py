@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from unibazzar_health.config.settings import AuthLogs, Environment, load_environment
+from unibazzar_health.config.environment import Environment, load_environment
+from unibazzar_health.config.platform import AuthLogs
 from unibazzar_health.judges.authlogs import LoginActivity, login_activity
 from unibazzar_health.judges.runbook import CheckContext, Finding
 from unibazzar_health.probes import FailureKind, ProbeFailure

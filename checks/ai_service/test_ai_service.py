@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.judges.pods import resource_bound, scaled_replicas
 from unibazzar_health.judges.runbook import (
     CheckContext,

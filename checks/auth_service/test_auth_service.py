@@ -8,7 +8,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from unibazzar_health.config.settings import Environment, Thresholds
+from unibazzar_health.config.environment import Environment
+from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.judges.authlogs import LoginActivity
 from unibazzar_health.judges.runbook import CheckContext, Finding, NotConfigured, runbook_check
 from unibazzar_health.probes import FailureKind, ProbeFailure

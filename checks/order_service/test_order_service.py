@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.judges.runbook import (
     CheckContext,
     Finding,

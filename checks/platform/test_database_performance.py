@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.judges.runbook import CheckContext, Finding, per_service
 from unibazzar_health.probes.postgresql import Activity, Session
 from unibazzar_health.verdict.results import SERVICE_DATABASE as DATABASES

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 
-from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.judges.errorlogs import ErrorActivity
 from unibazzar_health.judges.runbook import (
     CheckContext,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from unibazzar_health.config.settings import Thresholds
+from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.judges.pods import (
     pod_problems,
     replicas_problem,

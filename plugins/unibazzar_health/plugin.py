@@ -38,7 +38,8 @@ from unibazzar_health.verdict.results import (
 )
 
 if TYPE_CHECKING:
-    from unibazzar_health.config.settings import Environment, Thresholds
+    from unibazzar_health.config.environment import Environment
+    from unibazzar_health.config.platform import Thresholds
 
 WIRE_KEY = "unibazzar_env"
 # Seconds a whole run may take, by who runs it: an engineer at 3 a.m. wants a verdict in
@@ -129,7 +130,7 @@ def _pushgateway_url(value: str) -> str:
     the terminal ("metrics: pushed to ..."), so a password or token is refused, unshown."""
     from urllib.parse import urlsplit
 
-    from unibazzar_health.config.settings import secret_in_url, shown_url
+    from unibazzar_health.config.errors import secret_in_url, shown_url
 
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -340,11 +341,12 @@ def _environment(config: pytest.Config) -> Environment:
         workerinput = config.workerinput  # type: ignore[attr-defined]
         if WIRE_KEY not in workerinput:
             raise pytest.UsageError(workerinput.get(WIRE_ERROR_KEY) or "no environment")
-        from unibazzar_health.config.settings import Environment
+        from unibazzar_health.config.environment import Environment
 
         return Environment.from_wire(workerinput[WIRE_KEY])
     # Here, not at import: a pytest run without runbook checks never loads the settings.
-    from unibazzar_health.config.settings import EnvironmentFileError, choose_environment_file
+    from unibazzar_health.config.environment import choose_environment_file
+    from unibazzar_health.config.errors import EnvironmentFileError
     from unibazzar_health.incidents.config import load_environment
 
     name, file = config.option.unibazzar_env, config.option.unibazzar_env_file

@@ -103,11 +103,8 @@ def minutes_of(text: str) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from unibazzar_health.config.settings import (
-        EnvironmentFileError,
-        choose_environment_file,
-        read_environment_file,
-    )
+    from unibazzar_health.config.environment import choose_environment_file, read_environment_file
+    from unibazzar_health.config.errors import EnvironmentFileError
     from unibazzar_health.incidents.commander import ActionError
     from unibazzar_health.incidents.config import open_store_of_file
     from unibazzar_health.incidents.state import StoreError
@@ -192,7 +189,7 @@ def _policy(spec: Any) -> Any:
 def _post_now(path: Path, args: argparse.Namespace, notifiers: list[str]) -> list[str]:
     """Send what the action queued, where this shell has the notifiers' secrets; else say
     the next run sends it."""
-    from unibazzar_health.config.settings import EnvironmentFileError
+    from unibazzar_health.config.errors import EnvironmentFileError
     from unibazzar_health.incidents.config import enabled, load_environment
     from unibazzar_health.incidents.posting import Poster
 

@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unibazzar_health.config import settings
-from unibazzar_health.config.settings import NO_VALUE, EnvironmentFile, EnvironmentFileError
+from unibazzar_health.config import environment
+from unibazzar_health.config.environment import EnvironmentFile
+from unibazzar_health.config.errors import NO_VALUE, EnvironmentFileError
 
 if TYPE_CHECKING:
-    from unibazzar_health.config.settings import Environment, IncidentState
+    from unibazzar_health.config.environment import Environment
+    from unibazzar_health.config.incident import IncidentState
     from unibazzar_health.incidents.lifecycle import Mute, Policy
     from unibazzar_health.incidents.notifiers.base import Notifier
     from unibazzar_health.incidents.state import StateStore
@@ -23,7 +25,7 @@ def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> En
     """The environment file, validated whole: the config layer's reading, then what only the
     incident layer can judge. Every entry point (the plugin, the commands) reads it here, so
     a bad notifier setting is the file's error before any probe runs."""
-    env = settings.load_environment(path, environ)
+    env = environment.load_environment(path, environ)
     spec = env.spec
     if spec.notify or spec.incident_state or spec.silences or spec.maintenance:
         check_incident_settings(path, spec, env.secrets)
@@ -143,7 +145,7 @@ def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
 def open_store(env: Environment, reports_dir: Path) -> StateStore:
     """The environment's store ([incident_state]; default: SQLite under the reports
     directory)."""
-    from unibazzar_health.config.settings import IncidentState
+    from unibazzar_health.config.incident import IncidentState
 
     config = env.spec.incident_state or IncidentState()
     return store_of(config, env.secret(config.password_env), reports_dir)
@@ -154,19 +156,17 @@ def open_store_of_file(path: Path, reports_dir: Path,
     """(store, environment name) an environment file names, for the commands that only read
     the store (timeline, postmortem): the file is validated, but of its secrets only the
     store's password is resolved — a runner that reads the timeline needs no Slack URL."""
-    from unibazzar_health.config.settings import (
-        IncidentState,
-        read_environment_file,
-        resolve_secrets,
-    )
+    from unibazzar_health.config.environment import read_environment_file
+    from unibazzar_health.config.incident import IncidentState
+    from unibazzar_health.config.secrets import resolve_secrets
 
     spec, raw = read_environment_file(path)
     config = spec.incident_state or IncidentState()
     if config.backend == "redis" and config.url is None:
         raise EnvironmentFileError(path, "incident_state.url", NO_VALUE,
                                    "required when incident_state.backend is 'redis'")
-    secrets = resolve_secrets(path, spec, {"incident_state": raw.get("incident_state", {})},
-                               environ)
+    only_the_store = {"incident_state": raw.get("incident_state", {})}
+    secrets = resolve_secrets(path, spec.environment.secrets_file, only_the_store, environ)
     password = secrets[config.password_env] if config.password_env else None
     return store_of(config, password, reports_dir), spec.environment.name
 

@@ -31,7 +31,8 @@ def add_command(commands: Any) -> None:
 
 
 def _test_command(args: argparse.Namespace) -> int:
-    from unibazzar_health.config.settings import EnvironmentFileError, choose_environment_file
+    from unibazzar_health.config.environment import choose_environment_file
+    from unibazzar_health.config.errors import EnvironmentFileError
     from unibazzar_health.incidents.config import load_environment, notifiers
 
     path = choose_environment_file(Path.cwd(), args.env, args.env_file, os.environ)

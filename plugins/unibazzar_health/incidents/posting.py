@@ -59,7 +59,7 @@ from unibazzar_health.incidents.state import (
 from unibazzar_health.verdict.policy import parse_time as at
 
 if TYPE_CHECKING:
-    from unibazzar_health.config.settings import Environment
+    from unibazzar_health.config.environment import Environment
     from unibazzar_health.incidents.lifecycle import Decision, Policy
     from unibazzar_health.incidents.notifiers.base import Notifier, Outgoing, Receipt
     from unibazzar_health.incidents.state import StateStore

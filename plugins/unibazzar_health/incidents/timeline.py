@@ -278,7 +278,8 @@ def _open(args: argparse.Namespace) -> tuple[Any, str]:
             raise SystemExit(f"{path}: holds {', '.join(names) or 'no environment'}: "
                              "choose one with --environment")
         return store, name
-    from unibazzar_health.config.settings import EnvironmentFileError, choose_environment_file
+    from unibazzar_health.config.environment import choose_environment_file
+    from unibazzar_health.config.errors import EnvironmentFileError
     from unibazzar_health.incidents.config import open_store_of_file
 
     path = choose_environment_file(Path.cwd(), args.env, args.env_file, os.environ)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from unibazzar_health.config.settings import Environment
+from unibazzar_health.config.environment import Environment
 from unibazzar_health.judges.shared import SharedObservations
 from unibazzar_health.probes import ProbeFailure
 

@@ -31,7 +31,7 @@ from unibazzar_health.verdict.catalog import (
 from unibazzar_health.verdict.severity import severity_of, worst_impact
 
 if TYPE_CHECKING:
-    from unibazzar_health.config.settings import Environment
+    from unibazzar_health.config.environment import Environment
     from unibazzar_health.probes import ProbeFailure
 
 PROPERTY_KEY = "unibazzar"
@@ -423,7 +423,7 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
     from urllib.parse import urlsplit
 
     from unibazzar_health.config.names import SERVICES
-    from unibazzar_health.config.settings import DEFAULT_NAMESPACE
+    from unibazzar_health.config.platform import DEFAULT_NAMESPACE
 
     spec = env.spec
     service = spec.service(entry.service)

@@ -8,7 +8,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from unibazzar_health.config.settings import Notify
+    from unibazzar_health.config.incident import Notify
     from unibazzar_health.incidents.notifiers.base import Notifier, SecretLookup
 
 # The order deliveries of one message go out in: the page first, the chat, the ticket,

@@ -19,7 +19,7 @@ import re
 import uuid
 from typing import Any
 
-from unibazzar_health.config.settings import PagerDutyNotify
+from unibazzar_health.config.incident import PagerDutyNotify
 from unibazzar_health.incidents.notifiers.base import (
     ConfigError,
     DeliveryError,

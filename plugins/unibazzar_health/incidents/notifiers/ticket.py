@@ -29,7 +29,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from unibazzar_health.config.settings import TicketNotify
+from unibazzar_health.config.incident import TicketNotify
 from unibazzar_health.incidents.notifiers.base import (
     ConfigError,
     DeliveryError,

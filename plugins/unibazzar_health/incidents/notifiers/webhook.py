@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from unibazzar_health.config.settings import WebhookNotify
+from unibazzar_health.config.incident import WebhookNotify
 from unibazzar_health.incidents.notifiers.base import (
     EVIDENCE_CHARS,
     DeliveryError,

@@ -17,7 +17,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from unibazzar_health.config.settings import SlackNotify
+from unibazzar_health.config.incident import SlackNotify
 from unibazzar_health.incidents.notifiers.base import (
     ConfigError,
     Outgoing,
