@@ -205,18 +205,40 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     GAME_DAY_OBSERVERS[:] = [o for o in GAME_DAY_OBSERVERS if o.__module__ in selected]
 
 
+_WARM: list[Any] = []
+
+
+def _warm_runs() -> Any:
+    """The session's warm pytest process (warm_runs.py), started on first use."""
+    if not _WARM:
+        from warm_runs import WarmRuns
+
+        _WARM.append(WarmRuns(ROOT))
+    return _WARM[0]
+
+
+def pytest_sessionfinish() -> None:
+    for warm in _WARM:
+        warm.close()
+    _WARM.clear()
+
+
 def run_checks(tmp_path: Path, *args: str, env_file: Path = SANDBOX_TOML,
-               extra_env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str],
-                                                                 dict[str, Any]]:
-    """Run the check suite as a user does (pytest in the repo), return its summary."""
+               extra_env: dict[str, str] | None = None,
+               cold: bool = False) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run the check suite as a user does (pytest in the repo), return its summary. Forked
+    from the session's warm interpreter (warm_runs.py); ``cold``: a fresh ``python -m
+    pytest``, where the interpreter's own start is part of what is judged."""
     reports = tmp_path / "reports"
     env = {**os.environ, **(extra_env or {})}
     env.pop("PYTEST_ADDOPTS", None)
-    result = subprocess.run(
-        # --opt=value: a bare path argument would be taken for a test path by pytest.
-        [sys.executable, "-m", "pytest", f"--env-file={env_file}", f"--reports-dir={reports}",
-         *args],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    # --opt=value: a bare path argument would be taken for a test path by pytest.
+    argv = [f"--env-file={env_file}", f"--reports-dir={reports}", *args]
+    if cold or os.environ.get("UNIBAZZAR_SELFTEST_COLD_RUNS"):
+        result = subprocess.run([sys.executable, "-m", "pytest", *argv], capture_output=True,
+                                text=True, cwd=ROOT, env=env, timeout=300)
+    else:
+        result = _warm_runs().run(argv, env, ROOT, timeout=300)
     summary_path = reports / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return result, summary

@@ -1,7 +1,8 @@
 """Real HTTP receivers on loopback playing Slack, PagerDuty, a webhook and GitHub Issues for
-the posting self-tests: each a small threaded http.server that records what it receives and
-answers as the service does. A test switches a receiver's behaviour: ``ok``; ``error`` (HTTP
-500, nothing recorded); ``slow`` (holds the request past any deadline before reading it,
+the posting self-tests: each a pytest-httpserver ``HTTPServer`` (werkzeug, threaded: a held
+request never holds the others) whose one handler records what it receives and answers as the
+service does. A test switches a receiver's behaviour: ``ok``; ``error`` (HTTP
+500, nothing recorded); ``slow`` (holds the request past any deadline, then hangs up;
 records nothing: overloaded, never processed); ``lag`` (records the request and acts on it,
 but answers only after ``lag_s``: the sender's read times out though it arrived);
 ``block`` (records the request, then never answers until released: the test kills the
@@ -23,21 +24,76 @@ body over ``max_bytes`` (413)."""
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from pytest_httpserver import METHOD_ALL, URI_DEFAULT, HTTPServer
+from werkzeug import Request, Response
+from werkzeug.datastructures import Headers
+
+# werkzeug logs every request at INFO: noise in a failing test's captured log. Its errors
+# (a handler that crashed) still show.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+class LoopbackServer(HTTPServer):
+    """pytest-httpserver's server on a free loopback port, threaded (a handler holding one
+    request, as ``block`` does, never holds the others), polling for its shutdown every 20 ms
+    (socketserver's default 0.5 s would cost each test's teardown up to that, per server).
+    ``close()`` may be called twice (a test takes a service down, then its fixture ends)."""
+
+    def __init__(self) -> None:
+        super().__init__("127.0.0.1", 0, threaded=True)
+
+    def thread_target(self) -> None:
+        assert self.server is not None
+        self.server.serve_forever(poll_interval=0.02)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        if self.is_running():
+            self.stop()
+
+
+@contextmanager
+def answering(handler: Callable[[Request], Response],
+              method: str = METHOD_ALL) -> Iterator[LoopbackServer]:
+    """A started ``LoopbackServer`` answering every path (of ``method``) with ``handler``.
+    Afterwards a handler that crashed fails the test instead of passing as an HTTP 500."""
+    server = LoopbackServer()
+    server.expect_request(URI_DEFAULT, method=method).respond_with_handler(handler)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+    server.check()
+
+
+def hang_up(request: Request) -> Response:
+    """Close the connection without an answer, as a service that never answered: the
+    returned response is never sent (werkzeug finds the socket shut and drops it)."""
+    with suppress(OSError):  # the sender may have gone already
+        request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+    return Response(status=204)
 
 
 @dataclass
 class Received:
     method: str
-    path: str
-    headers: dict[str, str]
+    path: str  # as sent, query included
+    headers: Headers  # case-insensitive, as HTTP's are
     body: Any  # parsed JSON, or the raw text
     raw: bytes = b""
 
@@ -56,7 +112,7 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     released: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Event = field(default_factory=threading.Event)
-    server: ThreadingHTTPServer | None = None
+    server: LoopbackServer | None = None
     port: int = 0
     answers: list[Answer] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each request
@@ -80,12 +136,11 @@ class Receiver:
 
     def down(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.close()
             self.server = None
 
     def all_text(self) -> str:
-        return "\n".join(r.raw.decode("utf-8", "replace") + json.dumps(r.headers)
+        return "\n".join(r.raw.decode("utf-8", "replace") + json.dumps(dict(r.headers))
                          for r in self.received)
 
 
@@ -305,99 +360,75 @@ class GitHubReceiver(Receiver):
         return 404, {"message": "Not Found"}
 
 
-def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
+def _serve(receiver: Receiver, request: Request) -> Response:
+    """One request to ``receiver``, as its behaviour and the service it plays say."""
+    receiver.arrivals.append(time.monotonic())
+    if receiver.behaviour == "slow":
+        time.sleep(receiver.slow_s)
+        return hang_up(request)
+    method, path = request.method, request.environ["RAW_URI"]  # the path as sent, with its query
+    raw = request.get_data()
+    try:
+        body: Any = json.loads(raw) if raw else None
+    except ValueError:
+        body = raw.decode("utf-8", "replace")
+    if receiver.answers:
+        status, headers, answer = receiver.answers.pop(0)
+        return _answer(status, answer, headers)
+    if receiver.behaviour == "error":
+        return _answer(500, {"message": "internal error"})
+    refused = receiver.refuse(method, path, body, raw)
+    if refused is not None:
+        return _answer(refused[0], refused[2], refused[1])
+    if isinstance(receiver, GitHubReceiver) and \
+            request.headers.get("Authorization") != f"Bearer {receiver.token}":
+        return _answer(401, {"message": "Bad credentials"})
+    if isinstance(receiver, SlackApiReceiver) and \
+            request.headers.get("Authorization") != f"Bearer {receiver.token}":
+        return _answer(200, {"ok": False, "error": "invalid_auth"})
+    failing = next((f for f in receiver.fail if f[0] == method
+                    and urlsplit(path).path.endswith(f[1])), None)
+    if failing is not None:
+        receiver.fail.remove(failing)
+        return _answer(502, {"message": "bad gateway"})
+    receiver.received.append(Received(method, path, Headers(list(request.headers.items())),
+                                      body, raw))
+    receiver.arrived.set()
+    if receiver.hold_first_s and not receiver._held:
+        receiver._held = True  # acted on after any request that comes meanwhile
+        time.sleep(receiver.hold_first_s)
+    if receiver.behaviour == "block":
+        receiver.released.wait(120)
+        return hang_up(request)
+    status, answer = receiver.answer(method, path, body)
+    if receiver.behaviour == "stall":
+        receiver.released.wait(120)
+        return hang_up(request)
+    if receiver.behaviour == "lag":
+        # The sender's read times out meanwhile: werkzeug drops the answer it cannot send,
+        # as a service carries on.
+        time.sleep(receiver.lag_s)
+    return _answer(status, answer)
 
-        def _serve(self) -> None:
-            receiver.arrivals.append(time.monotonic())
-            if receiver.behaviour == "slow":
-                time.sleep(receiver.slow_s)
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body: Any = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw.decode("utf-8", "replace")
-            if receiver.answers:
-                status, headers, answer = receiver.answers.pop(0)
-                self._send(status, answer, headers)
-                return
-            if receiver.behaviour == "error":
-                self._send(500, {"message": "internal error"})
-                return
-            refused = receiver.refuse(self.command, self.path, body, raw)
-            if refused is not None:
-                self._send(refused[0], refused[2], refused[1])
-                return
-            if isinstance(receiver, GitHubReceiver) and \
-                    self.headers.get("Authorization") != f"Bearer {receiver.token}":
-                self._send(401, {"message": "Bad credentials"})
-                return
-            if isinstance(receiver, SlackApiReceiver) and \
-                    self.headers.get("Authorization") != f"Bearer {receiver.token}":
-                self._send(200, {"ok": False, "error": "invalid_auth"})
-                return
-            failing = next((f for f in receiver.fail if f[0] == self.command
-                            and urlsplit(self.path).path.endswith(f[1])), None)
-            if failing is not None:
-                receiver.fail.remove(failing)
-                self._send(502, {"message": "bad gateway"})
-                return
-            receiver.received.append(Received(self.command, self.path, dict(self.headers),
-                                              body, raw))
-            receiver.arrived.set()
-            if receiver.hold_first_s and not receiver._held:
-                receiver._held = True  # acted on after any request that comes meanwhile
-                time.sleep(receiver.hold_first_s)
-            if receiver.behaviour == "block":
-                receiver.released.wait(120)
-                return
-            status, answer = receiver.answer(self.command, self.path, body)
-            if receiver.behaviour == "stall":
-                receiver.released.wait(120)
-                return
-            if receiver.behaviour == "lag":
-                time.sleep(receiver.lag_s)
-            self._send(status, answer)
 
-        def _send(self, status: int, answer: Any, headers: dict[str, str] | None = None
-                  ) -> None:
-            data = (answer if isinstance(answer, str) else json.dumps(answer)).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain" if isinstance(answer, str)
-                                 else "application/json")
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:  # the sender gave up waiting (lag): as a service would, carry on
-                pass
-
-        do_POST = do_GET = do_PATCH = _serve
-
-    return Handler
+def _answer(status: int, answer: Any, headers: dict[str, str] | None = None) -> Response:
+    text = isinstance(answer, str)
+    return Response(answer if text else json.dumps(answer), status, headers,
+                    content_type="text/plain" if text else "application/json")
 
 
 @contextmanager
 def serving(receiver: Receiver) -> Iterator[Receiver]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
-    server.daemon_threads = True
-    receiver.server, receiver.port = server, server.server_address[1]
-    # A short poll: shutdown() waits up to one interval (0.5 s by default, five receivers a
-    # test: 2.5 s of teardown each).
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                              daemon=True)
-    thread.start()
+    server = LoopbackServer()
+    server.expect_request(URI_DEFAULT).respond_with_handler(partial(_serve, receiver))
+    server.start()
+    receiver.server, receiver.port = server, server.port
     try:
         yield receiver
     finally:
         receiver.released.set()
         receiver.down()
+    server.check()  # a receiver that crashed fails the test, not just its sender
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from unibazzar_health.judges.runbook import Finding
 from unibazzar_health.probes import FailureKind, ProbeError, ProbeFailure
 from unibazzar_health.reports import messages
 from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.model import Check, Summary
+from unibazzar_health.verdict.policy import now
 from unibazzar_health.verdict.results import (
     OWN_CREDENTIAL_BACKENDS,
     CheckResult,
@@ -29,7 +31,7 @@ from unibazzar_health.verdict.results import (
     build_result,
     dependency_of,
 )
-from unibazzar_health.verdict.summary import RunInfo, build_summary, now, render
+from unibazzar_health.verdict.summary import RunInfo, build_summary, render
 
 from conftest import (
     GAME_DAY_OBSERVERS,
@@ -297,7 +299,7 @@ def test_postgres_down_says_each_lost_capability_once(tmp_path: Path) -> None:
     """Today: eight sentences, "someone could get into accounts without a password" among
     them, for a database that refuses connections."""
     summary = game_day(tmp_path, "postgres-down")
-    [alert] = messages.alerts(summary)
+    [alert] = messages.alerts(Summary.model_validate(summary))
     impact = alert.lines[2].removeprefix("Impact: ")
     sentences = re.findall(r"[^.]+\.", impact)
     assert [s.strip() for s in sentences] == [
@@ -320,13 +322,14 @@ RUN = RunInfo("production", "production.toml", now(), now(), [])
 
 
 def test_a_symptom_of_a_failed_backend_leads_with_the_backends_fix_and_impact() -> None:
-    summary = build_summary([
+    built = build_summary([
         result("ai.end-to-end-search", "search timed out", (SEARCH_TIMEOUT,)),
         result("ai.related-systems", "ai-service cannot reach redis", (REDIS_REFUSED,)),
         result("listing.related-systems", "listing-service cannot reach redis",
                (REDIS_REFUSED,)),
         fail_with("ai.vector-database-connectivity", None),  # passed: ai-service is no outage
     ], CATALOG, RUN)
+    summary = built.to_dict()
     checks = by_id(summary)
     search = checks["ai.end-to-end-search"]
     restore = list(CATALOG.fix_for("redis", "refused").fixes)
@@ -341,8 +344,8 @@ def test_a_symptom_of_a_failed_backend_leads_with_the_backends_fix_and_impact() 
     [cause] = summary["root_causes"]
     assert len(cause["checks"]) == 3
     assert "  INCIDENT redis failing for ai-service, listing-service: one incident, SEV2 " \
-           "(3 checks)" in render(summary)
-    details = messages.incident_markdown(summary)
+           "(3 checks)" in render(built)
+    details = messages.incident_markdown(built)
     assert all(f"[`{c}`]" in details for c in cause["checks"])
 
 
@@ -362,10 +365,10 @@ def test_the_impact_line_says_each_sentence_once_and_only_what_the_evidence_supp
     # spacing, case or its full stop is said once.
     stuck = result("order.saga-orchestration", "2 saga(s) stuck")
     assert stuck.impact_statement == CATALOG.check("order.saga-orchestration").impact_statement
-    twice = [{"impact_statement": "Search may be slow."},
-             {"impact_statement": "search  may be slow"},
-             {"impact_statement": "Orders may hang."},
-             {"impact_statement": "Orders may hang, or fail."}]
+    twice = [Check(id=f"c{n}", service="order-service", outcome="failed",
+                   impact_statement=sentence) for n, sentence in enumerate((
+        "Search may be slow.", "search  may be slow", "Orders may hang.",
+        "Orders may hang, or fail."))]
     assert messages._impact_sentences(twice) == "Search may be slow. Orders may hang, or fail."
     # Checks of one capability share its sentence word for word (the catalog's).
     for capability in (("listing.indexing-performance", "listing.indexing-lag",

@@ -11,17 +11,19 @@ import os
 import re
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_httpserver import URI_DEFAULT
+from receivers import LoopbackServer
+from werkzeug import Request, Response
 
 from unibazzar_health.reports.gate import FAIL_ON_CHOICES, exit_status
+from unibazzar_health.verdict.model import Summary
 
 from conftest import ROOT, SANDBOX_TOML, named_variables
 
@@ -249,7 +251,7 @@ def test_the_post_deploy_command_lines_leave_the_artifacts_and_the_step_summary(
     summary = json.loads((reports / "summary.json").read_text())
     assert summary["verdict"]["status"] == "failing"
     verdict_status = statuses["scripts/ci-post-deploy"]
-    assert verdict_status == exit_status(summary, fail_on)
+    assert verdict_status == exit_status(Summary.model_validate(summary), fail_on)
     assert verdict_status == (1 if fail_on == "any" else 0)
     for path in uploaded_paths(job, env):
         assert path.is_file() and path.stat().st_size > 0, f"{path} was not left for upload"
@@ -262,22 +264,15 @@ def test_the_post_deploy_command_lines_leave_the_artifacts_and_the_step_summary(
 class Pushgateway:
     def __init__(self) -> None:
         self.bodies: list[str] = []
-        outer = self
+        self.server = LoopbackServer()
+        self.server.expect_request(URI_DEFAULT, method="POST").respond_with_handler(
+            self._record)
+        self.server.start()
+        self.url = self.server.base
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                outer.bodies.append(self.rfile.read(length).decode())
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+    def _record(self, request: Request) -> Response:
+        self.bodies.append(request.get_data(as_text=True))
+        return Response(status=200)
 
 
 @pytest.mark.sandbox
@@ -293,12 +288,12 @@ def test_the_scheduled_probe_command_lines_leave_the_verdict_and_its_metrics(
             "PYTEST_ADDOPTS": "-m ai-service -p no:xdist"})
         statuses = run_steps(job, env)
     finally:
-        gateway.server.shutdown()
-        gateway.server.server_close()
+        gateway.server.close()
     summary = json.loads((reports / "summary.json").read_text())
     assert "--run-mode=scheduled" in summary["arguments"]
     # fail-on never: the job's colour is no pager; only a verdict that could not be reached.
-    assert statuses["scripts/ci-scheduled-probe"] == exit_status(summary, "never")
+    assert statuses["scripts/ci-scheduled-probe"] == exit_status(
+        Summary.model_validate(summary), "never")
     for path in uploaded_paths(job, env):
         assert path.is_file(), f"{path} was not left for upload"
     for text in ((reports / "metrics.prom").read_text(), *gateway.bodies):

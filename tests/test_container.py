@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from unibazzar_health.reports.gate import exit_status
+from unibazzar_health.verdict.model import Summary
 
 from conftest import ROOT, SANDBOX_TOML
 
@@ -106,7 +107,8 @@ def test_the_entrypoint_runs_the_installed_checks_by_its_environment_variables(
         UNIBAZZAR_METRICS_FILE=str(tmp_path / "metrics.prom"))
     assert summary, output
     assert summary["verdict"]["status"] == "failing"
-    assert status == exit_status(summary, fail_on) == (1 if fail_on == "any" else 0), output
+    assert status == exit_status(Summary.model_validate(summary), fail_on) == (
+        1 if fail_on == "any" else 0), output
     assert "--run-mode=scheduled" in summary["arguments"]  # the image's default run mode
     assert summary["version"] == version("unibazzar-health")
     assert (reports / "incident.md").exists() and (tmp_path / "metrics.prom").exists()

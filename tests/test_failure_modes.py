@@ -359,6 +359,7 @@ def test_the_kubernetes_api_unreadable_is_one_severity_and_one_fix_in_every_chec
 # ---- a SEV4's post-mortem is due; the draft says the fixes were suggested ----------------------
 def test_a_sev4_incident_still_gets_its_post_mortem_due() -> None:
     from unibazzar_health.reports import messages
+    from unibazzar_health.verdict.model import Summary
     from unibazzar_health.verdict.policy import post_mortem_due
 
     resolved_at = datetime(2026, 11, 27, 4, 23, tzinfo=UTC)
@@ -374,7 +375,9 @@ def test_a_sev4_incident_still_gets_its_post_mortem_due() -> None:
                             "status": "failing" if failing else "healthy"},
                 "checks": [check | ({} if failing else {"outcome": "passed"})]}
 
-    message = messages.resolved(run(-60, True), run(-30, True), run(0, False))
+    message = messages.resolved(*(Summary.model_validate(run(minutes, failing))
+                                  for minutes, failing in ((-60, True), (-30, True),
+                                                           (0, False))))
     post_mortem = next(line for line in message.lines if line.startswith("Post-mortem:"))
     assert "not required" not in post_mortem
     assert post_mortem == "Post-mortem: due 2026-12-04 04:23 UTC (within 1 week, Post-Incident " \

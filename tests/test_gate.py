@@ -6,17 +6,20 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+from test_summary_schema import schema_errors
 
 from unibazzar_health.reports.gate import EXIT_FAILING, EXIT_HEALTHY, EXIT_INCOMPLETE, exit_status
+from unibazzar_health.verdict.model import Counts, Summary, Verdict
 
 MODES = pytest.mark.parametrize("mode", [["-p", "no:xdist"], ["-n", "2"]],
                                 ids=["serial", "xdist"])
 
 
-def summary(status: str, severity: str | None, broken: int = 0, not_run: int = 0) -> dict:
-    return {"verdict": {"status": status, "severity": severity,
-                        "broken_checks": ["x"] * broken},
-            "counts": {"not-run": not_run}}
+def summary(status: str, severity: str | None, broken: int = 0, not_run: int = 0) -> Summary:
+    return Summary(started_at="2026-11-27T03:00:00+00:00",
+                   verdict=Verdict(status=status, severity=severity,
+                                   broken_checks=["x"] * broken),
+                   counts=Counts(not_run=not_run))
 
 
 @pytest.mark.parametrize(("verdict", "fail_on", "expected"), [
@@ -33,7 +36,7 @@ def summary(status: str, severity: str | None, broken: int = 0, not_run: int = 0
     # Every check of a service skipped: nothing of it was judged.
     (summary("incomplete", None), "any", EXIT_INCOMPLETE),
 ])
-def test_exit_status_by_verdict_and_threshold(verdict: dict, fail_on: str,
+def test_exit_status_by_verdict_and_threshold(verdict: Summary, fail_on: str,
                                               expected: int) -> None:
     assert exit_status(verdict, fail_on) == expected
 
@@ -163,6 +166,7 @@ def test_allure_results_agree_with_the_summary(suite: pytest.Pytester, mode: lis
     results = suite.path / "allure-results"
     run(suite, *mode, f"--alluredir={results}")
     summary = json.loads((suite.path / "reports" / "summary.json").read_text())
+    assert schema_errors(summary) == []  # a real run's summary.json, failures and all
     allure = {}
     for path in results.glob("*-result.json"):
         data = json.loads(path.read_text())
@@ -237,6 +241,7 @@ def test_a_check_whose_worker_crashed_is_broken_never_healthy(suite: pytest.Pyte
     assert [c["nodeid"] for c in crashed] == ["test_checks.py::test_dies"], summary["checks"]
     assert "crashed" in crashed[0]["message"]
     assert summary["verdict"]["status"] == "incomplete"
+    assert schema_errors(summary) == []
     assert result.ret == EXIT_INCOMPLETE, result.stdout.str()
 
 

@@ -15,18 +15,19 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from pytest_httpserver import URI_DEFAULT
+from receivers import LoopbackServer
+from werkzeug import Request, Response
 
 from unibazzar_health.config.environment import load_environment
 from unibazzar_health.config.errors import EnvironmentFileError
@@ -448,53 +449,36 @@ class Prometheus:
         self.series: dict[str, list[str]] = {}
         self.scalars: dict[str, str] = {}
         self.queries: list[str] = []
-        outer = self
+        self.server = LoopbackServer()
+        self.server.expect_request("/health", method="GET").respond_with_json({"status": "ok"})
+        self.server.expect_request("/api/v1/query", method="GET").respond_with_handler(
+            self._query)
+        self.server.expect_request(URI_DEFAULT, method="GET").respond_with_data(
+            "404 page not found\n", 404, content_type="text/plain; charset=utf-8")
+        self.server.start()
+        self.url = self.server.base
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                parts = urlsplit(self.path)
-                if parts.path == "/health":
-                    return self.answer(200, {"status": "ok"})
-                if parts.path != "/api/v1/query":
-                    return self.answer(404, "404 page not found\n")
-                if outer.token and self.headers.get("Authorization") != f"Bearer {outer.token}":
-                    return self.answer(401, "Unauthorized\n")
-                query = parse_qs(parts.query).get("query", [""])[0]
-                outer.queries.append(query)
-                if query.count("(") != query.count(")") or query.count("[") != query.count("]"):
-                    return self.answer(400, {"status": "error", "errorType": "bad_data",
-                                             "error": "1:1: parse error: unclosed left "
-                                                      "parenthesis"})
-                stamp = round(time.time(), 3)
-                if query in outer.scalars:
-                    data: dict[str, Any] = {"resultType": "scalar",
-                                            "result": [stamp, outer.scalars[query]]}
-                else:
-                    data = {"resultType": "vector", "result": [
-                        {"metric": {"pod": f"p{n}"}, "value": [stamp, value]}
-                        for n, value in enumerate(outer.series.get(query, []))]}
-                self.answer(200, {"status": "success", "data": data})
-
-            def answer(self, status: int, body: Any) -> None:
-                raw = (json.dumps(body) if not isinstance(body, str) else body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json" if not isinstance(
-                    body, str) else "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _query(self, request: Request) -> Response:
+        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return Response("Unauthorized\n", 401, content_type="text/plain; charset=utf-8")
+        query = parse_qs(urlsplit(request.environ["RAW_URI"]).query).get("query", [""])[0]
+        self.queries.append(query)
+        if query.count("(") != query.count(")") or query.count("[") != query.count("]"):
+            return Response(json.dumps({"status": "error", "errorType": "bad_data",
+                                        "error": "1:1: parse error: unclosed left parenthesis"}),
+                            400, content_type="application/json")
+        stamp = round(time.time(), 3)
+        if query in self.scalars:
+            data: dict[str, Any] = {"resultType": "scalar", "result": [stamp, self.scalars[query]]}
+        else:
+            data = {"resultType": "vector", "result": [
+                {"metric": {"pod": f"p{n}"}, "value": [stamp, value]}
+                for n, value in enumerate(self.series.get(query, []))]}
+        return Response(json.dumps({"status": "success", "data": data}),
+                        content_type="application/json")
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

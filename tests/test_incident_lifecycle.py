@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,6 +22,7 @@ from unibazzar_health.incidents.lifecycle import (
 from unibazzar_health.incidents.notifiers.pagerduty import PagerDutyNotifier
 from unibazzar_health.incidents.state import KINDS, Delivery, EnvironmentState
 from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.model import Silenced, Summary
 from unibazzar_health.verdict.policy import internal_level
 from unibazzar_health.verdict.results import CheckResult, Outcome
 from unibazzar_health.verdict.severity import severity_of
@@ -71,7 +71,7 @@ class Runs:
     def __init__(self, policy: Policy = POLICY) -> None:
         self.policy = policy
         self.state = EnvironmentState("production")
-        self.stored: dict[str, dict[str, Any]] = {}
+        self.stored: dict[str, Summary] = {}
 
     def at(self, minutes: float, results: list[CheckResult]) -> Decision:
         started = T0 + timedelta(minutes=minutes)
@@ -84,7 +84,7 @@ class Runs:
         run_id = f"run-{minutes:g}"
         decision = decide(self.state, summary, run_id, self.policy,
                           started + timedelta(seconds=2), self.stored)
-        self.stored[run_id] = summary
+        self.stored[run_id] = Summary.model_validate(summary.to_dict())  # as the store keeps it
         self.state = decision.state
         self.state.outbox = [*self.state.outbox, *decision.deliveries]
         return decision
@@ -228,9 +228,9 @@ def test_a_silence_mutes_its_check_until_it_expires() -> None:
                                              check="order.saga-orchestration"),)))
     muted = quiet.at(0, [SAGAS])
     assert muted.deliveries == [] and quiet.state.incidents == {}
-    assert muted.silenced == [{"check": "order.saga-orchestration", "service": "order-service",
-                               "kind": "silence", "reason": "known: sagas replayed by hand",
-                               "until": "2026-11-27T03:30:00+00:00"}]
+    assert muted.silenced == [Silenced(check="order.saga-orchestration", service="order-service",
+                                       kind="silence", reason="known: sagas replayed by hand",
+                                       until="2026-11-27T03:30:00+00:00")]
     expired = quiet.at(31, [SAGAS])  # an expired silence is ignored
     assert expired.silenced == [] and [d.kind for d in expired.deliveries] == ["alert", "alert"]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_summary_schema import schema_errors
 
 from conftest import SANDBOX_TOML, environment_with, fault, run_checks, sandbox
 
@@ -65,6 +66,7 @@ def test_every_output_tells_the_same_incident(tmp_path: Path, name: str,
     verdict = summary["verdict"]
     assert (verdict["status"], verdict["severity"]) == ("failing", spec["severity"]), \
         result.stdout[-3000:]
+    assert schema_errors(summary) == []  # a real incident's summary.json: its contract
     failed = [c for c in summary["checks"] if c["outcome"] == "failed"]
     incident = (tmp_path / "reports" / "incident.md").read_text()
     terminal = result.stdout

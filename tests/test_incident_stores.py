@@ -195,6 +195,34 @@ def test_a_redis_save_after_the_lock_expired_changes_nothing(
     other.close()
 
 
+def test_a_redis_lease_that_ran_out_fences_the_save_and_never_frees_anothers_lock(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unibazzar_health.incidents.redis_store as module
+
+    monkeypatch.setattr(module, "LOCK_LEASE_MS", 200)
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    slow, other, third = (RedisStore(redis_server.url, redis_server.password, prefix=prefix,
+                                     lock_wait=0.1) for _ in range(3))
+    # Nobody took the lock after the lease ran out: the save is refused all the same.
+    with slow.transaction("production") as tx:
+        time.sleep(0.4)
+        with pytest.raises(StoreError, match="lock expired"):
+            tx.save(EnvironmentState("production", {"x": incident("x")}), run=None,
+                    deliveries=[], changes=[], now=NOW)
+    assert other.peek("production").incidents == {}
+    # Leaving after the lease ran out frees nothing: the lock another run took stays its own.
+    monkeypatch.setattr(module, "LOCK_LEASE_MS", 5000)
+    held = slow.transaction("production")
+    held.__enter__()
+    slow._redis().delete(slow._key("production", "lock"))  # the lease ran out
+    with other.transaction("production"):
+        held.__exit__(None, None, None)
+        with pytest.raises(StoreBusy), third.transaction("production"):
+            pass
+    for store in (slow, other, third):
+        store.close()
+
+
 def test_an_unreachable_redis_is_a_store_error_within_its_deadline() -> None:
     import socket
 

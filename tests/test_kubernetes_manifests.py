@@ -12,11 +12,9 @@ import http.client
 import inspect
 import re
 import subprocess
-import threading
 import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
+from pytest_httpserver import URI_DEFAULT
+from receivers import LoopbackServer
+from werkzeug import Request, Response
 
 from unibazzar_health.plugin import DEFAULT_BUDGETS_S
 
@@ -159,48 +160,36 @@ class RecordingProxy:
 
     def __init__(self, upstream: str) -> None:
         self.requests: list[tuple[str, str]] = []
-        target = urlsplit(upstream)
-        outer = self
+        self.upstream = urlsplit(upstream)
+        self.server = LoopbackServer()
+        self.server.expect_request(URI_DEFAULT).respond_with_handler(self.forward)
 
-        class Handler(BaseHTTPRequestHandler):
-            def forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                outer.requests.append((self.command, self.path))
-                upstream_conn = http.client.HTTPConnection(target.hostname or "127.0.0.1",
-                                                           target.port, timeout=10)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in outer.HOP_BY_HOP}
-                upstream_conn.request(self.command, self.path, body=body, headers=headers)
-                answer = upstream_conn.getresponse()
-                data = answer.read()
-                upstream_conn.close()
-                self.send_response(answer.status, answer.reason)
-                for key, value in answer.getheaders():
-                    if key.lower() not in outer.HOP_BY_HOP:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(data)
+    @property
+    def url(self) -> str:
+        return self.server.base
 
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = forward
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+    def forward(self, request: Request) -> Response:
+        path = request.environ["RAW_URI"]  # as sent, with its query
+        body = request.get_data() or None
+        self.requests.append((request.method, path))
+        upstream_conn = http.client.HTTPConnection(self.upstream.hostname or "127.0.0.1",
+                                                   self.upstream.port, timeout=10)
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in self.HOP_BY_HOP}
+        upstream_conn.request(request.method, path, body=body, headers=headers)
+        answer = upstream_conn.getresponse()
+        data = answer.read()
+        upstream_conn.close()
+        return Response(data, f"{answer.status} {answer.reason}",
+                        [(k, v) for k, v in answer.getheaders()
+                         if k.lower() not in self.HOP_BY_HOP])
 
     def __enter__(self) -> RecordingProxy:
-        self.thread.start()
+        self.server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

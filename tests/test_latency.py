@@ -11,12 +11,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from receivers import answering
+from werkzeug import Request, Response
 
 from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.probes import http
@@ -40,6 +41,7 @@ ai = check_module("ai_service/test_ai_service.py", "latency")
 @pytest.fixture
 def late_answerer() -> Iterator[tuple[str, int]]:
     """Answers each request ``+PONG`` 20 ms after it arrives, from another thread."""
+    # Hand-written: raw TCP (Redis's wire answers, one connection kept), not HTTP.
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
@@ -83,18 +85,9 @@ def test_a_stall_after_the_answer_arrived_is_ours_the_wait_before_it_the_backend
         assert timing.answered_ms is not None and timing.ms - timing.answered_ms <= 5, timing
 
 
-class SlowHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        time.sleep(0.03)
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+def slow_answer(request: Request) -> Response:
+    time.sleep(0.03)
+    return Response(b'{"ok": true}', content_type="application/json")
 
 
 class StalledSession(requests.Session):
@@ -108,17 +101,12 @@ class StalledSession(requests.Session):
 
 def test_an_http_answer_is_judged_as_the_service_answered() -> None:
     """The service answers in 30 ms, our thread gets to it 80 ms later (and the server has
-    closed its end: HTTP/1.0): the answer's time is the service's, within a tick."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
-    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
-    try:
+    closed its end: Connection: close): the answer's time is the service's, within a tick."""
+    with answering(slow_answer, method="GET") as server:
+        url = server.url_for("/")
         with StalledSession() as session:
             stalled = http.request("svc", "GET", url, 2.0, session=session)
         quiet = http.request("svc", "GET", url, 2.0)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert stalled.status == 200 and stalled.body == {"ok": True}
     assert stalled.elapsed_ms >= 110, stalled
     assert stalled.answered_ms is not None and 25 <= stalled.answered_ms <= 60, stalled

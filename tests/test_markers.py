@@ -87,3 +87,51 @@ def test_the_checks_run_registers_every_marker(pytester: pytest.Pytester) -> Non
                           capture_output=True, text=True, timeout=60)
     for marker in [*BACKEND_MARKERS.values(), "canary_write", "order-service"]:
         assert f"@pytest.mark.{marker}:" in done.stdout, marker
+
+
+def test_a_related_systems_check_stands_on_what_its_service_uses() -> None:
+    """The dependency map is declared once (config/names.py): each service's related-systems
+    check stands on those backends, in that order, and probes each of them."""
+    import importlib.util
+
+    from unibazzar_health.config.names import SERVICE_PREFIX, SERVICES, dependencies_of
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location(
+        "checks_related_systems", root / "checks" / "platform" / "test_related_systems.py")
+    assert spec is not None and spec.loader is not None
+    related = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(related)
+    for service in SERVICES:
+        entry = load_catalog().check(f"{SERVICE_PREFIX[service]}.related-systems")
+        assert entry.depends_on == tuple(dependencies_of(service)), service
+        assert set(entry.depends_on) <= set(related.ROUND_TRIPS), service
+    assert dependencies_of("listing-service") == {
+        "dynamodb": None, "s3": None, "rabbitmq": None, "redis": "listing-cache"}
+
+
+def test_a_related_systems_entry_that_writes_its_own_depends_on_is_a_catalog_error() -> None:
+    import tomllib
+    from importlib import resources
+
+    from unibazzar_health.verdict.catalog import CatalogError, parse_catalog
+
+    raw = tomllib.loads(resources.files("unibazzar_health.verdict").joinpath("catalog.toml")
+                        .read_text("utf-8"))
+    raw["checks"]["ai.related-systems"]["depends_on"] = ["vector-db"]
+    with pytest.raises(CatalogError, match=r"check ai\.related-systems: no depends_on here"):
+        parse_catalog(raw)
+
+
+def test_each_backend_is_spelt_once_and_its_keys_derive_from_it() -> None:
+    """``vector-db`` in the catalog, the markers and the probes; ``vector_db`` in the
+    environment file: one declaration, the other spelling derived."""
+    from unibazzar_health.config.names import BACKENDS_BY_NAME
+    from unibazzar_health.config.platform import Deadlines
+
+    vector = BACKENDS_BY_NAME["vector-db"]
+    assert (vector.marker, vector.key) == ("vector-db", "vector_db")
+    assert BACKEND_MARKERS["vector-db"] == "vector-db"
+    assert Deadlines.model_validate({"vector_db": 1.5}).model_dump()["vector_db"] == 1.5
+    own = {b.key for b in BACKENDS_BY_NAME.values() if b.own_deadline}
+    assert set(Deadlines.model_fields) == own | {"default", "check", "http"}

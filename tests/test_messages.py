@@ -12,9 +12,16 @@ import pytest
 
 from unibazzar_health.reports import messages
 from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.model import Summary
 from unibazzar_health.verdict.policy import BusinessCalendar, internal_level, respond_by
 from unibazzar_health.verdict.results import CheckResult, Outcome
-from unibazzar_health.verdict.severity import impact_of_losing, service_outages, severity_of, worst
+from unibazzar_health.verdict.severity import (
+    combined_severity,
+    impact_of_losing,
+    service_outages,
+    severity_of,
+    worst,
+)
 from unibazzar_health.verdict.summary import Response, RunInfo, build_summary
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -46,7 +53,7 @@ def passed(check_id: str) -> CheckResult:
                        nodeid=entry.id, outcome=Outcome.PASSED)
 
 
-def summary_at(minutes: float, results: list[CheckResult]) -> dict:
+def summary_at(minutes: float, results: list[CheckResult]) -> Summary:
     started = T0 + timedelta(minutes=minutes)
     run = RunInfo("production", "environments/production.toml", started,
                   started + timedelta(seconds=2), [], "0.1.0")
@@ -121,7 +128,7 @@ def test_the_message_command_renders_from_summary_files(tmp_path: Path) -> None:
     for n, summary in enumerate([summary_at(0, REDIS_DOWN), summary_at(75, REDIS_DOWN),
                                  summary_at(83, [passed("listing.related-systems")])]):
         files.append(tmp_path / f"{n}.json")
-        files[-1].write_text(json.dumps(summary))
+        files[-1].write_text(json.dumps(summary.to_dict()))
     done = subprocess.run([sys.executable, "-m", "unibazzar_health", "message", "resolved",
                            *map(str, files)], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("✅ INCIDENT RESOLVED - SEV 2\n")
@@ -150,6 +157,35 @@ def test_the_worst_severity_and_the_outage_rule() -> None:
     assert service_outages(down) == [{"service": "order-service", "checks": 2,
                                       "severity": "SEV1"}]
     assert service_outages(down[:1]) == []
+
+
+def test_one_rule_combines_severities_for_a_cause_or_a_verdict() -> None:
+    assert combined_severity(["SEV3", None, "SEV2"]) == "SEV2"
+    assert combined_severity(["SEV3"], outage=True) == "SEV1"  # a service of it is down
+    assert combined_severity([]) is None and combined_severity([None]) is None
+
+
+def test_one_table_per_severity_read_by_every_part() -> None:
+    """Response times from the catalog; PagerDuty's severity, the metric's value and the
+    escalation defaults from severity.SEVERITY_TABLE, wherever they are read."""
+    from unibazzar_health.incidents.lifecycle import Policy
+    from unibazzar_health.incidents.notifiers.pagerduty import pagerduty_severity
+    from unibazzar_health.reports.metrics import severity_number
+    from unibazzar_health.verdict.catalog import SEVERITY_ORDER
+    from unibazzar_health.verdict.policy import DEFAULT_ESCALATION_MINUTES
+    from unibazzar_health.verdict.severity import SEVERITY_TABLE
+
+    catalog = load_catalog()
+    assert tuple(SEVERITY_TABLE) == SEVERITY_ORDER == tuple(catalog.severities)
+    assert Policy(environment="production").respond_within_minutes == {
+        level: s.respond_within_minutes for level, s in catalog.severities.items()} == {
+        "SEV1": 15, "SEV2": 60, "SEV3": 240, "SEV4": 1440}
+    assert DEFAULT_ESCALATION_MINUTES == {
+        "SEV1": {1: 0, 2: 15, 3: 30, 4: 60}, "SEV2": {1: 0, 2: 60, 3: 240},
+        "SEV3": {1: 0, 2: 240}, "SEV4": {1: 0}}
+    assert [pagerduty_severity(level) for level in (*SEVERITY_ORDER, None)] == [
+        "critical", "error", "warning", "info", "error"]
+    assert [severity_number(level) for level in (*SEVERITY_ORDER, None)] == [1, 2, 3, 4, 0]
 
 
 def test_losing_a_dependency_is_rated_by_what_depends_on_it() -> None:
@@ -184,7 +220,8 @@ def test_escalation_names_the_level_and_the_external_teams() -> None:
     dynamo = failed("listing.dynamodb-table-status", "gone", ("dynamodb",))
     forged = failed("auth.jwt-secret-configuration", "accepts forged", impact="security")
     summary = summary_at(0, [dynamo, forged])
-    assert summary["escalation"] == {
+    assert summary.escalation is not None
+    assert summary.escalation.model_dump() == {
         "internal": {"level": 1, "title": "On-call engineer", "contact": "@alice"},
         "external": [{"team": "AWS Support", "contact": "https://console.aws.example/support",
                       "why": "infrastructure: dynamodb failing"},
@@ -204,7 +241,7 @@ def test_a_healthy_verdict_names_what_was_skipped_and_an_unchecked_service() -> 
                         "1 skipped (1 not configured)")
     assert "  SKIPPED ai.end-to-end-search" in lines
     unchecked = summary_at(0, [passed("auth.postgresql-connectivity"), skipped])
-    assert unchecked["verdict"]["status"] == "incomplete"
-    assert unchecked["services"]["ai-service"]["status"] == "unchecked"
+    assert unchecked.verdict.status == "incomplete"
+    assert unchecked.services["ai-service"].status == "unchecked"
     assert render(unchecked)[0].endswith("nothing of ai-service was checked (every check "
                                          "skipped)")

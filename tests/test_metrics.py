@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_httpserver import URI_DEFAULT
+from receivers import LoopbackServer
+from werkzeug import Request, Response
 
 from unibazzar_health.reports.metrics import PUSH_DEADLINE_S, previous_last_success, severity_number
 
@@ -137,34 +138,28 @@ class Pushgateway:
 
     def __init__(self, delay: float = 0.0) -> None:
         self.requests: list[tuple[str, str, str]] = []
-        outer = self
+        self.delay = delay
+        self.server = LoopbackServer()
+        for method in ("POST", "PUT"):
+            self.server.expect_request(URI_DEFAULT, method=method).respond_with_handler(
+                self._record)
 
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.requests.append((self.command, self.path, body.decode()))
-                time.sleep(delay)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+    @property
+    def url(self) -> str:
+        return self.server.base
 
-            do_POST = do_PUT = _record
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+    def _record(self, request: Request) -> Response:
+        self.requests.append((request.method, request.environ["RAW_URI"],
+                              request.get_data(as_text=True)))
+        time.sleep(self.delay)
+        return Response(status=200)
 
     def __enter__(self) -> Pushgateway:
-        self.thread.start()
+        self.server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 def closed_port() -> int:

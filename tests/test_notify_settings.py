@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from unibazzar_health.config.errors import EnvironmentFileError
-from unibazzar_health.incidents.config import load_environment
+from unibazzar_health.incidents.config import load_environment, notifier_settings
 
 BASE = '[environment]\nname = "prod"\n'
 ENVIRON = {"SLACK_URL": "https://hooks.slack.com/services/T0/B0/s3cretSlackT0ken",
@@ -114,8 +114,12 @@ until = 2026-12-01T06:00:00Z
 reason = "payments provider migration"
 """)
     env = load_environment(path, ENVIRON)
-    assert env.spec.notify is not None and env.spec.notify.pagerduty is not None
-    assert env.spec.notify.pagerduty.api_url == "https://events.pagerduty.com/v2/enqueue"
+    assert env.spec.notify is not None
+    # Each notifier's settings are its own module's model, asked of incidents.config.
+    settings = notifier_settings(path, env.spec.notify)
+    assert list(settings) == ["pagerduty", "slack", "ticket"]
+    assert settings["pagerduty"].model_dump()["api_url"] == \
+        "https://events.pagerduty.com/v2/enqueue"
     assert env.redactor().text(f"{ENVIRON['SLACK_URL']} {ENVIRON['GH_TOKEN']}") == "*** ***"
 
 
@@ -160,7 +164,7 @@ def test_the_production_examples_commented_sections_load_when_uncommented(
     environ["UNIBAZZAR_PAGERDUTY_ROUTING_KEY"] = "R" * 32
     env = load_environment(path, environ)
     spec = env.spec
-    assert spec.notify is not None and spec.notify.ticket is not None
+    assert spec.notify is not None and "ticket" in notifier_settings(path, spec.notify)
     assert spec.incident_state is not None and spec.incident_state.backend == "redis"
     assert [s.check for s in spec.silences] == ["order.saga-orchestration"]
     assert spec.maintenance[0].services == ["order-service"]

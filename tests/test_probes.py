@@ -20,6 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import URI_DEFAULT
+from receivers import LoopbackServer
+from werkzeug import Request, Response
 
 from unibazzar_health.config.environment import load_environment
 from unibazzar_health.judges.runbook import CheckContext
@@ -221,6 +224,7 @@ class StallingProxy:
     """Relays to a real server until the server has sent ``marker`` (the end of its
     handshake), then drops everything the server says: a server hung mid-session."""
 
+    # Hand-written: a TCP relay for AMQP and PostgreSQL, not HTTP.
     def __init__(self, upstream: tuple[str, int], marker: bytes) -> None:
         self.upstream, self.marker = upstream, marker
         self.server = socket.socket()
@@ -303,11 +307,8 @@ class LogsApi:
     after ``delay`` seconds)."""
 
     def __init__(self, logs: str, pods: int = 3, delay: float = 0.0) -> None:
-        import json
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+        self.logs, self.delay = logs, delay
         self.stop = threading.Event()
-        outer = self
         labels = {"app": "ai-service"}
         deployment = {"kind": "Deployment", "apiVersion": "apps/v1",
                       "metadata": {"name": "ai-service", "namespace": "unibazzar"},
@@ -319,58 +320,36 @@ class LogsApi:
             {"metadata": {"name": f"ai-service-{n}", "namespace": "unibazzar",
                           "labels": labels}, "spec": {"containers": [{"name": "app"}]}}
             for n in range(pods)]}
+        self.server = LoopbackServer()
+        expect = self.server.expect_request
+        expect(re.compile(r".*/log$"), method="GET").respond_with_handler(self.log)
+        expect(re.compile(r".*/deployments/ai-service$"), method="GET").respond_with_json(
+            deployment)
+        expect(re.compile(r".*/pods$"), method="GET").respond_with_json(pod_list)
+        expect(URI_DEFAULT).respond_with_data("", 404)
+        self.server.start()
+        self.url = self.server.base
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def log(self, request: Request) -> Response:
+        pod = request.path.split("/")[-2]
+        body = f"2026-11-27T10:00:00Z log line of {pod}\n".encode()
+        if self.logs == "slow":
+            self.stop.wait(self.delay)
+            return Response(body, content_type="text/plain")
 
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0]
-                if path.endswith("/log"):
-                    self.log(path.split("/")[-2])
-                elif path.endswith("/deployments/ai-service"):
-                    self.json(deployment)
-                elif path.endswith("/pods"):
-                    self.json(pod_list)
-                else:
-                    self.send_error(404)
+        def drip() -> Iterator[bytes]:
+            if self.logs == "broken":
+                yield b"x" * 10
+                # Cut off mid-body: werkzeug's socket, shut under the promised length.
+                request.environ["werkzeug.socket"].shutdown(socket.SHUT_RDWR)
+                return
+            for _ in range(600):
+                if self.stop.wait(0.1):
+                    return
+                yield b"."
 
-            def json(self, doc: object) -> None:
-                body = json.dumps(doc).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log(self, pod: str) -> None:
-                body = f"2026-11-27T10:00:00Z log line of {pod}\n".encode()
-                if logs == "slow":
-                    outer.stop.wait(delay)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(1000 if logs != "slow" else len(body)))
-                self.end_headers()
-                if logs == "slow":
-                    self.wfile.write(body)
-                elif logs == "broken":
-                    self.wfile.write(b"x" * 10)
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                else:
-                    for _ in range(600):
-                        if outer.stop.wait(0.1):
-                            return
-                        self.wfile.write(b".")
-                        self.wfile.flush()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+        # Streamed: werkzeug writes and flushes each piece as it comes.
+        return Response(drip(), headers={"Content-Length": "1000"}, content_type="text/plain")
 
     def target(self, deadline: float = DEADLINE) -> kubernetes.KubeTarget:
         return kubernetes.KubeTarget(namespace="unibazzar", mode="url", context=None,
@@ -378,8 +357,7 @@ class LogsApi:
 
     def close(self) -> None:
         self.stop.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
@@ -494,6 +472,7 @@ def delaying_proxy(upstream: tuple[str, int], delay_s: float,
                    for_s: float) -> tuple[int, Callable[[], None]]:
     """A loopback TCP proxy to ``upstream`` that holds each request ``delay_s`` during its
     first ``for_s`` seconds: a slow path to the backend, which our host has no part in."""
+    # Hand-written: a TCP relay (Redis's protocol), not HTTP.
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)

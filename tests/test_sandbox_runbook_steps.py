@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_httpserver import URI_DEFAULT
+from receivers import LoopbackServer
+from werkzeug import Request, Response
 
 from unibazzar_health.config.platform import ErrorLogs
 from unibazzar_health.verdict.catalog import load_catalog
@@ -392,58 +395,37 @@ class CloudWatchDenied:
     but CloudWatch's GetMetricData, answered HTTP 403 AccessDenied: the checks' identity
     lacking cloudwatch:GetMetricData, DynamoDB itself fine."""
 
+    DROPPED = ("connection", "content-length", "transfer-encoding")
+
     def __init__(self, upstream: str = "127.0.0.1:25000") -> None:
-        import http.client
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.denied = 0
-        outer = self
+        self.upstream = upstream
+        self.server = LoopbackServer()
+        self.server.expect_request(URI_DEFAULT).respond_with_handler(self.forward)
+        self.server.start()
+        self.url = self.server.base
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def forward(self, request: Request) -> Response:
+        import http.client
 
-            def forward(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                asked = self.path + str(self.headers.get("X-Amz-Target", "")) + body.decode(
-                    "latin-1")
-                if "GetMetricData" in asked:
-                    outer.denied += 1
-                    self.answer(403, [("x-amzn-query-error", "AccessDenied;Sender")], b"")
-                    return
-                host, port = upstream.split(":")
-                conn = http.client.HTTPConnection(host, int(port), timeout=10)
-                conn.request(self.command, self.path, body=body or None,
-                             headers={k: v for k, v in self.headers.items()
-                                      if k.lower() not in ("connection", "content-length")})
-                answer = conn.getresponse()
-                data = answer.read()
-                conn.close()
-                self.answer(answer.status, [(k, v) for k, v in answer.getheaders() if k.lower()
-                                            not in ("connection", "content-length",
-                                                    "transfer-encoding")], data)
-
-            def answer(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
-                self.send_response(status)
-                for key, value in headers:
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = forward
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+        path, body = request.environ["RAW_URI"], request.get_data()
+        asked = path + str(request.headers.get("X-Amz-Target", "")) + body.decode("latin-1")
+        if "GetMetricData" in asked:
+            self.denied += 1
+            return Response(b"", 403, [("x-amzn-query-error", "AccessDenied;Sender")])
+        host, port = self.upstream.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request(request.method, path, body=body or None,
+                     headers={k: v for k, v in request.headers.items()
+                              if k.lower() not in self.DROPPED})
+        answer = conn.getresponse()
+        data = answer.read()
+        conn.close()
+        return Response(data, answer.status, [(k, v) for k, v in answer.getheaders()
+                                              if k.lower() not in self.DROPPED])
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 def test_capacity_that_cannot_be_read_is_no_silent_pass_and_no_outage(

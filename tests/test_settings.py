@@ -328,16 +328,24 @@ def test_no_context_and_no_current_context_is_named(tmp_path: Path) -> None:
         "current-context")
 
 
-def test_kubeconfig_list_is_read_like_the_client_reads_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("context", "first_current", "chosen"), [
+    pytest.param('context = "prod-eu"\n', None, "prod-eu", id="named-in-the-last-file"),
+    pytest.param('context = "a"\n', None, "a", id="named-in-the-first-file"),
+    pytest.param("", None, "prod-eu", id="current-context-of-the-only-file-setting-one"),
+    # kubernetes.config's KubeConfigMerger: each file's current-context replaces the last.
+    pytest.param("", "a", "prod-eu", id="the-later-files-current-context-wins"),
+])
+def test_kubeconfig_list_is_read_like_the_client_reads_it(
+        tmp_path: Path, context: str, first_current: str | None, chosen: str) -> None:
     """KUBECONFIG is a list: missing files are passed over, contexts are merged, the
-    current-context may come from any file."""
-    first = kubeconfig(tmp_path, "a", name="first")
+    current-context may come from any file (the later one wins): the context chosen is the
+    one the Kubernetes client would use, and the one printed kubectl commands name."""
+    first = kubeconfig(tmp_path, "a", current=first_current, name="first")
     second = kubeconfig(tmp_path, "prod-eu", current="prod-eu", name="second")
     listed = f"{tmp_path / 'absent'}:{first}:{second}"
-    for context in ('context = "prod-eu"\n', 'context = "a"\n', ""):
-        path = write(tmp_path, KUBE.format(mode="kubeconfig") + context)
-        env = load_environment(path, {"TEST_DB_PASSWORD": SECRET, "KUBECONFIG": listed})
-        assert env.spec.kubernetes is not None
+    path = write(tmp_path, KUBE.format(mode="kubeconfig") + context)
+    env = load_environment(path, {"TEST_DB_PASSWORD": SECRET, "KUBECONFIG": listed})
+    assert env.kube_context == chosen
 
 
 def test_a_kubeconfig_that_is_not_yaml_is_named_without_quoting_it(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.model import DependencyIncident, Outage
 from unibazzar_health.verdict.results import CheckResult, Outcome
 from unibazzar_health.verdict.summary import RunInfo, build_summary, render
 
@@ -30,13 +31,13 @@ def test_one_dependency_failing_for_several_services_is_one_incident() -> None:
         result("listing.s3-image-uploads", "listing-service", Outcome.FAILED, "SEV2", ("s3",)),
         result("listing.dynamodb-table-status", "listing-service", Outcome.PASSED),
     ], load_catalog(), RUN)
-    assert summary["incidents"] == [{
-        "dependency": "redis", "services": ["ai-service", "listing-service"],
-        "checks": ["listing.related-systems", "ai.redis-cache-performance",
-                   "ai.related-systems"],
-        "severity": "SEV2"}]
-    assert summary["outages"] == []
-    assert summary["verdict"]["severity"] == "SEV2"
+    assert summary.incidents == [DependencyIncident(
+        dependency="redis", services=["ai-service", "listing-service"],
+        checks=["listing.related-systems", "ai.redis-cache-performance",
+                "ai.related-systems"],
+        severity="SEV2")]
+    assert summary.outages == []
+    assert summary.verdict.severity == "SEV2"
     assert ("  INCIDENT redis failing for ai-service, listing-service: one incident, SEV2 "
             "(3 checks)") in render(summary)
 
@@ -48,12 +49,12 @@ def test_a_service_whose_every_check_fails_is_an_outage() -> None:
         result("auth.jwt-secret-configuration", "auth-service", Outcome.FAILED, "SEV2"),
         result("auth.postgresql-connectivity", "auth-service", Outcome.PASSED),
     ], load_catalog(), RUN)
-    assert summary["outages"] == [{"service": "order-service", "checks": 2, "severity": "SEV1"}]
-    assert summary["verdict"]["severity"] == "SEV1"
-    assert summary["verdict"]["respond_within"] == "15 minutes"
-    assert summary["services"]["order-service"]["worst_severity"] == "SEV1"
-    assert summary["services"]["auth-service"]["worst_severity"] == "SEV2"
-    assert summary["incidents"] == []
+    assert summary.outages == [Outage(service="order-service", checks=2, severity="SEV1")]
+    assert summary.verdict.severity == "SEV1"
+    assert summary.verdict.respond_within == "15 minutes"
+    assert summary.services["order-service"].worst_severity == "SEV1"
+    assert summary.services["auth-service"].worst_severity == "SEV2"
+    assert summary.incidents == []
     lines = render(summary)
     assert lines[0].startswith("VERDICT SEV1 Critical: respond within 15 minutes")
     assert "  OUTAGE order-service: every check failing (2 of 2): treated as SEV1" in lines
@@ -65,12 +66,12 @@ def test_no_escalation_from_one_check_or_one_service() -> None:
         result("ai.related-systems", "ai-service", Outcome.PASSED),
         result("listing.related-systems", "listing-service", Outcome.SKIPPED),
     ], load_catalog(), RUN)
-    assert (summary["incidents"], summary["outages"]) == ([], [])
-    assert summary["verdict"]["severity"] == "SEV3"
+    assert (summary.incidents, summary.outages) == ([], [])
+    assert summary.verdict.severity == "SEV3"
     # A lone check that fails is not a service outage.
     alone = build_summary([result("ai.redis-cache-performance", "ai-service", Outcome.FAILED,
                                   "SEV3")], load_catalog(), RUN)
-    assert alone["outages"] == [] and alone["verdict"]["severity"] == "SEV3"
+    assert alone.outages == [] and alone.verdict.severity == "SEV3"
 
 
 def test_each_failing_checks_probe_failures_reach_the_summary() -> None:
@@ -84,7 +85,7 @@ def test_each_failing_checks_probe_failures_reach_the_summary() -> None:
     failing.failures = failures
     summary = json.loads(json.dumps(build_summary(
         [failing, result("ai.related-systems", "ai-service", Outcome.PASSED)],
-        load_catalog(), RUN)))
+        load_catalog(), RUN).to_dict()))
     checks = {c["id"]: c for c in summary["checks"]}
     assert checks["ai.redis-cache-performance"]["failures"] == failures
     assert checks["ai.related-systems"]["failures"] == []
@@ -102,7 +103,7 @@ def test_a_failure_pinned_on_nothing_joins_the_dependency_incident_it_likely_fol
         search,
         result("order.saga-orchestration", "order-service", Outcome.FAILED, "SEV2"),
     ], load_catalog(), RUN)
-    assert [(c["key"], c["checks"]) for c in summary["root_causes"]] == [
+    assert [(c.key, c.checks) for c in summary.root_causes] == [
         ("dependency:redis", ["ai.related-systems", "listing.related-systems",
                               "ai.end-to-end-search"]),
         ("service:order-service", ["order.saga-orchestration"])]

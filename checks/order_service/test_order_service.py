@@ -6,7 +6,7 @@ import re
 import shlex
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.judges.runbook import (
@@ -18,6 +18,10 @@ from unibazzar_health.judges.runbook import (
     runbook_check,
 )
 from unibazzar_health.probes import FailureKind, ProbeFailure, connection_failure
+
+if TYPE_CHECKING:
+    from unibazzar_health.probes.payments import PaymentIntent, ProviderTarget
+    from unibazzar_health.probes.postgresql import PostgresTarget
 
 TERMINAL_SAGA_STATES = ("completed", "compensated", "failed")
 
@@ -360,12 +364,29 @@ def observe_reconciliation(ctx: CheckContext) -> dict[str, Any]:
     page = seen["intents"]
     covered_from = (max(window_start, min(i.created for i in page))
                     if len(page) >= PROVIDER_PAGE else window_start)
+    issues, not_judged = paid_orders_the_provider_disagrees_with(
+        provider, seen["orders"], page, covered_from)
+    # Stripe gives no success time: the grace runs from the payment's creation.
+    grace_start = now - limits.reconcile_grace_minutes * 60
+    loss, unsettled = payments_their_orders_disagree_with(database, page, covered_from,
+                                                          grace_start, now)
+    return {"orders_checked": len(seen["orders"]) - not_judged, "not_judged": not_judged,
+            "payments_checked": len(page), "loss": loss, "payment_issues": issues + unsettled}
+
+
+def paid_orders_the_provider_disagrees_with(
+        provider: ProviderTarget, orders: list[tuple[Any, ...]], page: list[PaymentIntent],
+        covered_from: float) -> tuple[list[str], int]:
+    """The database says paid: the provider must have taken that payment. Paid in our books,
+    not (or not this much) at the provider, the order is what is wrong, and it can be put
+    right: (those mismatches, the orders not judged: older than the page covers, or past
+    MAX_LOOKUPS of payments not on it)."""
+    from unibazzar_health.probes import payments
+
     intents = {i.id: i for i in page}
-    loss: list[str] = []
     issues: list[str] = []
     lookups, not_judged = 0, 0
-    # The database says paid: the provider must have taken that payment.
-    for order_id, status, intent_id, amount, updated in seen["orders"]:
+    for order_id, status, intent_id, amount, updated in orders:
         if status != "paid":
             continue
         if float(updated) < covered_from:
@@ -378,8 +399,6 @@ def observe_reconciliation(ctx: CheckContext) -> dict[str, Any]:
                 continue
             lookups += 1
             intent = payments.payment_intent(provider, intent_id)
-        # Paid in our books, not (or not this much) at the provider: the order is what is
-        # wrong, and it can be put right.
         if intent is None:
             issues.append(f"order {order_id} is paid in the database, but the provider "
                           f"has no payment {intent_id}")
@@ -389,39 +408,48 @@ def observe_reconciliation(ctx: CheckContext) -> dict[str, Any]:
         elif intent.amount != amount:
             issues.append(f"order {order_id} is {amount} cents, its payment {intent_id} "
                           f"{intent.amount}")
-    # The provider took a payment: its order must say so once the webhook had time to land.
-    # (Stripe gives no success time: the grace runs from the payment's creation.) A payment
-    # refunded in full took nothing.
-    grace_start = now - limits.reconcile_grace_minutes * 60
-    taken: dict[str, list[payments.PaymentIntent]] = {}
+    return issues, not_judged
+
+
+def payments_their_orders_disagree_with(
+        database: PostgresTarget, page: list[PaymentIntent], covered_from: float,
+        grace_start: float, now: float) -> tuple[list[str], list[str]]:
+    """The provider took a payment (created between ``covered_from`` and ``grace_start``,
+    so its webhook had time to land; refunded in full, it took nothing): its order must say
+    so. (Money lost: charged twice, or for no order; mismatches that can be put right: an
+    order that exists but is not paid, a lost webhook.)"""
+    from unibazzar_health.probes import postgresql
+
+    taken: dict[str, list[PaymentIntent]] = {}
     for i in page:
         if (i.status == "succeeded" and i.order_id and i.amount_refunded < i.amount
                 and covered_from <= i.created <= grace_start):
             taken.setdefault(i.order_id, []).append(i)
-    if taken:
-        rows = postgresql.fetch(database, "SELECT id, status FROM orders WHERE id = ANY(%s)",
-                                (sorted(taken),))
-        statuses = {row[0]: row[1] for row in rows}
-        for order_id, charges in sorted(taken.items()):
-            charges.sort(key=lambda i: (i.created, i.id))
-            state = (f"is {statuses[order_id]!r}" if order_id in statuses
-                     else "does not exist")
-            if len(charges) > 1:
-                # Money taken twice, whatever the order says.
-                loss.append(f"order {order_id} was charged {len(charges)} times: payments "
-                            f"{', '.join(i.id for i in charges)} succeeded"
-                            + ("" if statuses.get(order_id) == "paid"
-                               else f", and the order {state} in the orders database"))
-            elif statuses.get(order_id) != "paid":
-                [intent] = charges
-                words = (f"payment {intent.id} (created {(now - intent.created) / 60:.0f} min "
-                         f"ago) succeeded for order {order_id}, which {state} in the orders "
-                         "database")
-                # No order: the customer was charged for nothing. An order that exists but
-                # is not paid is a lost webhook: the order can still be put right.
-                (issues if order_id in statuses else loss).append(words)
-    return {"orders_checked": len(seen["orders"]) - not_judged, "not_judged": not_judged,
-            "payments_checked": len(page), "loss": loss, "payment_issues": issues}
+    loss: list[str] = []
+    issues: list[str] = []
+    if not taken:
+        return loss, issues
+    rows = postgresql.fetch(database, "SELECT id, status FROM orders WHERE id = ANY(%s)",
+                            (sorted(taken),))
+    statuses = {row[0]: row[1] for row in rows}
+    for order_id, charges in sorted(taken.items()):
+        charges.sort(key=lambda i: (i.created, i.id))
+        state = f"is {statuses[order_id]!r}" if order_id in statuses else "does not exist"
+        if len(charges) > 1:
+            # Money taken twice, whatever the order says.
+            loss.append(f"order {order_id} was charged {len(charges)} times: payments "
+                        f"{', '.join(i.id for i in charges)} succeeded"
+                        + ("" if statuses.get(order_id) == "paid"
+                           else f", and the order {state} in the orders database"))
+        elif statuses.get(order_id) != "paid":
+            [intent] = charges
+            words = (f"payment {intent.id} (created {(now - intent.created) / 60:.0f} min "
+                     f"ago) succeeded for order {order_id}, which {state} in the orders "
+                     "database")
+            # No order: the customer was charged for nothing. An order that exists but is
+            # not paid is a lost webhook: the order can still be put right.
+            (issues if order_id in statuses else loss).append(words)
+    return loss, issues
 
 
 @runbook_check("order.payment-reconciliation", observe=observe_reconciliation)

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from unibazzar_health.config.names import BACKENDS_BY_NAME
 from unibazzar_health.config.platform import Thresholds
 from unibazzar_health.judges.runbook import CheckContext, Finding, per_service
 from unibazzar_health.probes.postgresql import Activity, Session
-from unibazzar_health.verdict.results import SERVICE_DATABASE as DATABASES
+
+# Each service's [postgresql.NAME] database, as config/names.py declares it.
+DATABASES = {service: name for service, name
+             in BACKENDS_BY_NAME["postgresql"].used_by.items() if name}
 
 
 def observe_database(name: str) -> Callable[[CheckContext], Activity]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from unibazzar_health.config.names import SERVICE_PREFIX, dependencies_of
 from unibazzar_health.judges.runbook import (
-    SERVICE_PREFIX,
     CheckContext,
     Finding,
     NotConfigured,
@@ -24,69 +24,60 @@ from unibazzar_health.verdict.severity import impact_of_losing, worst_impact
 Probe = Callable[[], Any]
 
 
-def postgresql(name: str) -> Callable[[CheckContext], Probe]:
-    def build(ctx: CheckContext) -> Probe:
-        from unibazzar_health.probes import postgresql
+def postgresql(ctx: CheckContext, name: str | None) -> Probe:
+    from unibazzar_health.probes import postgresql
 
-        target = ctx.postgres(name)
-        return lambda: postgresql.fetch(target, "SELECT 1")
-
-    return build
+    target = ctx.postgres(name or "")
+    return lambda: postgresql.fetch(target, "SELECT 1")
 
 
-def redis(name: str) -> Callable[[CheckContext], Probe]:
-    def build(ctx: CheckContext) -> Probe:
-        from unibazzar_health.probes import redis
+def redis(ctx: CheckContext, name: str | None) -> Probe:
+    from unibazzar_health.probes import redis
 
-        target = ctx.redis(name)
-        return lambda: redis.ping(target)
-
-    return build
+    target = ctx.redis(name or "")
+    return lambda: redis.ping(target)
 
 
-def rabbitmq(ctx: CheckContext) -> Probe:
+def rabbitmq(ctx: CheckContext, _: str | None) -> Probe:
     from unibazzar_health.probes import rabbitmq
 
     target = ctx.broker()
     return lambda: rabbitmq.reachable(target)
 
 
-def dynamodb(ctx: CheckContext) -> Probe:
+def dynamodb(ctx: CheckContext, _: str | None) -> Probe:
     from unibazzar_health.probes import dynamodb
 
     target, spec = ctx.aws("dynamodb"), ctx.require("aws", ctx.env.spec.aws)
     return lambda: dynamodb.describe_table(target, spec.listings_table)
 
 
-def s3(ctx: CheckContext) -> Probe:
+def s3(ctx: CheckContext, _: str | None) -> Probe:
     from unibazzar_health.probes import s3
 
     target, spec = ctx.aws("s3"), ctx.require("aws", ctx.env.spec.aws)
     return lambda: s3.head_bucket(target, spec.images_bucket)
 
 
-def vector_db(ctx: CheckContext) -> Probe:
+def vector_db(ctx: CheckContext, _: str | None) -> Probe:
     from unibazzar_health.probes import vectordb
 
     target = ctx.vector_db()
     return lambda: vectordb.heartbeat(target)
 
 
-def payments(ctx: CheckContext) -> Probe:
+def payments(ctx: CheckContext, _: str | None) -> Probe:
     from unibazzar_health.probes import payments
 
     target = ctx.payment_provider()
     return lambda: payments.provider_state(target)
 
 
-# service -> dependency (as catalog.toml's depends_on names it) -> its probe
-DEPENDENCIES: dict[str, dict[str, Callable[[CheckContext], Probe]]] = {
-    "auth-service": {"postgresql": postgresql("auth")},
-    "listing-service": {"dynamodb": dynamodb, "s3": s3, "rabbitmq": rabbitmq,
-                        "redis": redis("listing-cache")},
-    "order-service": {"postgresql": postgresql("orders"), "payments": payments},
-    "ai-service": {"vector-db": vector_db, "redis": redis("ai-cache")},
-}
+# Each backend a service may depend on (config/names.py: which services, which of the
+# environment file's tables) -> its cheapest round trip, given the table's name.
+ROUND_TRIPS: dict[str, Callable[[CheckContext, str | None], Probe]] = {
+    "postgresql": postgresql, "redis": redis, "rabbitmq": rabbitmq, "dynamodb": dynamodb,
+    "s3": s3, "vector-db": vector_db, "payments": payments}
 
 
 def observe_related_systems(service: str) -> Callable[[CheckContext], dict[str, Any]]:
@@ -95,9 +86,9 @@ def observe_related_systems(service: str) -> Callable[[CheckContext], dict[str, 
 
         calls: dict[str, Probe] = {}
         not_configured: dict[str, Any] = {}
-        for name, build in DEPENDENCIES[service].items():
+        for name, table in dependencies_of(service).items():
             try:
-                probe = build(ctx)
+                probe = ROUND_TRIPS[name](ctx, table)
             except NotConfigured as exc:
                 not_configured[name] = {"not_configured": exc.key}
                 continue
@@ -115,7 +106,7 @@ def observe_related_systems(service: str) -> Callable[[CheckContext], dict[str, 
     return observe
 
 
-@per_service("related-systems", observe_related_systems, DEPENDENCIES)
+@per_service("related-systems", observe_related_systems)
 def test_related_systems_and_dependencies_answer(service: str, observed: dict[str, Any]) -> None:
     down = {name: answer for name, answer in sorted(observed.items())
             if isinstance(answer, ProbeFailure)}

@@ -21,10 +21,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+
+from pydantic import ValidationError
+
+from unibazzar_health.verdict.model import Summary
 
 
-def _summary(path: str) -> dict[str, Any]:
+def _summary(path: str) -> Summary:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -33,7 +36,11 @@ def _summary(path: str) -> dict[str, Any]:
         raise SystemExit(f"{path}: not a summary (not JSON: {exc})") from None
     if not isinstance(data, dict) or "verdict" not in data:
         raise SystemExit(f"{path}: not a summary (no 'verdict')")
-    return data
+    try:
+        return Summary.model_validate(data)
+    except ValidationError as exc:
+        raise SystemExit(f"{path}: not a summary ({exc.error_count()} field(s) not as "
+                         f"docs/summary.schema.json says: {exc.errors()[0]['loc']})") from None
 
 
 def _message(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ from unibazzar_health.verdict.results import (
 if TYPE_CHECKING:
     from unibazzar_health.config.environment import Environment
     from unibazzar_health.config.platform import Thresholds
+    from unibazzar_health.verdict.model import Summary
 
 WIRE_KEY = "unibazzar_env"
 # Seconds a whole run may take, by who runs it: an engineer at 3 a.m. wants a verdict in
@@ -70,7 +71,7 @@ class RunState:
     # check's teardown): no verdict covers them, and they never let the run exit 0.
     other_failures: list[str] = field(default_factory=list)
     failed_reports_of_checks: int = 0  # with other_failures, what session.testsfailed counts
-    summary: dict[str, Any] | None = None
+    summary: Summary | None = None
     summary_path: Path | None = None
     incident_path: Path | None = None
     measurements: SharedObservations = field(default_factory=SharedObservations)
@@ -305,21 +306,21 @@ def pytest_configure(config: pytest.Config) -> None:
     environment is resolved when the collection holds a runbook check
     (pytest_collection_finish), still before any probe runs, or on an xdist controller when
     it hands settings to its first worker."""
-    from unibazzar_health.verdict.summary import now
+    from unibazzar_health.verdict.policy import now
 
     config.stash[START_KEY] = (time.monotonic(), now())
     if not _is_worker(config):
         _refuse_separate_path_values(config)
-    # Once each: the repository's pyproject.toml declares the services' markers too (a
-    # checks run from an installed package has only these), and `pytest --markers` would
-    # list both.
+    # Every marker of the checks, from the one list of services and backends
+    # (config/names.py); once each: an ini file that declares one keeps its own words.
     declared = {_marker_name(line) for line in config.getini("markers")}
-    for line in [*(f"{service}: {service} runbook checks" for service in SERVICES),
+    for line in ["check(id, observe): a runbook check; its id keys the catalog (severity, "
+                 "fixes, commands)",
+                 *(f"{service}: {service} runbook checks" for service in SERVICES),
                  *(f"{marker}: checks that stand on {dependency}"
                    for dependency, marker in BACKEND_MARKERS.items()),
                  f"{CANARY_WRITE}: checks that write a canary (in its own names, removed by "
-                 "the check); --read-only skips them",
-                 "check(id, observe): a runbook check (catalog id)"]:
+                 "the check); --read-only skips them"]:
         if _marker_name(line) not in declared:
             config.addinivalue_line("markers", line)
     if not _is_worker(config) and config.pluginmanager.hasplugin("xdist") \
@@ -460,11 +461,12 @@ class AllureHooks:
             return
         result, info.result = info.result, None  # once per check
         from unibazzar_health.reports.allure_report import annotate
+        from unibazzar_health.verdict.summary import check_of
 
         # When its probes started, on the wall clock Allure's times are on (theirs is monotonic).
         began = info.observation.started_at if info.observation else None
         probing_from = None if began is None else time.time() - (time.monotonic() - began)
-        annotate(result.to_dict(), self.state.catalog, self.state.env,
+        annotate(check_of(result), self.state.catalog, self.state.env,
                  self.listener.allure_logger.get_test(None), probing_from)
 
 
@@ -750,16 +752,18 @@ def crashed_result(nodeid: str, why: str) -> CheckResult:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    from unibazzar_health.reports.gate import exit_status
-    from unibazzar_health.reports.outputs import write_outputs
-    from unibazzar_health.verdict.summary import RunInfo, build_summary, now
-
     config = session.config
     if _is_worker(config) or RUN_KEY not in config.stash:
         return
     state = config.stash[RUN_KEY]
     if not state.results or state.env is None:
         return
+    # Only a run that judged a check builds a summary (pydantic's models: verdict/model.py).
+    from unibazzar_health.reports.gate import exit_status
+    from unibazzar_health.reports.outputs import write_outputs
+    from unibazzar_health.verdict.policy import now
+    from unibazzar_health.verdict.summary import RunInfo, build_summary
+
     # Stopped by hand (Ctrl-C) or by -x: what did not run is no evidence of health.
     interrupted = (session.exitstatus == pytest.ExitCode.INTERRUPTED
                    or bool(session.shouldstop) or bool(session.shouldfail))
@@ -779,7 +783,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state.summary = build_summary(list(state.results.values()), state.catalog, run,
                                   _remembered(response(state.env), poster, state))
     if poster is not None and (silenced := poster.silenced(state.summary)):
-        state.summary["silenced"] = silenced
+        state.summary = state.summary.model_copy(update={"silenced": silenced})
     written = write_outputs(state.summary, state.reports_dir, state.redactor, os.environ,
                             _alluredir(config))
     state.summary_path, state.incident_path = written.summary, written.incident
@@ -883,13 +887,13 @@ def response(env: Environment) -> Any:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    from unibazzar_health.reports.gate import exit_status, explain
-    from unibazzar_health.verdict.summary import render
-
     state = config.stash.get(RUN_KEY, None)
     if state is None or state.summary is None:
         return
-    status = state.summary["verdict"]["status"]
+    from unibazzar_health.reports.gate import exit_status, explain
+    from unibazzar_health.verdict.summary import render
+
+    status = state.summary.verdict.status
     colour = {"failing": {"red": True}, "incomplete": {"yellow": True}}.get(status, {"green": True})
     terminalreporter.section("UniBazzar incident verdict", sep="=", bold=True, **colour)
     lines = render(state.summary)
@@ -909,8 +913,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_line(f"summary: {state.summary_path}")
     for line in state.metrics_lines:
         terminalreporter.write_line(state.redactor.text(line))
-    status = exit_status(state.summary, state.fail_on)
-    terminalreporter.write_line(explain(state.summary, state.fail_on, status))
+    exit_code = exit_status(state.summary, state.fail_on)
+    terminalreporter.write_line(explain(state.summary, state.fail_on, exit_code))
     _finish_posting(state)
     if state.posting is not None:
         for line in state.posting.lines():

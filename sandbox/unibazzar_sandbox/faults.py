@@ -816,9 +816,9 @@ FAULTS: tuple[Fault, ...] = (
         "row lock; another session waits to update that order",
         (("order.database-performance", "SEV2"), ("order.database-transaction-health", "SEV2")),
         "two sessions of the order_service role on order-canary-0001 (the waiter's update is "
-        "rolled back); the checks see it once it is 10 s old (lock_wait_seconds, "
+        "rolled back); the checks see it once it is 3 s old (lock_wait_seconds, "
         "idle_in_transaction_seconds in environments/sandbox.toml)",
-        ripens_s=11.0),
+        ripens_s=4.0),
     # ---- auth-service
     _file_fault(
         "jwt-key-mismatch", "auth-service.jwt-verify-key",

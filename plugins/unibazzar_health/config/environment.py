@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from unibazzar_health.config.incident import (
     Silence,
 )
 from unibazzar_health.config.kubeconfig import _check_kubernetes
-from unibazzar_health.config.names import ServiceName
+from unibazzar_health.config.names import ServiceName, config_key
 from unibazzar_health.config.platform import (
     AuthLogs,
     AwsTarget,
@@ -111,7 +111,9 @@ class Environment:
         return None if env_var is None else self.secrets[env_var]
 
     def deadline(self, backend: str) -> float:
-        value: float | None = getattr(self.spec.deadlines, backend)
+        """The deadline of ``backend`` (as names.BACKENDS spells it, or ``http``): its own
+        [deadlines] key, else the default."""
+        value: float | None = getattr(self.spec.deadlines, config_key(backend))
         return value if value is not None else self.spec.deadlines.default
 
     def redactor(self) -> Redactor:
@@ -156,9 +158,16 @@ def read_environment_file(path: Path) -> tuple[EnvironmentFile, dict[str, Any]]:
         raise first_error(path, exc) from None
 
 
-def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> Environment:
+def load_environment(path: Path, environ: Mapping[str, str] | None = None,
+                     check_sections: Callable[[Path, EnvironmentFile], None] | None = None,
+                     ) -> Environment:
+    """The file validated, its kubeconfig checked and its secrets resolved. A layer above
+    validates what it owns (the notifiers' tables: incidents.config) in ``check_sections``,
+    as soon as the file is read, so its errors come where pydantic's own would."""
     environ = os.environ if environ is None else environ
     spec, raw = read_environment_file(path)
+    if check_sections is not None:
+        check_sections(path, spec)
     kube_context = _check_consistency(path, spec, environ)
     secrets = resolve_secrets(path, spec.environment.secrets_file, raw, environ)
     # What only the incident layer can judge (notifiers' settings, silenced checks) it
@@ -166,9 +175,12 @@ def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> En
     return Environment(path, spec, secrets, kube_context)
 
 
-def first_error(path: Path, exc: ValidationError) -> EnvironmentFileError:
+def first_error(path: Path, exc: ValidationError,
+                within: tuple[str, ...] = ()) -> EnvironmentFileError:
+    """Pydantic's first error as the file's, its key prefixed by ``within`` (the table a
+    section's own model validated: ``("notify", "slack")``)."""
     error = exc.errors()[0]
-    key = ".".join(str(part) for part in error["loc"])
+    key = ".".join(str(part) for part in (*within, *error["loc"]))
     if error["type"] == "extra_forbidden":
         return EnvironmentFileError(path, key, error["input"], "unknown key")
     if error["type"] == "missing":

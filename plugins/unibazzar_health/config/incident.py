@@ -5,14 +5,14 @@ maintenance windows.
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime
 from datetime import time as dt_time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
+    ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
@@ -95,64 +95,28 @@ class ReportLinks(_Section):
 
 
 # ---- incident lifecycle and posting (issue #8; docs/notifications.md) ---------------------
-class SlackNotify(_Section):
-    """One of two modes: an incoming webhook (each message in the channel), or a bot token
-    and a channel (one thread per incident, its root edited as it goes)."""
-
-    # The whole incoming-webhook URL is the secret (its path is the token).
-    webhook_url_env: EnvVar | None = None
-    token_env: EnvVar | None = None  # a bot token (xoxb-…) with chat:write, channels:history
-    channel: str | None = None  # the channel's ID (C…), the bot invited to it
-    api_url: HttpUrl = "https://slack.com/api/"
-
-    @model_validator(mode="after")
-    def _one_mode(self) -> SlackNotify:
-        if (self.webhook_url_env is None) == (self.token_env is None):
-            raise ValueError("set webhook_url_env (an incoming webhook) or token_env and "
-                             "channel (a bot's thread per incident), not both or neither")
-        if self.token_env is not None and not self.channel:
-            raise ValueError("channel is required with token_env (the channel's ID, C…)")
-        return self
-
-
-class PagerDutyNotify(_Section):
-    routing_key_env: EnvVar
-    api_url: HttpUrl = "https://events.pagerduty.com/v2/enqueue"
-
-
-class WebhookNotify(_Section):
-    url: HttpUrl  # carries no secret (refused with one); sign with secret_env instead
-    secret_env: EnvVar | None = None  # HMAC-SHA256 of each body, X-UniBazzar-Signature
-    # The largest document sent: a receiver behind a proxy refuses bigger bodies (413).
-    max_bytes: Annotated[int, Field(ge=16 * 1024)] = 256 * 1024
-
-
-def _repository(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", value):
-        raise ValueError("expected a GitHub repository as owner/name")
-    return value
-
-
-class TicketNotify(_Section):
-    kind: Literal["github"] = "github"
-    api_url: HttpUrl = "https://api.github.com"
-    repository: Annotated[str, AfterValidator(_repository)]
-    token_env: EnvVar
-    labels: list[str] = ["incident"]
-
-
 class Notify(_Section):
-    """Where incidents are posted. Absent: nothing is posted and no incident state kept."""
+    """Where incidents are posted. Absent: nothing is posted and no incident state kept.
+
+    Each notifier's table ([notify.slack], [notify.pagerduty], ...) is kept here as the file
+    writes it: the notifier that owns it validates it with its own model when the
+    environment is loaded (incidents/config.py), and refuses a name no notifier has. This
+    layer knows no notifier, so a new one touches only its own module."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    # Each notifier's table, by its name.
+    __pydantic_extra__: dict[str, dict[str, Any]]
 
     deadline: PositiveFloat = 5.0  # seconds, per request
     retries: Annotated[int, Field(ge=0, le=5)] = 2  # more tries of a request never delivered
     # Seconds all posting of a run may take, retries included: past it, what is left waits
     # for the next run. The verdict and the exit status never wait on it beyond this.
     budget: PositiveFloat = 20.0
-    slack: SlackNotify | None = None
-    pagerduty: PagerDutyNotify | None = None
-    webhook: WebhookNotify | None = None
-    ticket: TicketNotify | None = None
+
+    @property
+    def tables(self) -> dict[str, dict[str, Any]]:
+        """Each configured notifier's table as written, by name (not yet validated)."""
+        return dict(self.__pydantic_extra__ or {})
 
 
 class IncidentState(_Section):

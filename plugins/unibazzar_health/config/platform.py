@@ -4,13 +4,14 @@ backends, Kubernetes, AWS), deadlines and thresholds, the canary, logs and impac
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
     AfterValidator,
     Field,
     PositiveFloat,
     PositiveInt,
+    create_model,
     model_validator,
 )
 
@@ -24,7 +25,7 @@ from unibazzar_health.config.fields import (
     _Section,
     _url,
 )
-from unibazzar_health.config.names import ServiceName
+from unibazzar_health.config.names import BACKENDS, ServiceName
 
 # The platform's namespace (runbook): the default, and what commands name when the
 # environment has no [kubernetes].
@@ -38,23 +39,25 @@ class EnvironmentInfo(_Section):
     secrets_file: str | None = None
 
 
-class Deadlines(_Section):
+class _CommonDeadlines(_Section):
     """Seconds. Every probe is bounded by its backend's deadline, else the default."""
 
     default: PositiveFloat = 3.0
     # Wall clock of one check's observation, several probes included: past it the
     # observation is abandoned even if a client ignored its timeout.
     check: PositiveFloat = 10.0
-    postgresql: PositiveFloat | None = None
-    redis: PositiveFloat | None = None
-    rabbitmq: PositiveFloat | None = None
-    dynamodb: PositiveFloat | None = None
-    s3: PositiveFloat | None = None
-    kubernetes: PositiveFloat | None = None
-    http: PositiveFloat | None = None
-    payments: PositiveFloat | None = None
-    vector_db: PositiveFloat | None = None
-    logs: PositiveFloat | None = None  # reading a service's log file ([error_logs] files)
+    http: PositiveFloat | None = None  # the services' own HTTP APIs
+
+
+# ... and one optional key per backend with a deadline of its own, as names.BACKENDS
+# declares them (postgresql, vector_db, ...).
+if TYPE_CHECKING:
+    Deadlines = _CommonDeadlines
+else:
+    Deadlines = create_model(
+        "Deadlines", __base__=_CommonDeadlines, __module__=__name__,
+        __doc__=_CommonDeadlines.__doc__,
+        **{b.key: (PositiveFloat | None, None) for b in BACKENDS if b.own_deadline})
 
 
 class Thresholds(_Section):

@@ -78,7 +78,7 @@ def acknowledge(state: EnvironmentState, key: str, by: str, now: datetime,
              f"IC: {incident.ic or who}",
              f"Escalation: paused until {clock(until)} unless the severity rises"]
     message = messages.Message(ACKNOWLEDGED, incident.key, incident.severity, lines)
-    _enqueue(decision, incident, ACKNOWLEDGED, message, {}, policy, iso)
+    _enqueue(decision, incident, ACKNOWLEDGED, message, None, policy, iso)
     return decision
 
 

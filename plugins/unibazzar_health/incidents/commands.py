@@ -178,10 +178,10 @@ def _policy(spec: Any) -> Any:
     """The policy an action enqueues with: the environment's name and its notifiers (their
     kinds, read without their secrets)."""
     from unibazzar_health.incidents.lifecycle import Policy
-    from unibazzar_health.incidents.notifiers import ORDER, kinds_of
+    from unibazzar_health.incidents.notifiers import NOTIFIERS, kinds_of
 
-    configured = [name for name in ORDER if spec.notify is not None
-                  and getattr(spec.notify, name) is not None]
+    tables = spec.notify.tables if spec.notify is not None else {}
+    configured = [name for name in NOTIFIERS if name in tables]
     return Policy(environment=spec.environment.name,
                   notifiers=tuple((name, kinds_of(name)) for name in configured))
 

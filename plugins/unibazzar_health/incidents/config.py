@@ -8,13 +8,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ValidationError
+
 from unibazzar_health.config import environment
-from unibazzar_health.config.environment import EnvironmentFile
+from unibazzar_health.config.environment import EnvironmentFile, first_error
 from unibazzar_health.config.errors import NO_VALUE, EnvironmentFileError
+from unibazzar_health.incidents.notifiers import NOTIFIERS, build_all, settings_model
+from unibazzar_health.incidents.notifiers.base import ConfigError
 
 if TYPE_CHECKING:
     from unibazzar_health.config.environment import Environment
-    from unibazzar_health.config.incident import IncidentState
+    from unibazzar_health.config.incident import IncidentState, Notify
     from unibazzar_health.incidents.lifecycle import Mute, Policy
     from unibazzar_health.incidents.notifiers.base import Notifier
     from unibazzar_health.incidents.state import StateStore
@@ -22,10 +26,11 @@ if TYPE_CHECKING:
 
 
 def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> Environment:
-    """The environment file, validated whole: the config layer's reading, then what only the
-    incident layer can judge. Every entry point (the plugin, the commands) reads it here, so
-    a bad notifier setting is the file's error before any probe runs."""
-    env = environment.load_environment(path, environ)
+    """The environment file, validated whole: the config layer's reading, the notifiers'
+    tables by their own models, then what only the incident layer can judge. Every entry
+    point (the plugin, the commands) reads it here, so a bad notifier setting is the file's
+    error before any probe runs."""
+    env = environment.load_environment(path, environ, check_notifier_tables)
     spec = env.spec
     if spec.notify or spec.incident_state or spec.silences or spec.maintenance:
         check_incident_settings(path, spec, env.secrets)
@@ -48,13 +53,34 @@ def check_incident_settings(path: Path, spec: EnvironmentFile,
                 raise EnvironmentFileError(path, f"silences.{index}.check", silence.check,
                                            "no check of the catalog has this id")
     if spec.notify is not None:
-        from unibazzar_health.incidents.notifiers import build_all
-        from unibazzar_health.incidents.notifiers.base import ConfigError
-
         try:
-            build_all(spec.notify, lambda var: secrets[var])
+            build_all(notifier_settings(path, spec.notify), lambda var: secrets[var])
         except ConfigError as exc:
             raise EnvironmentFileError(path, exc.key, exc.value, exc.reason) from None
+
+
+def check_notifier_tables(path: Path, spec: EnvironmentFile) -> None:
+    """Each [notify.<name>] table, as soon as the file is read (see notifier_settings)."""
+    if spec.notify is not None:
+        notifier_settings(path, spec.notify)
+
+
+def notifier_settings(path: Path, notify: Notify) -> dict[str, BaseModel]:
+    """Each configured notifier's settings, by name in NOTIFIERS' order, validated with the
+    model of the notifier that owns its table: a name no notifier has, or a bad value, is
+    the environment file's error (file, ``notify.<name>.<key>``, value), as pydantic's."""
+    tables = notify.tables
+    for name, table in tables.items():
+        if name not in NOTIFIERS:
+            raise EnvironmentFileError(path, f"notify.{name}", table, "unknown key")
+    settings: dict[str, BaseModel] = {}
+    for name in NOTIFIERS:
+        if name in tables:
+            try:
+                settings[name] = settings_model(name).model_validate(tables[name])
+            except ValidationError as exc:
+                raise first_error(path, exc, within=("notify", name)) from None
+    return settings
 
 
 def enabled(env: Environment) -> bool:
@@ -64,11 +90,11 @@ def enabled(env: Environment) -> bool:
 
 
 def notifiers(env: Environment) -> list[Notifier]:
+    """The environment's notifiers, built with their validated settings and secrets."""
     if env.spec.notify is None:
         return []
-    from unibazzar_health.incidents.notifiers import build_all
-
-    return build_all(env.spec.notify, lambda var: env.secrets[var])
+    return build_all(notifier_settings(env.path, env.spec.notify),
+                     lambda var: env.secrets[var])
 
 
 def mutes(env: Environment) -> tuple[Mute, ...]:
@@ -161,6 +187,7 @@ def open_store_of_file(path: Path, reports_dir: Path,
     from unibazzar_health.config.secrets import resolve_secrets
 
     spec, raw = read_environment_file(path)
+    check_notifier_tables(path, spec)
     config = spec.incident_state or IncidentState()
     if config.backend == "redis" and config.url is None:
         raise EnvironmentFileError(path, "incident_state.url", NO_VALUE,

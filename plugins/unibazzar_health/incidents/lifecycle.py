@@ -2,12 +2,13 @@
 this run's summary, the policy and the time, what changes and what is to be posted.
 
 No I/O: the caller holds the store's lock, hands in the state, the stored run summaries an
-open incident needs and the policy (the catalog's severities included), and saves what
+open incident needs (verdict/model.py's Summary, read back with ``model_validate``) and the
+policy (the catalog's severities included), and saves what
 ``decide`` returns. Messages come from messages.py
 (alerts per root cause; update(first, previous, current); resolved(first, last_failing,
 healthy)), each over a summary narrowed to one incident's checks (``scope``).
 
-- An incident is a root cause of the summary (``summary["root_causes"]``); a cause that
+- An incident is a root cause of the summary (``Summary.root_causes``); a cause that
   shares a check, a dependency or its key with an open incident is that incident (redis
   failing for one service, then for two, is one incident that grew).
 - Alert after ``alert_after`` consecutive failing runs; resolve after ``resolve_after``
@@ -30,8 +31,7 @@ import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 from unibazzar_health.incidents.state import (
     PENDING,
@@ -44,18 +44,29 @@ from unibazzar_health.incidents.state import (
     StatusChange,
 )
 from unibazzar_health.reports import messages
+from unibazzar_health.verdict.model import (
+    Check,
+    Escalation,
+    InternalEscalation,
+    Outage,
+    RootCause,
+    Silenced,
+    Summary,
+    Verdict,
+)
 from unibazzar_health.verdict.policy import (
     DEFAULT_ESCALATION_MINUTES,
     LEVELS,
     BusinessCalendar,
     clock,
-    external_teams,
     human_duration,
     internal_level,
     next_update,
 )
 from unibazzar_health.verdict.policy import parse_time as at
-from unibazzar_health.verdict.severity import OUTAGE, rank, service_outages, worst
+from unibazzar_health.verdict.results import Outcome
+from unibazzar_health.verdict.severity import combined_severity, rank, response_minutes
+from unibazzar_health.verdict.summary import external_escalation, outages
 
 # alert_after / resolve_after by run mode: an engineer's run alerts at once; a scheduled probe
 # waits for a second failing run (and a second passing one), damping a flapping check.
@@ -77,15 +88,15 @@ class Mute:
     start: datetime | None = None  # maintenance windows begin; silences begin when written
     service: str | None = None  # None with check None: every service (a window for all)
     check: str | None = None
-    kind: str = "silence"  # silence | maintenance
+    kind: Literal["silence", "maintenance"] = "silence"
 
     def active(self, now: datetime) -> bool:
         return (self.start is None or self.start <= now) and now < self.until
 
-    def covers(self, check: Mapping[str, Any]) -> bool:
+    def covers(self, check: Check) -> bool:
         if self.check is not None:
-            return bool(check["id"] == self.check)
-        return self.service is None or check["service"] == self.service
+            return check.id == self.check
+        return self.service is None or check.service == self.service
 
 
 def _catalog_severities() -> Mapping[str, Any]:
@@ -101,8 +112,8 @@ class Policy:
     resolve_after: int = 1
     # Minutes between Status Updates for SEV3/SEV4 when the environment sets them.
     update_every_minutes: Mapping[str, float] = field(default_factory=dict)
-    respond_within_minutes: Mapping[str, int] = field(default_factory=lambda: {
-        "SEV1": 15, "SEV2": 60, "SEV3": 240, "SEV4": 1440})
+    # The catalog's response times (severity.SEVERITY_TABLE), unless the caller says.
+    respond_within_minutes: Mapping[str, int] = field(default_factory=response_minutes)
     calendar: BusinessCalendar = field(default_factory=BusinessCalendar)
     escalation_minutes: Mapping[str, Mapping[int, float]] | None = None
     contacts: Mapping[int, str] = field(default_factory=dict)  # internal level -> who
@@ -125,8 +136,8 @@ class Decision:
     state: EnvironmentState
     deliveries: list[Delivery] = field(default_factory=list)
     changes: list[StatusChange] = field(default_factory=list)
-    # Failing checks that alert nothing: {check, service, kind, reason, until}
-    silenced: list[dict[str, Any]] = field(default_factory=list)
+    # Failing checks that alert nothing (the summary's ``silenced``).
+    silenced: list[Silenced] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # one line each, for the terminal
 
 
@@ -159,27 +170,23 @@ def active_mutes(mutes: Iterable[Mute], now: datetime) -> list[Mute]:
     return [m for m in mutes if m.active(now)]
 
 
-def muted_checks(summary: Mapping[str, Any], mutes: Iterable[Mute],
-                 now: datetime) -> dict[str, Mute]:
+def muted_checks(summary: Summary, mutes: Iterable[Mute], now: datetime) -> dict[str, Mute]:
     """Failing checks of the summary that a mute in force covers."""
     live = active_mutes(mutes, now)
     found = {}
-    for check in summary.get("checks", []):
-        if check["outcome"] != "failed":
-            continue
+    for check in summary.failed:
         for mute in live:
             if mute.covers(check):
-                found[check["id"]] = mute
+                found[check.id] = mute
                 break
     return found
 
 
-def silenced_report(summary: Mapping[str, Any], mutes: Iterable[Mute],
-                    now: datetime) -> list[dict[str, Any]]:
+def silenced_report(summary: Summary, mutes: Iterable[Mute], now: datetime) -> list[Silenced]:
     """The summary's ``silenced`` block: each failing check that alerts nothing, and why."""
-    by_id = {c["id"]: c for c in summary.get("checks", [])}
-    return [{"check": check_id, "service": by_id[check_id]["service"], "kind": mute.kind,
-             "reason": mute.reason, "until": mute.until.isoformat(timespec="seconds")}
+    by_id = {c.id: c for c in summary.checks}
+    return [Silenced(check=check_id, service=by_id[check_id].service, kind=mute.kind,
+                     reason=mute.reason, until=mute.until.isoformat(timespec="seconds"))
             for check_id, mute in muted_checks(summary, mutes, now).items()]
 
 
@@ -202,75 +209,73 @@ def runs_needed(state: EnvironmentState) -> set[str]:
 
 
 # ---- narrowing a summary to one incident ------------------------------------------------
-def scope(summary: Mapping[str, Any], checks: Collection[str], incident: Incident,
+def scope(summary: Summary, checks: Collection[str], incident: Incident,
           severities: Mapping[str, Any], carried: Collection[str] = (),
-          muted: Collection[str] = (), severity: str | None = None) -> dict[str, Any]:
+          muted: Collection[str] = (), severity: str | None = None) -> Summary:
     """The summary as if the run had judged only this incident's ``checks``; ``carried``
     are failing checks this run did not observe, taken from what the state keeps; ``muted``
     are checks whose failure the run does not count (an outage needs its unmuted checks to
     fail). The severity is its failing checks' and its services' outages (``severity``
     says it instead, where the incident's own is meant)."""
     wanted = list(dict.fromkeys(checks))
-    present = {c["id"]: c for c in summary.get("checks", []) if c["id"] in wanted}
+    present = {c.id: c for c in summary.checks if c.id in wanted}
     for check_id in carried:
-        if check_id not in present or present[check_id]["outcome"] not in ("passed", "failed"):
+        if check_id not in present or present[check_id].outcome not in (Outcome.PASSED,
+                                                                        Outcome.FAILED):
             present[check_id] = _carried_entry(incident, check_id)
-    entries = [present[i] for i in wanted if i in present]
-    failed = [c for c in entries if c["outcome"] == "failed"]
-    failed_ids = {c["id"] for c in failed}
-    services = sorted({c["service"] for c in failed})
-    outages = _outages(summary.get("checks", []), services, muted)
-    level = severity or worst([*(c["severity"] for c in failed),
-                               *(o["severity"] for o in outages)])
+    entries = sorted((present[i] for i in wanted if i in present),
+                     key=lambda c: (not c.failed, rank(c.severity), c.id))
+    failed = [c for c in entries if c.failed]
+    failed_ids = {c.id for c in failed}
+    services = sorted({c.service for c in failed})
+    down = _outages(summary.checks, services, muted)
+    level = severity or combined_severity((c.severity for c in failed), outage=bool(down))
     known = severities.get(level) if level else None
-    out = dict(summary)
-    out["checks"] = sorted(entries, key=lambda c: (c["outcome"] != "failed",
-                                                   rank(c.get("severity")), c["id"]))
-    out["verdict"] = {
-        **summary.get("verdict", {}),
+    verdict = summary.verdict.model_copy(update={
         "status": "failing" if failed else "healthy", "severity": level,
         "title": known.title if known else None,
         "respond_within": known.respond_within if known else None,
-        "failing_checks": [c["id"] for c in out["checks"] if c["outcome"] == "failed"],
-        "broken_checks": []}
-    out["root_causes"] = [{
-        "key": incident.key, "title": _title(incident.dependency, services, incident.title),
-        "dependency": incident.dependency, "services": services,
-        "checks": out["verdict"]["failing_checks"], "severity": level}] if failed else []
-    out["incidents"] = [i for i in summary.get("incidents", []) if set(i["checks"]) & failed_ids]
-    out["outages"] = outages
-    out["incident"] = {**(summary.get("incident") or {}),
-                       "first_failure_at": incident.first_failure_at}
-    return out
+        "failing_checks": [c.id for c in failed], "broken_checks": []})
+    causes = [RootCause(key=incident.key,
+                        title=_title(incident.dependency, services, incident.title),
+                        dependency=incident.dependency, services=services,
+                        checks=verdict.failing_checks, severity=level)] if failed else []
+    return summary.model_copy(update={
+        "checks": entries, "verdict": verdict, "root_causes": causes,
+        "incidents": [i for i in summary.incidents if set(i.checks) & failed_ids],
+        "outages": down,
+        "incident": summary.incident.model_copy(
+            update={"first_failure_at": incident.first_failure_at})})
 
 
-def _outages(entries: Iterable[Mapping[str, Any]], services: Collection[str],
-             muted: Collection[str]) -> list[dict[str, Any]]:
+def _outages(entries: Iterable[Check], services: Collection[str],
+             muted: Collection[str]) -> list[Outage]:
     """The outages (severity.service_outages) of these services, counting only their
     unmuted checks: a silenced check's failure makes no outage."""
-    return service_outages(SimpleNamespace(service=c["service"], outcome=c["outcome"])
-                           for c in entries if c["service"] in services and c["id"] not in muted)
+    return outages(c for c in entries if c.service in services and c.id not in muted)
 
 
-def _carried_entry(incident: Incident, check_id: str) -> dict[str, Any]:
+def _carried_entry(incident: Incident, check_id: str) -> Check:
+    """A failing check this run did not observe, as the incident state keeps it."""
     info = incident.check_info.get(check_id, {})
-    return {"id": check_id, "service": info.get("service", "?"), "step": info.get("step", ""),
-            "title": info.get("title", check_id), "outcome": "failed",
-            "severity": info.get("severity"), "impact": info.get("impact"),
-            "impact_statement": info.get("impact_statement"),
-            "message": info.get("message") or "still failing when last observed",
-            "fixes": list(info.get("fixes", [])), "commands": list(info.get("commands", [])),
-            "failed_dependencies": list(info.get("failed_dependencies", [])), "evidence": None}
+    return Check(id=check_id, service=info.get("service", "?"), step=info.get("step", ""),
+                 title=info.get("title", check_id), outcome=Outcome.FAILED,
+                 severity=info.get("severity"), impact=info.get("impact"),
+                 impact_statement=info.get("impact_statement"),
+                 message=info.get("message") or "still failing when last observed",
+                 fixes=list(info.get("fixes", [])), commands=list(info.get("commands", [])),
+                 failed_dependencies=list(info.get("failed_dependencies", [])), evidence=None)
 
 
 def _synthetic(started_at: str, checks: Iterable[str], severity: str | None,
-               incident: Incident) -> dict[str, Any]:
+               incident: Incident) -> Summary:
     """A summary of one past run rebuilt from the state: what update() and resolved() read
     of it (when it began, its failing checks, its severity)."""
     entries = [_carried_entry(incident, c) for c in checks]
-    return {"started_at": started_at, "finished_at": started_at,
-            "verdict": {"status": "failing" if entries else "healthy", "severity": severity},
-            "checks": entries}
+    return Summary(started_at=started_at, finished_at=started_at,
+                   verdict=Verdict(status="failing" if entries else "healthy",
+                                   severity=severity),
+                   checks=entries)
 
 
 def _title(dependency: str | None, services: list[str], fallback: str) -> str:
@@ -284,11 +289,11 @@ def _title(dependency: str | None, services: list[str], fallback: str) -> str:
 class _Run:
     """What the decision reads of this run."""
 
-    summary: Mapping[str, Any]
+    summary: Summary
     run_id: str
     now: datetime
     outcomes: dict[str, str]
-    entries: dict[str, dict[str, Any]]
+    entries: dict[str, Check]
     failing: set[str]  # failing and not muted
     muted: dict[str, Mute]
 
@@ -306,18 +311,17 @@ class _Run:
         return self.outcomes.get(check_id) in ("passed", "failed")
 
 
-def decide(state: EnvironmentState, summary: Mapping[str, Any], run_id: str, policy: Policy,
-           now: datetime, runs: Mapping[str, Mapping[str, Any]] | None = None) -> Decision:
+def decide(state: EnvironmentState, summary: Summary, run_id: str, policy: Policy,
+           now: datetime, runs: Mapping[str, Summary] | None = None) -> Decision:
     """The new state and what to post. ``runs`` are stored summaries by run id
     (``runs_needed``); missing ones are rebuilt from the state."""
     state = copy.deepcopy(state)
     policy = replace(policy, mutes=(*policy.mutes, *stored_mutes(state, now)))
     muted = muted_checks(summary, policy.mutes, now)
     run = _Run(summary=summary, run_id=run_id, now=now,
-               outcomes={c["id"]: c["outcome"] for c in summary.get("checks", [])},
-               entries={c["id"]: c for c in summary.get("checks", [])},
-               failing={c["id"] for c in summary.get("checks", [])
-                        if c["outcome"] == "failed" and c["id"] not in muted},
+               outcomes={c.id: str(c.outcome) for c in summary.checks},
+               entries={c.id: c for c in summary.checks},
+               failing={c.id for c in summary.failed if c.id not in muted},
                muted=muted)
     decision = Decision(state=state, silenced=silenced_report(summary, policy.mutes, now))
     attached = _attach_causes(state, run, policy)
@@ -334,16 +338,16 @@ def decide(state: EnvironmentState, summary: Mapping[str, Any], run_id: str, pol
 
 
 def _attach_causes(state: EnvironmentState, run: _Run,
-                   policy: Policy) -> dict[str, list[dict[str, Any]]]:
+                   policy: Policy) -> dict[str, list[RootCause]]:
     """Each root cause of the run (narrowed to its unmuted failing checks) joined to the
     incident it belongs to, the oldest on a tie; a cause that matches none opens a pending
     incident."""
-    attached: dict[str, list[dict[str, Any]]] = {}
-    for cause in messages.root_causes(dict(run.summary)):
-        checks = [c for c in cause["checks"] if c in run.failing]
+    attached: dict[str, list[RootCause]] = {}
+    for cause in messages.root_causes(run.summary):
+        checks = [c for c in cause.checks if c in run.failing]
         if not checks:
             continue
-        if checks != list(cause["checks"]):
+        if checks != cause.checks:
             cause = _unmuted(cause, checks, run)
         matches = sorted((i for i in state.incidents.values() if _belongs(cause, i)),
                          key=lambda i: (i.first_failure_at, i.key))
@@ -351,66 +355,72 @@ def _attach_causes(state: EnvironmentState, run: _Run,
             attached.setdefault(matches[0].key, []).append(cause)
             continue
         incident = Incident(
-            id=digest(policy.environment, cause["key"], run.iso, length=16), key=cause["key"],
-            title=cause["title"], services=list(cause["services"]),
-            dependency=cause.get("dependency"), severity=cause["severity"],
-            first_failure_at=run.summary["started_at"], first_run_id=run.run_id,
-            last_failure_at=run.summary["started_at"], last_failing_run_id=run.run_id,
+            id=digest(policy.environment, cause.key, run.iso, length=16), key=cause.key,
+            title=cause.title, services=list(cause.services),
+            dependency=cause.dependency, severity=_level(cause),
+            first_failure_at=run.summary.started_at, first_run_id=run.run_id,
+            last_failure_at=run.summary.started_at, last_failing_run_id=run.run_id,
             checks=[], all_checks=[])
         state.incidents[incident.key] = incident
         attached[incident.key] = [cause]
     return attached
 
 
-def _unmuted(cause: Mapping[str, Any], checks: list[str], run: _Run) -> dict[str, Any]:
+def _unmuted(cause: RootCause, checks: list[str], run: _Run) -> RootCause:
     """The cause as if its muted checks had not failed: their severity, their services and
     the outages they make are not its own."""
     entries = [run.entries[c] for c in checks]
-    services = sorted({e["service"] for e in entries})
+    services = sorted({e.service for e in entries})
     down = _outages(run.entries.values(), services, run.muted)
-    return {**cause, "checks": checks, "services": services,
-            "title": _title(cause.get("dependency"), services, cause["title"]),
-            "severity": worst([*(e["severity"] for e in entries),
-                               *(OUTAGE for _ in down)])}
+    return cause.model_copy(update={
+        "checks": checks, "services": services,
+        "title": _title(cause.dependency, services, cause.title),
+        "severity": combined_severity((e.severity for e in entries), outage=bool(down))})
 
 
-def _belongs(cause: Mapping[str, Any], incident: Incident) -> bool:
-    return (cause["key"] == incident.key or bool(set(cause["checks"]) & set(incident.all_checks))
-            or (cause.get("dependency") is not None
-                and cause.get("dependency") == incident.dependency))
+def _level(cause: RootCause) -> str:
+    """A cause's severity (every cause has failing checks, each with its severity; the
+    lowest, were one without)."""
+    return cause.severity or "SEV4"
 
 
-def _now_failing(incident: Incident, causes: list[dict[str, Any]], run: _Run) -> tuple[
+def _belongs(cause: RootCause, incident: Incident) -> bool:
+    return (cause.key == incident.key or bool(set(cause.checks) & set(incident.all_checks))
+            or (cause.dependency is not None and cause.dependency == incident.dependency))
+
+
+def _now_failing(incident: Incident, causes: list[RootCause], run: _Run) -> tuple[
         list[str], list[str]]:
     """(failing checks now, those of them carried over because this run did not observe
     them)."""
-    failing = [c for cause in causes for c in cause["checks"]]
+    failing = [c for cause in causes for c in cause.checks]
     failing += [c for c in incident.checks if c in run.failing]
     carried = [c for c in incident.checks if not run.observed(c)]
     return list(dict.fromkeys(failing + carried)), carried
 
 
-def _absorb(incident: Incident, causes: list[dict[str, Any]], failing: list[str],
+def _absorb(incident: Incident, causes: list[RootCause], failing: list[str],
             run: _Run) -> str:
     """Take this run's view of the incident; returns its severity now."""
     for check_id in failing:
         entry = run.entries.get(check_id)
-        if entry is not None and entry["outcome"] == "failed":
-            incident.check_info[check_id] = {k: entry.get(k) for k in CHECK_INFO_KEYS}
+        if entry is not None and entry.failed:
+            kept = entry.model_dump(mode="json")
+            incident.check_info[check_id] = {k: kept[k] for k in CHECK_INFO_KEYS}
     incident.all_checks = list(dict.fromkeys([*incident.all_checks, *failing]))
     if causes:
-        widest = max(causes, key=lambda c: (len(c["services"]), -rank(c["severity"])))
-        incident.dependency = widest.get("dependency") or incident.dependency
-        incident.services = sorted({s for c in causes for s in c["services"]}
+        widest = max(causes, key=lambda c: (len(c.services), -rank(c.severity)))
+        incident.dependency = widest.dependency or incident.dependency
+        incident.services = sorted({s for c in causes for s in c.services}
                                    | {incident.check_info.get(c, {}).get("service", "?")
                                       for c in failing} - {"?"})
-        incident.title = _title(incident.dependency, incident.services, widest["title"])
-    levels = [c["severity"] for c in causes]
+        incident.title = _title(incident.dependency, incident.services, widest.title)
+    levels = [c.severity for c in causes]
     levels += [incident.check_info.get(c, {}).get("severity") for c in failing]
-    return worst(levels) or incident.severity
+    return combined_severity(levels) or incident.severity
 
 
-def _pending_incident(decision: Decision, incident: Incident, causes: list[dict[str, Any]],
+def _pending_incident(decision: Decision, incident: Incident, causes: list[RootCause],
                       run: _Run, policy: Policy) -> None:
     failing, carried = _now_failing(incident, causes, run)
     state = decision.state
@@ -419,7 +429,7 @@ def _pending_incident(decision: Decision, incident: Incident, causes: list[dict[
         incident.severity = _absorb(incident, causes, failing, run)
         incident.checks = failing
         incident.failing_runs += 1
-        incident.last_failure_at, incident.last_failing_run_id = run.summary["started_at"], \
+        incident.last_failure_at, incident.last_failing_run_id = run.summary.started_at, \
             run.run_id
         if first:
             incident.events.append(Event(run.iso, "failing", (
@@ -452,8 +462,8 @@ def _alert(decision: Decision, incident: Incident, run: _Run, policy: Policy,
     _enqueue(decision, incident, "alert", message, current, policy, run.iso)
 
 
-def _open_incident(decision: Decision, incident: Incident, causes: list[dict[str, Any]],
-                   run: _Run, policy: Policy, stored: Mapping[str, Mapping[str, Any]]) -> None:
+def _open_incident(decision: Decision, incident: Incident, causes: list[RootCause],
+                   run: _Run, policy: Policy, stored: Mapping[str, Summary]) -> None:
     failing, carried = _now_failing(incident, causes, run)
     before = list(incident.checks)
     if not causes and not any(run.judged(c) for c in incident.all_checks):
@@ -474,7 +484,7 @@ def _open_incident(decision: Decision, incident: Incident, causes: list[dict[str
         severity = _absorb(incident, causes, failing, run)
         if causes or set(failing) & run.failing:
             incident.last_failure_at, incident.last_failing_run_id = \
-                run.summary["started_at"], run.run_id
+                run.summary.started_at, run.run_id
         incident.passing_runs, incident.first_passing_run_id = 0, None
         incident.first_passing_at = None
         mute = _all_muted(incident, failing, run)
@@ -503,7 +513,7 @@ def _open_incident(decision: Decision, incident: Incident, causes: list[dict[str
         incident.last_failing_checks = before
         incident.checks = []
         incident.first_passing_run_id, incident.first_passing_at = run.run_id, \
-            run.summary["started_at"]
+            run.summary.started_at
     incident.passing_runs += 1
     # A person's resolution is confirmed by the first run that sees every check pass.
     if incident.passing_runs >= policy.resolve_after or incident.human_resolution:
@@ -522,7 +532,7 @@ def _all_muted(incident: Incident, failing: list[str], run: _Run) -> Mute | None
 
 def _update_if_due(decision: Decision, incident: Incident, before: list[str],
                    failing: list[str], carried: list[str], severity: str, run: _Run,
-                   policy: Policy, stored: Mapping[str, Mapping[str, Any]]) -> None:
+                   policy: Policy, stored: Mapping[str, Summary]) -> None:
     changed_checks = set(failing) != set(before)
     changed_severity = severity != incident.severity
     if changed_severity:
@@ -636,14 +646,14 @@ def _with_notes(message: messages.Message, incident: Incident, since: str | None
 
 
 def _resolve(decision: Decision, incident: Incident, run: _Run, policy: Policy,
-             stored: Mapping[str, Mapping[str, Any]]) -> None:
+             stored: Mapping[str, Summary]) -> None:
     last = incident.last_failing_checks or incident.posted_checks
     first = _stored_or_rebuilt(stored, incident.first_run_id, incident.first_failure_at,
                                incident.all_checks, None, incident, policy)
     last_failing = _stored_or_rebuilt(stored, incident.last_failing_run_id,
                                       incident.last_failure_at, last, incident.severity,
                                       incident, policy, narrow_to=last)
-    healthy_at = incident.first_passing_at or run.summary["started_at"]
+    healthy_at = incident.first_passing_at or run.summary.started_at
     healthy = _synthetic(healthy_at, [], None, incident)
     message = _told_by_people(messages.resolved(first, last_failing, healthy), incident)
     incident.resolved_at, incident.resolved_run_id = healthy_at, incident.first_passing_run_id
@@ -673,10 +683,10 @@ def _told_by_people(message: messages.Message, incident: Incident) -> messages.M
                             [*message.details, *details])
 
 
-def _stored_or_rebuilt(stored: Mapping[str, Mapping[str, Any]], run_id: str | None,
+def _stored_or_rebuilt(stored: Mapping[str, Summary], run_id: str | None,
                        started_at: str, checks: list[str], severity: str | None,
                        incident: Incident, policy: Policy, narrow_to: list[str] | None = None
-                       ) -> dict[str, Any]:
+                       ) -> Summary:
     """A past run of the incident: its stored summary narrowed to the incident (to
     ``narrow_to`` when given: what that run told), else rebuilt from the state."""
     summary = stored.get(run_id) if run_id else None
@@ -690,7 +700,7 @@ def _told(incident: Incident, run: _Run) -> None:
     """Remember what the alert or update just decided tells, for the next update's delta."""
     incident.last_update_at = run.iso
     incident.last_posted_run_id = run.run_id
-    incident.posted_started_at = run.summary["started_at"]
+    incident.posted_started_at = run.summary.started_at
     incident.posted_checks = list(incident.checks)
     incident.posted_severity = incident.severity
 
@@ -720,37 +730,37 @@ def _with_next_update(message: messages.Message, incident: Incident, run: _Run,
 
 
 def _current(incident: Incident, checks: Collection[str], carried: Collection[str],
-             run: _Run, policy: Policy, severity: str | None = None) -> dict[str, Any]:
+             run: _Run, policy: Policy, severity: str | None = None) -> Summary:
     """This run's summary narrowed to the incident, with its own escalation block."""
     current = scope(run.summary, checks, incident, policy.severities, carried, run.muted,
                     severity)
     if incident.ic:  # assigned by a person (``incident ic``): named from then on
-        current["incident"] = {**current["incident"], "ic": incident.ic}
-    failed = [c for c in current["checks"] if c["outcome"] == "failed"]
-    current["escalation"] = _escalation(incident, run, policy, failed)
-    return current
+        current = current.model_copy(update={
+            "incident": current.incident.model_copy(update={"ic": incident.ic})})
+    return current.model_copy(
+        update={"escalation": _escalation(incident, run, policy, current.failed)})
 
 
 def _escalation(incident: Incident, run: _Run, policy: Policy,
-                failed: list[dict[str, Any]]) -> dict[str, Any]:
+                failed: list[Check]) -> Escalation:
     """The summary's escalation block for this incident alone: its level by its own
     severity and time open; the external teams its own failing checks call for."""
-    from unibazzar_health.verdict.summary import EXTERNAL_TEAMS
-
     open_minutes = (run.now - at(incident.first_failure_at)).total_seconds() / 60
     level = max(internal_level(incident.severity, open_minutes, policy.escalation_minutes),
                 incident.escalation_level)
-    teams = external_teams((c["impact"] for c in failed if c.get("impact")),
-                           (d for c in failed for d in c.get("failed_dependencies") or []))
-    return {"internal": {"level": level, "title": LEVELS[level],
-                         "contact": policy.contacts.get(level)},
-            "external": [{"team": EXTERNAL_TEAMS[key], "contact": policy.external_contacts.get(key),
-                          "why": why} for key, why in teams]}
+    return Escalation(
+        internal=InternalEscalation(level=level, title=LEVELS[level],
+                                    contact=policy.contacts.get(level)),
+        external=external_escalation((c.impact for c in failed if c.impact),
+                                     (d for c in failed for d in c.failed_dependencies),
+                                     policy.external_contacts))
 
 
 def _enqueue(decision: Decision, incident: Incident, kind: str, message: messages.Message,
-             current: Mapping[str, Any], policy: Policy, created_at: str,
+             current: Summary | None, policy: Policy, created_at: str,
              severity_changed: bool = False) -> None:
+    """Each notifier's delivery of ``message``; its payload carries ``current``, the summary
+    narrowed to the incident, as plain JSON (``{}`` where a person's action has none)."""
     number = incident.messages.get(kind, 0) + 1
     incident.messages[kind] = number
     payload = {
@@ -761,8 +771,8 @@ def _enqueue(decision: Decision, incident: Incident, kind: str, message: message
                      "checks": incident.checks or incident.all_checks,
                      "first_failure_at": incident.first_failure_at,
                      "resolved_at": incident.resolved_at,
-                     "report_url": (current.get("incident") or {}).get("report_url")},
-        "summary": dict(current),
+                     "report_url": current.incident.report_url if current else None},
+        "summary": current.to_dict() if current else {},
     }
     # An occurrence keeps the key its first delivery went out under (one opened by a version
     # that keyed by cause resolves what it triggered).

@@ -15,6 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from unibazzar_health.probes.deadline import within
+
 
 def add_command(commands: Any) -> None:
     notify = commands.add_parser("notify", help="the notifiers: 'notify test' sends a test "
@@ -62,10 +64,10 @@ def _test_command(args: argparse.Namespace) -> int:
 def test_one(notifier: Any, deadline: float, budget: float) -> tuple[bool, list[str]]:
     """(accepted, the service's answers) for one notifier's test, bounded by ``budget``."""
     from unibazzar_health.incidents.notifiers.base import DeliveryError, RequestBudget
-    from unibazzar_health.incidents.posting import _bounded
 
     ends = time.monotonic() + budget
-    finished, value = _bounded(partial(notifier.test, RequestBudget(deadline, ends)), budget)
+    finished, value = within(partial(notifier.test, RequestBudget(deadline, ends)), budget,
+                             "unibazzar-post")
     if not finished:
         return False, [f"no answer within {budget:g} s"]
     if isinstance(value, DeliveryError):

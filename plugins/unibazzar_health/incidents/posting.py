@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import traceback
 import uuid
@@ -56,6 +55,8 @@ from unibazzar_health.incidents.state import (
     StatusChange,
     StoreError,
 )
+from unibazzar_health.probes.deadline import within
+from unibazzar_health.verdict.model import Silenced, Summary, stored_summaries
 from unibazzar_health.verdict.policy import parse_time as at
 
 if TYPE_CHECKING:
@@ -273,24 +274,24 @@ class Poster:
             self._early_error = self.redactor.text(_unexpected(exc))
         return None
 
-    def silenced(self, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def silenced(self, summary: Summary) -> list[Silenced]:
         from unibazzar_health.incidents.lifecycle import silenced_report
 
-        return silenced_report(summary, self.policy.mutes, at(summary["finished_at"]))
+        return silenced_report(summary, self.policy.mutes, at(summary.finished_at))
 
     # ---- after the summary --------------------------------------------------------------
-    def post(self, summary: Mapping[str, Any]) -> Report:
+    def post(self, summary: Summary) -> Report:
         """Decide, record, deliver; never raises: a store that cannot be used, a state of
         another version or a bug of ours is the report's error."""
         started = time.monotonic()
         try:
-            began = at(summary["started_at"]).strftime("%Y%m%dT%H%M%SZ")
-        except (KeyError, TypeError, ValueError):
+            began = at(summary.started_at).strftime("%Y%m%dT%H%M%SZ")
+        except (TypeError, ValueError):
             began = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.run_id = began + "-" + uuid.uuid4().hex[:8]
         report = Report(self.env.name, self.store.where, self.run_id, dry_run=self.dry_run)
         try:
-            redacted: dict[str, Any] = self.redactor.data(dict(summary))
+            redacted = Summary.model_validate(self.redactor.data(summary.to_dict()))
             if self.dry_run:
                 self._dry_run(redacted, report)
             else:
@@ -313,15 +314,16 @@ class Poster:
         report.duration_s = round(time.monotonic() - started, 3)
         return report
 
-    def _dry_run(self, summary: dict[str, Any], report: Report) -> None:
+    def _dry_run(self, summary: Summary, report: Report) -> None:
         from unibazzar_health.incidents.lifecycle import decide, runs_needed
 
         state = (EnvironmentState(self.env.name) if self._absent()
                  else self.store.peek(self.env.name))
         runs = {} if self._absent() else self.store.runs(self.env.name, runs_needed(state))
-        decision = decide(state, summary, self.run_id, self.policy, at(summary["finished_at"]),
-                          runs)
-        report.silenced, report.notes = decision.silenced, decision.notes
+        decision = decide(state, summary, self.run_id, self.policy, at(summary.finished_at),
+                          stored_summaries(runs))
+        report.silenced = [s.model_dump(mode="json") for s in decision.silenced]
+        report.notes = decision.notes
         for d in state.outbox:
             if d.status == PENDING:
                 report.results.append(Result(d.id, d.incident_key, d.kind, d.notifier,
@@ -331,7 +333,7 @@ class Poster:
                                          self.redactor.text(d.headline), "would-post"))
         report.preview = _message_lines(decision, self.redactor)
 
-    def _decide(self, summary: dict[str, Any], report: Report) -> None:
+    def _decide(self, summary: Summary, report: Report) -> None:
         from unibazzar_health.incidents.lifecycle import decide, runs_needed
 
         now = self.clock()
@@ -339,19 +341,21 @@ class Poster:
             stale, unknown = settle_stale(tx.state, self.by_name, now, self.lease_s)
             report.results.extend(unknown)
             decision = decide(tx.state, summary, self.run_id, self.policy,
-                              at(summary["finished_at"]), tx.runs(runs_needed(tx.state)))
+                              at(summary.finished_at),
+                              stored_summaries(tx.runs(runs_needed(tx.state))))
             for delivery in decision.deliveries:
                 delivery.payload = self.redactor.data(delivery.payload)
                 delivery.headline = self.redactor.text(delivery.headline)
             cancelled = cancelled_by_resolutions(decision.state.outbox, decision.deliveries,
                                                  self.by_name)
             tx.save(decision.state,
-                    run=RunRecord(self.run_id, summary["started_at"],
-                                  summary["verdict"]["status"], summary),
+                    run=RunRecord(self.run_id, summary.started_at, summary.verdict.status,
+                                  summary.to_dict()),
                     deliveries=decision.deliveries,
                     changes=[*stale, *decision.changes, *cancelled],
                     now=now.isoformat(timespec="seconds"))
-        report.silenced, report.notes = decision.silenced, decision.notes
+        report.silenced = [s.model_dump(mode="json") for s in decision.silenced]
+        report.notes = decision.notes
         self._remember_roots(decision.state.outbox)
 
     def _remember_roots(self, outbox: list[Delivery]) -> None:
@@ -595,19 +599,8 @@ def _unexpected(exc: BaseException) -> str:
 def _bounded(call: Callable[[], Any], limit: float) -> tuple[bool, Any]:
     """Run ``call`` on a daemon thread for at most ``limit`` seconds: (finished, its value
     or the exception it raised). A call that overruns is left behind; the process does not
-    wait for it at exit."""
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append(call())
-        except BaseException as exc:  # handed back to the caller, whatever it is
-            box.append(exc)
-
-    thread = threading.Thread(target=run, name="unibazzar-post", daemon=True)
-    thread.start()
-    thread.join(max(0.0, limit))
-    return (bool(box), box[0] if box else None)
+    wait for it at exit (probes.deadline, the one way a call runs under a deadline)."""
+    return within(call, limit, "unibazzar-post")
 
 
 def _message_lines(decision: Decision, redactor: Redactor) -> list[str]:

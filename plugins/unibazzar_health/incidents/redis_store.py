@@ -1,11 +1,12 @@
 """The incident store for runners on several machines or pods: Redis (redis-py), bounded as
 the Redis probe is: socket timeouts from ``deadline``, no retries of its own.
 
-The environment's lock is ``SET lock token NX PX lease`` (a bounded wait for it, with
-backoff), released by a compare-and-delete script, so a run never frees another's lock. The
-save is fenced: it WATCHes the lock and writes in one MULTI/EXEC, so a run whose lease ran
-out while it decided (and whose lock another run now holds) changes nothing. Claims and their
-results are compare-and-set scripts on the delivery's hash.
+The environment's lock is redis-py's ``Lock`` (``SET lock token NX PX lease``, polled for a
+bounded wait, released by its compare-and-delete script, so a run never frees another's
+lock), holding a token of ours. The save is fenced by that token: it WATCHes the lock, finds
+its own token there and writes in one MULTI/EXEC, so a run whose lease ran out while it
+decided (the lock gone, or another run's now) changes nothing. Claims and their results are
+compare-and-set scripts on the delivery's hash.
 
 Every key of one environment carries the same hash tag (``prefix:{environment}:…``): the
 scripts and transactions stay on one slot of a Redis Cluster.
@@ -14,11 +15,9 @@ scripts and transactions stay on one slot of a Redis Cluster.
 from __future__ import annotations
 
 import json
-import random
-import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,15 +38,13 @@ from unibazzar_health.incidents.state import (
 # Milliseconds a lock lives if its holder dies: the read-decide-save it guards takes tens of
 # milliseconds, and a run waiting on a dead holder's lock waits at most this long.
 LOCK_LEASE_MS = 5000
+# How often a run waiting for the lock asks again (redis-py's Lock polls at a fixed interval).
+LOCK_POLL_S = 0.05
 # The delivery's fields kept as strings in its hash (payload and receipt apart).
 FIELDS = ("id", "environment", "incident_id", "incident_key", "kind", "notifier", "headline",
           "dedup_key", "created_at", "status", "attempts", "last_error", "updated_at",
           "claimed_by", "claimed_at", "sent_at", "seq", "not_before")
 
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 CLAIM = """
 if redis.call('HGET', KEYS[1], 'status') == 'pending' then
   redis.call('HSET', KEYS[1], 'status', 'sending', 'claimed_by', ARGV[1], 'claimed_at', ARGV[2],
@@ -188,25 +185,26 @@ class RedisStore:
     # ---- the lock -----------------------------------------------------------------------
     @contextmanager
     def transaction(self, environment: str) -> Iterator[_Transaction]:
-        r = self._redis()
-        lock = self._key(environment, "lock")
-        token = uuid.uuid4().hex
-        waited_until = time.monotonic() + self.lock_wait
-        pause = 0.02
+        from redis.exceptions import LockNotOwnedError
+
+        token = uuid.uuid4().hex  # the save's fence: the lock must still hold it
+        # thread_local off: this Lock belongs to one transaction, never shared, so a token
+        # kept per thread would guard nothing.
+        lock = self._redis().lock(self._key(environment, "lock"), timeout=LOCK_LEASE_MS / 1000,
+                                  sleep=LOCK_POLL_S, blocking_timeout=self.lock_wait,
+                                  thread_local=False)
         with self._guard():
-            while not r.set(lock, token, nx=True, px=LOCK_LEASE_MS):
-                if time.monotonic() >= waited_until:
-                    raise StoreBusy(f"{self.where}: another run held the lock for more than "
-                                    f"{self.lock_wait:g} s")
-                time.sleep(pause * (0.5 + random.random()))
-                pause = min(pause * 2, 0.25)
+            if not lock.acquire(token=token):
+                raise StoreBusy(f"{self.where}: another run held the lock for more than "
+                                f"{self.lock_wait:g} s")
         try:
             with self._guard():
-                tx = _Transaction(self, environment, lock, token, self._load(environment))
+                tx = _Transaction(self, environment, lock.name, token, self._load(environment))
                 yield tx
         finally:
-            with self._guard():
-                r.eval(RELEASE, 1, lock, token)
+            # Our lease ran out: the lock is no longer ours to free (the save said so).
+            with self._guard(), suppress(LockNotOwnedError):
+                lock.release()
 
     # ---- claims -------------------------------------------------------------------------
     def claim(self, environment: str, delivery_id: str, claimant: str, now: str) -> bool:

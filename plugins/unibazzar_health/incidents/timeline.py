@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from unibazzar_health.incidents.state import (
     StoreError,
 )
 from unibazzar_health.reports.messages import sev
+from unibazzar_health.verdict.model import Summary, stored_summaries
 from unibazzar_health.verdict.policy import (
     CHECKLIST_WITHIN,
     LEVELS,
@@ -135,15 +137,15 @@ def timeline(state: EnvironmentState, incident: Incident, now: datetime | None =
 
 
 def postmortem(state: EnvironmentState, incident: Incident,
-               stored: dict[str, dict[str, Any]], now: datetime | None = None) -> str:
+               stored: Mapping[str, Summary], now: datetime | None = None) -> str:
     """A post-mortem draft: the facts, the timeline, what failed, and the runbook's
     Post-Incident checklists with this incident's due times."""
     now = now or datetime.now(UTC)
     resolved = at(incident.resolved_at) if incident.resolved_at else None
     deliveries = state.deliveries_of(incident)
     ticket = state.ticket_of(incident.id)
-    last = stored.get(incident.last_failing_run_id) or stored.get(incident.first_run_id) or {}
-    report_url = (last.get("incident") or {}).get("report_url")
+    last = stored.get(incident.last_failing_run_id) or stored.get(incident.first_run_id)
+    report_url = last.incident.report_url if last else None
     lines = [
         f"# Post-mortem (draft): {incident.title} — {state.environment}",
         "",
@@ -317,8 +319,8 @@ def _timeline_command(args: argparse.Namespace) -> int:
 def _postmortem_command(args: argparse.Namespace) -> int:
     store, state, incident = _find(args)
     try:
-        stored = store.runs(state.environment, [incident.first_run_id,
-                                                incident.last_failing_run_id])
+        stored = stored_summaries(store.runs(state.environment, [
+            incident.first_run_id, incident.last_failing_run_id]))
     except StoreError:
         stored = {}
     store.close()

@@ -1,9 +1,8 @@
 """Run checks' observe functions concurrently, each bounded by a wall-clock limit.
 
-Daemon threads, not a ThreadPoolExecutor: the executor joins its threads at
-interpreter exit, so one probe stuck in a client without a timeout would hold
-the whole run hostage. A stuck observation is abandoned, never waited on past
-its limit.
+Each runs as probes.deadline runs a call (a daemon thread, so one probe stuck in a client
+without a timeout cannot hold the whole run hostage): a stuck observation is abandoned,
+never waited on past its limit.
 """
 
 from __future__ import annotations
@@ -11,7 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
+
+from unibazzar_health.probes.deadline import start
 
 
 class ObservationTimeout(Exception):
@@ -24,29 +26,28 @@ class BudgetExhausted(Exception):
 
 
 class Observation:
-    def __init__(self, fn: Callable[[], Any], limit: float) -> None:
+    """One check's observation: ``fn`` run once a slot is free, then waited for at most
+    ``limit`` seconds from its start."""
+
+    def __init__(self, fn: Callable[[], Any], limit: float, slots: threading.Semaphore,
+                 name: str = "observe") -> None:
         self._fn, self.limit = fn, limit
         self._started = threading.Event()
-        self._done = threading.Event()
         self.started_at: float | None = None
         self.finished_at: float | None = None
-        self._result: Any = None
-        self._error: BaseException | None = None
         self._slots: threading.Semaphore | None = None
         self._slot_lock = threading.Lock()
+        self._running = start(partial(self._run, slots), name)
 
-    def _run(self, slots: threading.Semaphore) -> None:
+    def _run(self, slots: threading.Semaphore) -> Any:
         slots.acquire()
         self._slots = slots
         self.started_at = time.monotonic()
         self._started.set()
         try:
-            self._result = self._fn()
-        except BaseException as exc:  # handed to the waiting test, whatever it is
-            self._error = exc
+            return self._fn()
         finally:
             self.finished_at = time.monotonic()
-            self._done.set()
             self._release_slot()
 
     def _release_slot(self) -> None:
@@ -76,16 +77,16 @@ class Observation:
         until_limit = max(0.0, self.started_at + self.limit - time.monotonic())
         budget_left = left()
         timeout = until_limit if budget_left is None else min(until_limit, budget_left)
-        if not self._done.wait(timeout):
+        if not self._running.wait(timeout):
             if budget_left is not None and budget_left < until_limit:
                 raise BudgetExhausted("not run: budget exhausted while this check was running")
-            self._release_slot()
-            raise ObservationTimeout(
-                f"the check's probes took longer than its {self.limit:g} s limit "
-                "(deadlines.check): slow answers added up, or a probe ignored its deadline")
-        if self._error is not None:
-            raise self._error
-        return self._result
+            if self._running.abandon():
+                self._release_slot()
+                raise ObservationTimeout(
+                    f"the check's probes took longer than its {self.limit:g} s limit "
+                    "(deadlines.check): slow answers added up, or a probe ignored its "
+                    "deadline")
+        return self._running.result()
 
 
 class Observer:
@@ -95,7 +96,4 @@ class Observer:
         self._slots = threading.Semaphore(max(1, concurrency))
 
     def start(self, fn: Callable[[], Any], limit: float, name: str = "observe") -> Observation:
-        observation = Observation(fn, limit)
-        threading.Thread(target=observation._run, args=(self._slots,), name=name,
-                         daemon=True).start()
-        return observation
+        return Observation(fn, limit, self._slots, name)

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pytest
 
 from unibazzar_health.config.environment import Environment
+from unibazzar_health.config.names import SERVICE_PREFIX, SERVICES
 from unibazzar_health.judges.shared import SharedObservations
-from unibazzar_health.probes import ProbeFailure
+from unibazzar_health.probes import ProbeError, ProbeFailure
+from unibazzar_health.probes.deadline import start
 
 if TYPE_CHECKING:
     from unibazzar_health.probes.aws import AwsTarget
@@ -78,30 +80,22 @@ class NotConfigured(Exception):
 def gather(**calls: Callable[[], Any]) -> dict[str, Any]:
     """Run a check's independent probes at once, so a dead platform costs one deadline,
     not one per probe. A probe that raised ProbeError gives its ProbeFailure in place of its
-    result: the engineer gets the whole picture, and the check judges it."""
-    import threading
-
-    from unibazzar_health.probes import ProbeError
-
+    result: the engineer gets the whole picture, and the check judges it. Each probe is
+    bounded by its own deadline, so all are waited for (probes.deadline's threads)."""
+    running = {name: start(call, f"gather-{name}") for name, call in calls.items()}
     results: dict[str, Any] = {}
-
-    def run(name: str, call: Callable[[], Any]) -> None:
+    for name, call in running.items():
+        call.wait(None)
         try:
-            results[name] = call()
+            results[name] = call.result()
         except ProbeError as exc:
             results[name] = ProbeFailure.of(exc)
-        except BaseException as exc:  # re-raised below, in the check's own thread
+        except BaseException as exc:  # raised once every probe is done, in the check's thread
             results[name] = exc
-
-    threads = [threading.Thread(target=run, args=item, daemon=True) for item in calls.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
     for value in results.values():
         if isinstance(value, BaseException):
             raise value
-    return {name: results[name] for name in calls}
+    return results
 
 
 def runbook_check(check_id: str, observe: Callable[[CheckContext], Any]) -> pytest.MarkDecorator:
@@ -109,13 +103,8 @@ def runbook_check(check_id: str, observe: Callable[[CheckContext], Any]) -> pyte
     return pytest.mark.check(check_id, observe=observe)
 
 
-# The catalog id prefix of each service's checks.
-SERVICE_PREFIX = {"auth-service": "auth", "listing-service": "listing",
-                  "order-service": "order", "ai-service": "ai"}
-
-
 def per_service(step: str, observe_for: Callable[[str], Callable[[CheckContext], Any]],
-                services: Iterable[str] = tuple(SERVICE_PREFIX)) -> pytest.MarkDecorator:
+                services: Iterable[str] = SERVICES) -> pytest.MarkDecorator:
     """A platform step run once per service: the test takes ``service`` and is the check
     ``<prefix>.<step>`` for each, observed by ``observe_for(service)``."""
     return pytest.mark.parametrize("service", [
@@ -186,7 +175,7 @@ class CheckContext:
 
         spec = self.require("vector_db", self.env.spec.vector_db)
         return VectorTarget(spec.url, spec.tenant, spec.database,
-                            self.env.secret(spec.token_env), self.env.deadline("vector_db"))
+                            self.env.secret(spec.token_env), self.env.deadline("vector-db"))
 
     def postgres(self, name: str) -> PostgresTarget:
         from unibazzar_health.probes.postgresql import PostgresTarget

@@ -3,18 +3,20 @@
 A probe measures and returns plain values, or raises ProbeError, which says what kind of
 failure it met (FailureKind). It knows nothing of pytest, severities or the runbook, and
 every call is bounded by the deadline it is given: no client's default timeout is trusted,
-no retries hide. Modules are imported by the checks that need them, never here.
+no retries hide. The backends' modules are imported by the checks that need them, never
+here (only probes.deadline, the one way a call runs under a deadline).
 """
 
 from __future__ import annotations
 
 import enum
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from unibazzar_health.probes.deadline import start as start_call
 
 T = TypeVar("T")
 
@@ -156,35 +158,13 @@ def bounded(fn: Callable[[], T], deadline: float, backend: str, target: str, *,
 
     ``fn`` runs on a daemon thread (the process never waits for it at exit); past the
     deadline DeadlineExceeded is raised here and the thread is abandoned: a result it
-    produces later goes to ``discard`` (to close a connection), an exception is dropped.
+    produces later goes to ``discard`` (to close a connection), an exception is dropped
+    (probes.deadline, the one way a call runs under a deadline).
     """
-    lock = threading.Lock()
-    done = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            result: Any = fn()
-            failed = False
-        except BaseException as exc:  # re-raised in the caller's thread
-            result, failed = exc, True
-        with lock:
-            if outcome.get("abandoned"):
-                if discard is not None and not failed:
-                    discard(result)
-                return
-            outcome["result"], outcome["failed"] = result, failed
-        done.set()
-
-    threading.Thread(target=run, name=f"{backend}-probe", daemon=True).start()
-    done.wait(deadline)
-    with lock:
-        if "result" not in outcome:
-            outcome["abandoned"] = True
-            raise DeadlineExceeded(backend, target, deadline)
-    if outcome["failed"]:
-        raise outcome["result"]
-    return outcome["result"]  # type: ignore[no-any-return]
+    running = start_call(fn, f"{backend}-probe", discard=discard)
+    if not running.wait(deadline) and running.abandon():
+        raise DeadlineExceeded(backend, target, deadline)
+    return running.result()
 
 
 class Stopwatch:

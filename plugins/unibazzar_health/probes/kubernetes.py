@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from unibazzar_health.probes import (
@@ -15,6 +16,7 @@ from unibazzar_health.probes import (
     connection_failure,
     status_failure,
 )
+from unibazzar_health.probes.deadline import start
 
 
 @dataclass(frozen=True)
@@ -358,8 +360,6 @@ def pod_logs(target: KubeTarget, deployment: str, since_seconds: int,
     The pods are read at once, each read (its body included) within the deadline, so the
     logs cost one deadline however many pods there are; the first pod's failure (in the
     order listed) is raised."""
-    import threading
-
     from kubernetes import client
 
     api = api_client(target)
@@ -370,28 +370,18 @@ def pod_logs(target: KubeTarget, deployment: str, since_seconds: int,
     pods = _items(target, f"list pods of {deployment}", core.list_namespaced_pod,
                   target.namespace, label_selector=found[1])
     names = [pod.metadata.name for pod in pods]
-    read: dict[str, str | BaseException] = {}
 
-    def read_log(name: str) -> None:
-        try:
-            # Raw: the client would otherwise "deserialize" the text into the repr of bytes.
-            body = _call(target, f"read log of {name}", core.read_namespaced_pod_log,
-                         name, target.namespace, since_seconds=since_seconds,
-                         tail_lines=tail_lines, limit_bytes=limit_bytes,
-                         timestamps=timestamps, _preload_content=False,
-                         read=lambda response: response.data)
-            read[name] = body.decode("utf-8", errors="replace")
-        except BaseException as exc:  # re-raised below, in the caller's thread
-            read[name] = exc
+    def read_log(name: str) -> str:
+        # Raw: the client would otherwise "deserialize" the text into the repr of bytes.
+        body = _call(target, f"read log of {name}", core.read_namespaced_pod_log,
+                     name, target.namespace, since_seconds=since_seconds,
+                     tail_lines=tail_lines, limit_bytes=limit_bytes,
+                     timestamps=timestamps, _preload_content=False,
+                     read=lambda response: response.data)
+        return str(body.decode("utf-8", errors="replace"))
 
-    threads = [threading.Thread(target=read_log, args=(name,), name="kubernetes-logs",
-                                daemon=True) for name in names]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()  # each returns within about one deadline: _call is bounded
-    for name in names:
-        outcome = read[name]
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return {name: str(read[name]) for name in names}
+    reads = [start(partial(read_log, name), "kubernetes-logs") for name in names]
+    for read in reads:
+        read.wait(None)  # each returns within about one deadline: _call is bounded
+    # The first pod's failure (in the order listed) is raised, in the caller's thread.
+    return {name: read.result() for name, read in zip(names, reads, strict=True)}

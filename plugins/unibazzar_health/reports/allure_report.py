@@ -2,8 +2,8 @@
 evidence), the run's environment/categories/executor files, and the offline single-file HTML
 report built with Allure 3 (tools/allure, installed by scripts/bootstrap).
 
-Plain functions over CheckResult dicts and summaries; the pytest side (allure.dynamic calls
-during a check's report) is in plugin.py.
+Plain functions over the summary and its checks (verdict/model.py); the pytest side
+(allure.dynamic calls during a check's report) is in plugin.py.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from unibazzar_health.verdict.model import Check, Summary
 
 # Allure's categories, matched on status and message: the ticket's reader sees a platform
 # failure apart from our own broken check, a missed deadline, a budget that ran out.
@@ -52,41 +54,41 @@ def _jenkins(e: Mapping[str, str]) -> dict[str, str]:
 _EXECUTORS = {"GITHUB_ACTIONS": _github, "GITLAB_CI": _gitlab, "JENKINS_URL": _jenkins}
 
 
-def labels(result: Mapping[str, Any], allure_severity: str) -> list[tuple[str, str]]:
+def labels(check: Check, allure_severity: str) -> list[tuple[str, str]]:
     """(label name, value) for one check: severity, UniBazzar / service / runbook step, a
     tag per backend it depends on."""
     found = [("severity", allure_severity), ("epic", "UniBazzar"),
-             ("feature", str(result["service"])), ("story", str(result["step"]))]
-    found += [("tag", str(d)) for d in result.get("depends_on", [])]
+             ("feature", check.service), ("story", check.step)]
+    found += [("tag", d) for d in check.depends_on]
     return found
 
 
-def description(result: Mapping[str, Any]) -> str:
+def description(check: Check) -> str:
     """Markdown: what failed, the runbook's fixes and the next commands."""
-    lines = [f"**{result['title']}** (`{result['id']}`)"]
-    if result.get("severity"):
-        lines.append(f"\n{result['severity']} — impact: {result.get('impact')}")
-    if result.get("message"):
-        lines.append(f"\n{result['message']}")
-    if result.get("fixes"):
-        lines.append("\n**Fixes**\n" + "\n".join(f"- {fix}" for fix in result["fixes"]))
-    if result.get("commands"):
-        lines.append("\n**Next commands**\n" + "\n".join(f"    {c}" for c in result["commands"]))
+    lines = [f"**{check.title}** (`{check.id}`)"]
+    if check.severity:
+        lines.append(f"\n{check.severity} — impact: {check.impact}")
+    if check.message:
+        lines.append(f"\n{check.message}")
+    if check.fixes:
+        lines.append("\n**Fixes**\n" + "\n".join(f"- {fix}" for fix in check.fixes))
+    if check.commands:
+        lines.append("\n**Next commands**\n" + "\n".join(f"    {c}" for c in check.commands))
     return "\n".join(lines)
 
 
-def write_run_files(results_dir: Path, summary: Mapping[str, Any],
+def write_run_files(results_dir: Path, summary: Summary,
                     environ: Mapping[str, str]) -> None:
     """environment.properties, categories.json and executor.json (where a CI's variables
     are present), beside the results."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    verdict = summary["verdict"]
+    verdict = summary.verdict
     properties = {
-        "environment": summary["environment"],
-        "verdict": verdict["status"] + (f" {verdict['severity']}" if verdict["severity"] else ""),
-        "checks": str(sum(summary["counts"].values())),
-        "started_at": summary["started_at"],
-        "unibazzar_health_version": str(summary.get("version", "")),
+        "environment": summary.environment,
+        "verdict": verdict.status + (f" {verdict.severity}" if verdict.severity else ""),
+        "checks": str(summary.counts.total),
+        "started_at": summary.started_at,
+        "unibazzar_health_version": summary.version,
     }
     (results_dir / "environment.properties").write_text(
         "".join(f"{k}={v}\n" for k, v in properties.items()), encoding="utf-8")
@@ -183,42 +185,42 @@ def timing(allure_start_ms: int, duration_s: float,
     return start, start + round(duration_s * 1000)
 
 
-def annotate(result: Mapping[str, Any], catalog: Any, env: Any, test: Any,
+def annotate(check: Check, catalog: Any, env: Any, test: Any,
              probing_from_s: float | None = None) -> None:
-    """Label, link and describe the current Allure test case as ``result`` (a CheckResult
-    dict) says, attach its redacted evidence, and set its status to our outcome and its
-    start and stop to the check's own time (``timing``). ``test`` is allure-pytest's current
-    TestResult (its listener's), whose status and times we own from here."""
+    """Label, link and describe the current Allure test case as ``check`` (its result, as
+    the summary holds it) says, attach its redacted evidence, and set its status to our
+    outcome and its start and stop to the check's own time (``timing``). ``test`` is
+    allure-pytest's current TestResult (its listener's), whose status and times we own
+    from here."""
     import allure
 
     from unibazzar_health.verdict.severity import severity_of
 
-    entry = catalog.check(result["id"])
-    level = result.get("severity") or severity_of(entry.impact, catalog).level
-    for name, value in labels(result, catalog.severities[level].allure):
+    entry = catalog.check(check.id)
+    level = check.severity or severity_of(entry.impact, catalog).level
+    for name, value in labels(check, catalog.severities[level].allure):
         allure.dynamic.label(name, value)
-    allure.dynamic.title(f"{result['service']} · {result['title']}")
-    allure.dynamic.description(description(result))
+    allure.dynamic.title(f"{check.service} · {check.title}")
+    allure.dynamic.description(description(check))
     report = env.spec.report
     if report.runbook_url:
         allure.dynamic.link(report.runbook_url, name="runbook")
     if report.tms_pattern:
-        allure.dynamic.testcase(
-            report.tms_pattern.format(result["id"]), name=result["id"])
-    if result.get("evidence") is not None or result.get("failures"):
-        allure.attach(json.dumps({"evidence": result.get("evidence"),
-                                  "failures": result.get("failures", [])}, indent=2,
+        allure.dynamic.testcase(report.tms_pattern.format(check.id), name=check.id)
+    if check.evidence is not None or check.failures:
+        failures = [f.model_dump(mode="json") for f in check.failures]
+        allure.attach(json.dumps({"evidence": check.evidence, "failures": failures}, indent=2,
                                  ensure_ascii=False),
                       name="evidence (redacted)", attachment_type=allure.attachment_type.JSON)
-    if result.get("context"):
-        allure.attach(json.dumps(result["context"], indent=2, ensure_ascii=False),
-                      name=f"{result['service']}: last log lines, CPU and memory (redacted)",
+    if check.context:
+        allure.attach(json.dumps(check.context, indent=2, ensure_ascii=False),
+                      name=f"{check.service}: last log lines, CPU and memory (redacted)",
                       attachment_type=allure.attachment_type.JSON)
     status = {"failed": "failed", "broken": "broken", "passed": "passed",
-              "skipped": "skipped", "not-run": "skipped"}[result["outcome"]]
+              "skipped": "skipped", "not-run": "skipped"}[check.outcome]
     if test is not None:
         test.status = status
-        test.start, test.stop = timing(test.start, float(result.get("duration_s") or 0.0),
+        test.start, test.stop = timing(test.start, float(check.duration_s or 0.0),
                                        probing_from_s)
-        if result.get("message") and test.statusDetails is not None:
-            test.statusDetails.message = result["message"]
+        if check.message and test.statusDetails is not None:
+            test.statusDetails.message = check.message

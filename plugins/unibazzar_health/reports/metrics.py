@@ -2,9 +2,10 @@
 textfile-collector file (``--metrics-file``) and/or pushed to a Pushgateway
 (``--pushgateway``). Names, labels and their meaning: docs/metrics.md.
 
-Plain functions over the summary dict, called once by the plugin after summary.json is on
-disk. prometheus_client is imported here only, and this module only by a run that asks for
-metrics, so a run without them does not pay for it (tests/test_lean_startup.py).
+Plain functions over the summary (verdict/model.py), called once by the plugin after
+summary.json is on disk. prometheus_client is imported here only, and this module only by a
+run that asks for metrics, so a run without them does not pay for it
+(tests/test_lean_startup.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from unibazzar_health.verdict.catalog import SEVERITY_ORDER
+from unibazzar_health.verdict.model import Summary
+from unibazzar_health.verdict.results import Outcome
+from unibazzar_health.verdict.severity import SEVERITY_TABLE
 
 PREFIX = "unibazzar_health"
 JOB = "unibazzar_health"
@@ -32,21 +35,23 @@ class MetricsError(Exception):
 
 
 def severity_number(severity: str | None) -> int:
-    """SEV1 -> 1 ... SEV4 -> 4; 0 for nothing failing (alert on ``> 0 and <= 2``)."""
-    return SEVERITY_ORDER.index(severity) + 1 if severity in SEVERITY_ORDER else 0
+    """SEV1 -> 1 ... SEV4 -> 4 (severity.SEVERITY_TABLE); 0 for nothing failing (alert on
+    ``> 0 and <= 2``)."""
+    known = SEVERITY_TABLE.get(severity) if severity else None
+    return known.number if known else 0
 
 
 def _timestamp(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-def succeeded(summary: dict[str, Any]) -> bool:
+def succeeded(summary: Summary) -> bool:
     """A success is a healthy verdict: every selected check ran and passed (or was skipped
     as not configured), none failed or broke."""
-    return bool(summary["verdict"]["status"] == "healthy")
+    return summary.verdict.status == "healthy"
 
 
-def build_registry(summary: dict[str, Any], last_success: float | None,
+def build_registry(summary: Summary, last_success: float | None,
                    posting: dict[str, Any] | None = None) -> Any:
     """Every metric of the run in a fresh registry. ``last_success`` is the previous
     successful run's timestamp, kept when this run did not succeed (None: none known, and
@@ -54,7 +59,7 @@ def build_registry(summary: dict[str, Any], last_success: float | None,
     from prometheus_client import CollectorRegistry, Gauge
 
     registry = CollectorRegistry()
-    environment = str(summary["environment"])
+    environment = summary.environment
 
     def gauge(name: str, doc: str, labels: Iterable[str]) -> Gauge:
         return Gauge(f"{PREFIX}_{name}", doc, list(labels), registry=registry)
@@ -67,30 +72,30 @@ def build_registry(summary: dict[str, Any], last_success: float | None,
                                        "0 when it is not failing", CHECK_LABELS)
     duration = gauge("check_duration_seconds", "the check's time, its probes included",
                      CHECK_LABELS)
-    for check in summary["checks"]:
-        labels = {"environment": environment, "check": check["id"],
-                  "service": check["service"], "step": check["step"]}
-        if check["outcome"] in ("passed", "failed"):
-            up.labels(**labels).set(1 if check["outcome"] == "passed" else 0)
+    for check in summary.checks:
+        labels = {"environment": environment, "check": check.id,
+                  "service": check.service, "step": check.step}
+        if check.outcome in (Outcome.PASSED, Outcome.FAILED):
+            up.labels(**labels).set(1 if check.outcome is Outcome.PASSED else 0)
         for name in OUTCOMES:
-            outcome.labels(**labels, outcome=name).set(1 if check["outcome"] == name else 0)
-        failing = check["outcome"] == "failed"
-        severity.labels(**labels).set(severity_number(check["severity"]) if failing else 0)
-        duration.labels(**labels).set(float(check.get("duration_s") or 0.0))
+            outcome.labels(**labels, outcome=name).set(1 if check.outcome == name else 0)
+        severity.labels(**labels).set(severity_number(check.severity) if check.failed else 0)
+        duration.labels(**labels).set(float(check.duration_s or 0.0))
 
-    verdict = summary["verdict"]
+    verdict = summary.verdict
     gauge("verdict_severity", "the run's verdict: 1 = SEV1 ... 4 = SEV4; 0 when nothing fails",
-          ["environment"]).labels(environment).set(severity_number(verdict["severity"]))
+          ["environment"]).labels(environment).set(severity_number(verdict.severity))
     status = gauge("verdict_status", "1 for the verdict's status in the last run, 0 for the "
                                      "others", ["environment", "status"])
     for name in STATUSES:
-        status.labels(environment, name).set(1 if verdict["status"] == name else 0)
+        status.labels(environment, name).set(1 if verdict.status == name else 0)
     counts = gauge("checks", "checks of the last run by outcome", ["environment", "outcome"])
+    by_outcome = summary.counts.by_outcome()
     for name in OUTCOMES:
-        counts.labels(environment, name).set(int(summary["counts"].get(name, 0)))
+        counts.labels(environment, name).set(by_outcome.get(name, 0))
     gauge("run_duration_seconds", "wall clock of the last run",
-          ["environment"]).labels(environment).set(float(summary["duration_s"]))
-    finished = _timestamp(summary["finished_at"])
+          ["environment"]).labels(environment).set(float(summary.duration_s))
+    finished = _timestamp(summary.ended_at)
     gauge("run_timestamp_seconds", "when the last run finished (Unix time)",
           ["environment"]).labels(environment).set(finished)
     last = finished if succeeded(summary) else last_success
@@ -99,7 +104,7 @@ def build_registry(summary: dict[str, Any], last_success: float | None,
                                                 "finished (Unix time)",
               ["environment"]).labels(environment).set(last)
     gauge("build_info", "the unibazzar-health version that ran the checks",
-          ["environment", "version"]).labels(environment, str(summary.get("version", ""))).set(1)
+          ["environment", "version"]).labels(environment, summary.version).set(1)
     if posting is not None:
         deliveries = gauge("posting_deliveries", "deliveries this run dealt with, by notifier, "
                                                  "status and how the service answered "
@@ -131,19 +136,19 @@ def previous_last_success(path: Path, environment: str) -> float | None:
     return None
 
 
-def write_textfile(path: Path, summary: dict[str, Any],
+def write_textfile(path: Path, summary: Summary,
                    posting: dict[str, Any] | None = None) -> Path:
     """Atomically (prometheus_client writes a temporary file beside it and renames it): the
     collector never reads half a file. Name it ``*.prom`` for node_exporter."""
     from prometheus_client import write_to_textfile
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    last = previous_last_success(path, str(summary["environment"]))
+    last = previous_last_success(path, summary.environment)
     write_to_textfile(str(path), build_registry(summary, last, posting))
     return path
 
 
-def push(url: str, summary: dict[str, Any], deadline: float = PUSH_DEADLINE_S,
+def push(url: str, summary: Summary, deadline: float = PUSH_DEADLINE_S,
          posting: dict[str, Any] | None = None) -> None:
     """POST to the Pushgateway (job ``unibazzar_health``, grouped by environment): POST
     replaces only the metric names it sends, so a failing run leaves the last success the
@@ -153,7 +158,7 @@ def push(url: str, summary: dict[str, Any], deadline: float = PUSH_DEADLINE_S,
     from unibazzar_health.probes import bounded
 
     registry = build_registry(summary, last_success=None, posting=posting)
-    grouping = {"environment": str(summary["environment"])}
+    grouping = {"environment": summary.environment}
     try:
         bounded(lambda: pushadd_to_gateway(url, job=JOB, registry=registry,
                                            grouping_key=grouping, timeout=deadline),
@@ -168,7 +173,7 @@ def _reason(exc: Exception) -> str:
     return text.splitlines()[0][:200]
 
 
-def export(summary: dict[str, Any], metrics_file: Path | None,
+def export(summary: Summary, metrics_file: Path | None,
            pushgateway: str | None, posting: dict[str, Any] | None = None) -> list[str]:
     """Everything asked for; one line per outcome, for the terminal (a failure is a line,
     never an exception: the verdict stands without its metrics)."""

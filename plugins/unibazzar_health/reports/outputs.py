@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.verdict.model import Summary
 from unibazzar_health.verdict.summary import write_json
 
 INCIDENT_FILE = "incident.md"
@@ -37,7 +37,7 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def step_summary(summary: dict[str, Any], incident: str | None) -> str:
+def step_summary(summary: Summary, incident: str | None) -> str:
     """What a CI job's page shows: the incident's Markdown, or the healthy verdict."""
     if incident:
         return incident + "\n"
@@ -47,14 +47,14 @@ def step_summary(summary: dict[str, Any], incident: str | None) -> str:
         f"    {line}" for line in render(summary)) + "\n"
 
 
-def write_outputs(summary: dict[str, Any], reports_dir: Path, redactor: Redactor,
+def write_outputs(summary: Summary, reports_dir: Path, redactor: Redactor,
                   environ: Mapping[str, str], alluredir: Path | None = None) -> Outputs:
     from unibazzar_health.reports.messages import incident_markdown
 
-    summary_path = write_json(reports_dir / "summary.json", summary)
+    summary_path = write_json(reports_dir / "summary.json", summary.to_dict())
     incident_path = reports_dir / INCIDENT_FILE
     incident = None
-    if summary["verdict"]["status"] == "failing":
+    if summary.verdict.status == "failing":
         incident = redactor.text(incident_markdown(summary))
         write_text(incident_path, incident)
     else:

@@ -10,16 +10,15 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from unibazzar_health.config.names import SERVICES
+from unibazzar_health.config.names import BACKENDS, SERVICES, dependencies_of
 
 SEVERITY_ORDER = ("SEV1", "SEV2", "SEV3", "SEV4")
 # The backends a check may depend on (catalog depends_on), each with the pytest marker that
 # selects the checks standing on it: `pytest -m "order-service and postgres"`.
-BACKEND_MARKERS = {"postgresql": "postgres", "redis": "redis", "rabbitmq": "rabbitmq",
-                   "dynamodb": "dynamodb", "s3": "s3", "kubernetes": "kubernetes",
-                   "payments": "payments", "vector-db": "vector-db", "logs": "logs",
-                   # The DynamoDB capacity metrics: a failure of its own, with fixes of its own.
-                   "cloudwatch": "cloudwatch"}
+BACKEND_MARKERS = {b.name: b.marker for b in BACKENDS if b.marker is not None}
+# The step that judges every backend a service needs, one check per service: its depends_on
+# is what config/names.py says the service depends on, never written in the catalog.
+RELATED_SYSTEMS = ".related-systems"
 # The marker of checks that write (a canary in its own names, removed by the same check).
 CANARY_WRITE = "canary_write"
 
@@ -173,21 +172,31 @@ def parse_catalog(raw: dict[str, Any]) -> Catalog:
             check_command(f"check {check_id}", template)
         own_fixes = tuple(fixes[f] for f in c.get("fixes", []))
         own_commands = tuple(c.get("commands", []))
-        strange = [d for d in c.get("depends_on", [])
-                   if d not in BACKEND_MARKERS and d not in SERVICES]
+        depends_on = _depends_on(check_id, c)
+        strange = [d for d in depends_on if d not in BACKEND_MARKERS and d not in SERVICES]
         if strange or c["service"] not in SERVICES:
             raise CatalogError(f"check {check_id}: unknown service or dependency "
                                f"{strange or c['service']!r}")
         checks[check_id] = CheckEntry(
             id=check_id, service=c["service"], step=c["step"], title=c["title"],
-            impact=c["impact"], impact_statement=statement.strip(),
-            depends_on=tuple(c.get("depends_on", [])),
+            impact=c["impact"], impact_statement=statement.strip(), depends_on=depends_on,
             fixes=own_fixes, commands=own_commands, writes=c.get("writes"),
             modes=parse_modes(check_id, c.get("modes", {}), fixes, own_fixes, own_commands),
         )
     return Catalog(severities=severities, checks=checks,
                    failure_fixes=parse_failure_fixes(raw.get("failure_fixes", {}), fixes,
                                                      checks, impacts))
+
+
+def _depends_on(check_id: str, raw: dict[str, Any]) -> tuple[str, ...]:
+    """What a check stands on: its entry's depends_on; a service's related-systems check,
+    every backend config/names.py says the service depends on."""
+    if not check_id.endswith(RELATED_SYSTEMS):
+        return tuple(raw.get("depends_on", []))
+    if "depends_on" in raw:
+        raise CatalogError(f"check {check_id}: no depends_on here: a related-systems check "
+                           "stands on what config/names.py's BACKENDS say its service uses")
+    return tuple(dependencies_of(raw["service"]))
 
 
 def parse_modes(check_id: str, raw: dict[str, Any], fixes: dict[str, str],

@@ -11,33 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-# "Status Updates (Every 30 minutes for SEV 1/2)"; other severities: their response time.
-UPDATE_EVERY_MINUTES = {"SEV1": 30, "SEV2": 30}
+from unibazzar_health.verdict.severity import SEVERITY_TABLE
 
 # Escalation Procedures, Internal Escalation.
 LEVELS = {1: "On-call engineer", 2: "Senior engineer/Team lead", 3: "Engineering manager",
           4: "VP Engineering/CTO"}
-# Minutes an incident stays open before it reaches each level, by severity (a level absent is
-# never reached by time alone). Overridable per environment ([escalation]).
+# Minutes open before each internal level, by severity (severity.SEVERITY_TABLE): what an
+# environment's [escalation] replaces, severity by severity.
 DEFAULT_ESCALATION_MINUTES: dict[str, dict[int, float]] = {
-    "SEV1": {1: 0, 2: 15, 3: 30, 4: 60},
-    "SEV2": {1: 0, 2: 60, 3: 240},
-    "SEV3": {1: 0, 2: 240},
-    "SEV4": {1: 0},
-}
+    level: dict(s.escalation_minutes) for level, s in SEVERITY_TABLE.items()}
 
 # External Escalation: "AWS Support: For infrastructure issues; Payment Providers: For
 # payment processing issues; Security Team: For security incidents".
 AWS_BACKENDS = {"dynamodb", "s3"}
 
 # Post-Incident Procedures: Immediate within 2 hours, Follow-up within 24 hours, Post-Mortem
-# within 1 week. The runbook exempts no severity: a SEV4's post-mortem is due too.
-POST_MORTEM_WITHIN = {"SEV1": timedelta(weeks=1), "SEV2": timedelta(weeks=1),
-                      "SEV3": timedelta(weeks=1), "SEV4": timedelta(weeks=1)}
+# within 1 week (severity.SEVERITY_TABLE: the runbook exempts no severity).
 CHECKLIST_WITHIN = {"Immediate": timedelta(hours=2), "Follow-up": timedelta(hours=24),
                     "Post-Mortem": timedelta(weeks=1)}
 
@@ -79,8 +72,9 @@ def next_update(level: str, respond_within_minutes: int, at: datetime,
                 calendar: BusinessCalendar) -> datetime:
     """When the next Status Update is due: every 30 minutes for SEV1/2, else by the
     response time."""
-    if level in UPDATE_EVERY_MINUTES:
-        return at + timedelta(minutes=UPDATE_EVERY_MINUTES[level])
+    every = SEVERITY_TABLE[level].update_every_minutes if level in SEVERITY_TABLE else None
+    if every is not None:
+        return at + timedelta(minutes=every)
     return respond_by(level, respond_within_minutes, at, calendar)
 
 
@@ -115,7 +109,8 @@ def external_teams(impacts: Iterable[str], dependencies: Iterable[str]) -> list[
 def post_mortem_due(level: str, resolved_at: datetime) -> datetime:
     """When the post-mortem is due: within 1 week of the resolution, whatever the severity
     (an unknown level too: better a date than none)."""
-    return resolved_at + POST_MORTEM_WITHIN.get(level, CHECKLIST_WITHIN["Post-Mortem"])
+    known = SEVERITY_TABLE.get(level)
+    return resolved_at + (known.post_mortem_within if known else CHECKLIST_WITHIN["Post-Mortem"])
 
 
 def human_duration(seconds: float) -> str:
@@ -133,6 +128,11 @@ def human_duration(seconds: float) -> str:
 def clock(at: datetime) -> str:
     """`2026-11-27 14:32 UTC`."""
     return at.astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def now() -> datetime:
+    """The time, in UTC: a run's start and end, as the summary records them."""
+    return datetime.now(UTC)
 
 
 def parse_time(value: Any) -> datetime:

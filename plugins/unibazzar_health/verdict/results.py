@@ -17,10 +17,13 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, urlsplit
 
+from unibazzar_health.config.names import BACKENDS, BACKENDS_BY_NAME, SERVICE_PREFIX, SERVICES
 from unibazzar_health.config.redaction import Redactor
 from unibazzar_health.verdict.catalog import (
     OPTIONAL_NAMES,
+    RELATED_SYSTEMS,
     Catalog,
     CheckEntry,
     FailureMode,
@@ -31,7 +34,7 @@ from unibazzar_health.verdict.catalog import (
 from unibazzar_health.verdict.severity import severity_of, worst_impact
 
 if TYPE_CHECKING:
-    from unibazzar_health.config.environment import Environment
+    from unibazzar_health.config.environment import Environment, EnvironmentFile
     from unibazzar_health.probes import ProbeFailure
 
 PROPERTY_KEY = "unibazzar"
@@ -107,16 +110,14 @@ def classify(exc: BaseException | None, skipped: bool, skip_reason: str = "") ->
     return Outcome.BROKEN
 
 
-# The backends the checks log into with a credential of their own: their database role and
-# Redis password, RabbitMQ user, AWS identity, kubeconfig or token, vector database token,
-# payment provider key, Prometheus token ([impact]) (rabbitmq-management is RabbitMQ's HTTP
-# side). Refused, it is the checks' configuration that is wrong (a rotated secret, a role
+# The backends the checks log into with a credential of their own, as their probes name them:
+# every backend of config/names.py (their database role and Redis password, RabbitMQ user,
+# AWS identity, kubeconfig or token, vector database token, payment provider key, Prometheus
+# token). Refused, it is the checks' configuration that is wrong (a rotated secret, a role
 # without its grant), and they saw nothing of the platform there: no outage to page anyone
 # for. A service refusing what we sent it (order-service a correctly signed webhook) is the
 # platform's answer.
-OWN_CREDENTIAL_BACKENDS = frozenset({
-    "postgresql", "redis", "rabbitmq", "rabbitmq-management", "dynamodb", "s3", "cloudwatch",
-    "kubernetes", "logs", "vector-db", "payments", "prometheus"})
+OWN_CREDENTIAL_BACKENDS = frozenset(name for b in BACKENDS for name in (b.name, *b.aliases))
 
 
 def own_credential_refused(failure: ProbeFailure) -> bool:
@@ -186,15 +187,7 @@ def failures_of(exc: BaseException | None) -> tuple[ProbeFailure, ...]:
 
 
 # The placeholders by which a catalog command names a dependency (catalog.toml's depends_on).
-DEPENDENCY_PLACEHOLDERS = {
-    "postgresql": ("{postgres_host}", "{postgres_db}"),
-    "redis": ("{redis_url}",),
-    "rabbitmq": ("{rabbitmq_management_url}", "{events_queue}"),
-    "dynamodb": ("{listings_table}",),
-    "s3": ("{images_bucket}",),
-    "vector-db": ("{vector_db_url}",),
-    "payments": ("{payments_api_url}",),
-}
+DEPENDENCY_PLACEHOLDERS = {b.name: b.placeholders for b in BACKENDS if b.placeholders}
 
 
 def commands_for(dependencies: list[str], templates: tuple[str, ...]) -> tuple[str, ...]:
@@ -205,7 +198,7 @@ def commands_for(dependencies: list[str], templates: tuple[str, ...]) -> tuple[s
 
 
 # Probe backends that stand for a catalog dependency under another name.
-BACKEND_DEPENDENCY = {"rabbitmq-management": "rabbitmq"}
+BACKEND_DEPENDENCY = {alias: b.name for b in BACKENDS for alias in b.aliases}
 
 
 def dependency_of(failure: ProbeFailure) -> str:
@@ -286,7 +279,6 @@ def failed_host(failure: ProbeFailure) -> str | None:
     """The host a failed probe was aimed at: its target's ("host:port/db" or a URL), else
     the endpoint its problem names (AWS targets name the table or bucket, not the host)."""
     import re
-    from urllib.parse import urlsplit
 
     for text in (failure.target, failure.problem):
         url = re.search(r"[a-z][a-z0-9+.-]*://[^\s/?#]+", text)
@@ -350,11 +342,8 @@ def impact_statement(entry: CheckEntry, failed_dependencies: list[str],
 
 # Dependencies the checks only look through (to see pods, logs, metrics): their failing is a
 # blind spot of the checks, not a path customers' requests take.
-LOOKED_THROUGH = frozenset({"kubernetes", "logs", "cloudwatch"})
-LOOKED_THROUGH_NAMES = {"kubernetes": "the Kubernetes API", "logs": "its log files",
-                        "cloudwatch": "CloudWatch's metrics"}
-# The step that judges every backend a service needs, one check per service.
-RELATED_SYSTEMS = ".related-systems"
+LOOKED_THROUGH_NAMES = {b.name: b.looked_through for b in BACKENDS if b.looked_through}
+LOOKED_THROUGH = frozenset(LOOKED_THROUGH_NAMES)
 
 
 def first_line(exc: BaseException) -> str:
@@ -382,10 +371,6 @@ def as_evidence(observed: Any) -> Any:
     return repr(observed)
 
 
-# Which [postgresql.NAME] / [redis.NAME] of the environment file a service's commands name
-# (the keys environments/*.toml use); otherwise the file's first one.
-SERVICE_DATABASE = {"auth-service": "auth", "order-service": "orders"}
-SERVICE_CACHE = {"listing-service": "listing-cache", "ai-service": "ai-cache"}
 
 
 def kubectl(env: Environment) -> str:
@@ -419,10 +404,16 @@ def _duration(minutes: float) -> str:
 
 
 def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
-    """The names the runbook's commands need, filled in from the environment."""
-    from urllib.parse import urlsplit
+    """The names the runbook's commands need, filled in from the environment: the check's
+    own (its service, the cluster, its windows and patterns), then each section's."""
+    spec = env.spec
+    return (_check_names(env, entry) | _deployment_names(spec) | _aws_names(spec)
+            | _postgres_names(spec, entry.service) | _redis_names(spec, entry.service)
+            | _rabbitmq_names(spec) | _vector_db_names(spec) | _canary_names(spec)
+            | _saga_names(spec) | _payments_names(spec))
 
-    from unibazzar_health.config.names import SERVICES
+
+def _check_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
     from unibazzar_health.config.platform import DEFAULT_NAMESPACE
 
     spec = env.spec
@@ -443,66 +434,108 @@ def command_names(env: Environment, entry: CheckEntry) -> dict[str, str]:
     }
     if service:
         names["service_url"] = service.url.rstrip("/")
-    # Every service's Deployment by its id prefix ({auth_deployment}): a failure_fixes entry
-    # about one service is shown by other services' checks too.
-    for name in SERVICES:
-        other = spec.service(name)
-        names[f"{name.split('-')[0]}_deployment"] = (
-            other.deployment if other and other.deployment else name)
-    if spec.aws:
-        # An emulator or VPC endpoint: the pasted command must reach what the checks read.
-        names["aws"] = (f"aws --endpoint-url {quoted(spec.aws.endpoint_url)}"
-                        if spec.aws.endpoint_url else "aws")
-        names |= {"listings_table": spec.aws.listings_table,
-                  "images_bucket": spec.aws.images_bucket, "aws_region": spec.aws.region,
-                  # The capacity check's window, for a CloudWatch read by hand.
-                  "dynamodb_window_seconds":
-                      f"{round(spec.thresholds.dynamodb_window_minutes * 60)}"}
-    database = (spec.postgresql.get(SERVICE_DATABASE.get(entry.service, ""))
-                or next(iter(spec.postgresql.values()), None))
-    if database:
-        parts = urlsplit(database.dsn)
-        names |= {"postgres_host": parts.hostname or "", "postgres_port": str(parts.port or 5432),
-                  "postgres_db": parts.path.lstrip("/"), "postgres_user": parts.username or "",
-                  "postgres_password_var": database.password_env or "PGPASSWORD"}
-    cache = (spec.redis.get(SERVICE_CACHE.get(entry.service, ""))
-             or next(iter(spec.redis.values()), None))
-    if cache:
-        parts = urlsplit(cache.url)
-        names |= {"redis_host": parts.hostname or "", "redis_port": str(parts.port or 6379),
-                  "redis_url": cache.url, "redis_tls": " --tls" if parts.scheme == "rediss" else "",
-                  "redis_password_var": cache.password_env or "REDISCLI_AUTH"}
-    if spec.rabbitmq:
-        from urllib.parse import quote, unquote
-
-        amqp = urlsplit(spec.rabbitmq.url)
-        vhost = unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
-        names |= {"rabbitmq_management_url": spec.rabbitmq.management_url.rstrip("/"),
-                  "events_queue": spec.rabbitmq.events_queue,
-                  "rabbitmq_user": unquote(amqp.username or "guest"),
-                  "rabbitmq_vhost": quote(vhost, safe=""),
-                  "rabbitmq_password_var": spec.rabbitmq.password_env or "RABBITMQ_PASSWORD"}
-        if spec.rabbitmq.consumer_deployment:
-            names["consumer_deployment"] = spec.rabbitmq.consumer_deployment
-    if spec.vector_db:
-        names |= {"vector_db_url": spec.vector_db.url.rstrip("/"),
-                  "vector_collection": spec.vector_db.collection,
-                  "vector_tenant": spec.vector_db.tenant,
-                  "vector_database": spec.vector_db.database}
-    if spec.canary:
-        names["canary_email"] = shlex.quote(spec.canary.email)
-        if spec.canary.listing_id:
-            names["canary_listing_id"] = spec.canary.listing_id
-    order = spec.service("order-service")
-    if order and order.saga_retry_path:
-        # One saga's retry URL, quoted, with the shell's $saga where the path names
-        # {saga_id}: the command loops over the stuck sagas' ids.
-        path = quoted(order.url.rstrip("/") + order.saga_retry_path)
-        names["saga_retry_url"] = path.replace("{saga_id}", "'\"$saga\"'")
-    if spec.payments:
-        names |= {"payments_api_url": spec.payments.api_url.rstrip("/"),
-                  "payments_api_key_var": spec.payments.api_key_env}
     return names
+
+
+def _deployment_names(spec: EnvironmentFile) -> dict[str, str]:
+    """Every service's Deployment by its id prefix ({auth_deployment}): a failure_fixes
+    entry about one service is shown by other services' checks too."""
+    names = {}
+    for name in SERVICES:
+        target = spec.service(name)
+        names[f"{SERVICE_PREFIX[name]}_deployment"] = (
+            target.deployment if target and target.deployment else name)
+    return names
+
+
+def _aws_names(spec: EnvironmentFile) -> dict[str, str]:
+    if not spec.aws:
+        return {}
+    return {
+        # An emulator or VPC endpoint: the pasted command must reach what the checks read.
+        "aws": (f"aws --endpoint-url {quoted(spec.aws.endpoint_url)}"
+                if spec.aws.endpoint_url else "aws"),
+        "listings_table": spec.aws.listings_table, "images_bucket": spec.aws.images_bucket,
+        "aws_region": spec.aws.region,
+        # The capacity check's window, for a CloudWatch read by hand.
+        "dynamodb_window_seconds": f"{round(spec.thresholds.dynamodb_window_minutes * 60)}"}
+
+
+def _instance(backend: str, service: str) -> str:
+    """The [<backend>.NAME] of the environment file ``service``'s checks read (config/names.py;
+    "" for a service that does not use the backend: the commands take the file's first)."""
+    return BACKENDS_BY_NAME[backend].used_by.get(service) or ""
+
+
+def _postgres_names(spec: EnvironmentFile, service: str) -> dict[str, str]:
+    database = (spec.postgresql.get(_instance("postgresql", service))
+                or next(iter(spec.postgresql.values()), None))
+    if not database:
+        return {}
+    parts = urlsplit(database.dsn)
+    return {"postgres_host": parts.hostname or "", "postgres_port": str(parts.port or 5432),
+            "postgres_db": parts.path.lstrip("/"), "postgres_user": parts.username or "",
+            "postgres_password_var": database.password_env or "PGPASSWORD"}
+
+
+def _redis_names(spec: EnvironmentFile, service: str) -> dict[str, str]:
+    cache = (spec.redis.get(_instance("redis", service))
+             or next(iter(spec.redis.values()), None))
+    if not cache:
+        return {}
+    parts = urlsplit(cache.url)
+    return {"redis_host": parts.hostname or "", "redis_port": str(parts.port or 6379),
+            "redis_url": cache.url, "redis_tls": " --tls" if parts.scheme == "rediss" else "",
+            "redis_password_var": cache.password_env or "REDISCLI_AUTH"}
+
+
+def _rabbitmq_names(spec: EnvironmentFile) -> dict[str, str]:
+    if not spec.rabbitmq:
+        return {}
+    amqp = urlsplit(spec.rabbitmq.url)
+    vhost = unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
+    names = {"rabbitmq_management_url": spec.rabbitmq.management_url.rstrip("/"),
+             "events_queue": spec.rabbitmq.events_queue,
+             "rabbitmq_user": unquote(amqp.username or "guest"),
+             "rabbitmq_vhost": quote(vhost, safe=""),
+             "rabbitmq_password_var": spec.rabbitmq.password_env or "RABBITMQ_PASSWORD"}
+    if spec.rabbitmq.consumer_deployment:
+        names["consumer_deployment"] = spec.rabbitmq.consumer_deployment
+    return names
+
+
+def _vector_db_names(spec: EnvironmentFile) -> dict[str, str]:
+    if not spec.vector_db:
+        return {}
+    return {"vector_db_url": spec.vector_db.url.rstrip("/"),
+            "vector_collection": spec.vector_db.collection,
+            "vector_tenant": spec.vector_db.tenant, "vector_database": spec.vector_db.database}
+
+
+def _canary_names(spec: EnvironmentFile) -> dict[str, str]:
+    if not spec.canary:
+        return {}
+    names = {"canary_email": shlex.quote(spec.canary.email)}
+    if spec.canary.listing_id:
+        names["canary_listing_id"] = spec.canary.listing_id
+    return names
+
+
+def _saga_names(spec: EnvironmentFile) -> dict[str, str]:
+    order = spec.service("order-service")
+    if not (order and order.saga_retry_path):
+        return {}
+    # One saga's retry URL, quoted, with the shell's $saga where the path names {saga_id}:
+    # the command loops over the stuck sagas' ids.
+    path = quoted(order.url.rstrip("/") + order.saga_retry_path)
+    return {"saga_retry_url": path.replace("{saga_id}", "'\"$saga\"'")}
+
+
+def _payments_names(spec: EnvironmentFile) -> dict[str, str]:
+    if not spec.payments:
+        return {}
+    return {"payments_api_url": spec.payments.api_url.rstrip("/"),
+            "payments_api_key_var": spec.payments.api_key_env}
 
 
 def build_result(

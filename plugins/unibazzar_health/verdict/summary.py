@@ -1,7 +1,8 @@
 """The run's verdict: built from check results, written to disk, rendered for a terminal.
 
-Plain functions over plain data: no pytest here. The JSON layout is documented in
-docs/summary.md.
+Plain functions over plain data: no pytest here. ``build_summary`` returns the typed
+summary (verdict/model.py); its JSON layout is documented in docs/summary.md and
+docs/summary.schema.json.
 """
 
 from __future__ import annotations
@@ -11,14 +12,33 @@ import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from unibazzar_health.config.names import SERVICES
 from unibazzar_health.probes import ProbeFailure
 from unibazzar_health.verdict.catalog import Catalog
+from unibazzar_health.verdict.model import (
+    SCHEMA,
+    Calendar,
+    Check,
+    Counts,
+    DependencyIncident,
+    Escalation,
+    ExternalTeam,
+    IncidentResponse,
+    InternalEscalation,
+    Outage,
+    RecentChange,
+    RefusedCredential,
+    RootCause,
+    ServiceStatus,
+    Summary,
+    Verdict,
+)
 from unibazzar_health.verdict.policy import (
     LEVELS,
     BusinessCalendar,
@@ -34,9 +54,12 @@ from unibazzar_health.verdict.results import (
     dependency_of,
     refused_credentials,
 )
-from unibazzar_health.verdict.severity import OUTAGE, rank, service_outages, worst
-
-SCHEMA = "unibazzar-health/summary/v2"
+from unibazzar_health.verdict.severity import (
+    combined_severity,
+    rank,
+    service_outages,
+    worst,
+)
 
 
 @dataclass(frozen=True)
@@ -71,17 +94,18 @@ class Response:
 
 
 def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo,
-                  response: Response | None = None) -> dict[str, Any]:
+                  response: Response | None = None) -> Summary:
     response = response or Response()
     ordered = sorted(lead_with_causes(results, catalog), key=_order)
     failed = [r for r in ordered if r.outcome is Outcome.FAILED]
     broken = [r for r in ordered if r.outcome is Outcome.BROKEN]
     incidents = shared_incidents(failed)
-    outages = service_outages(ordered)
-    level = worst([r.severity for r in failed] + [o["severity"] for o in outages])
+    down = outages(ordered)
+    level = combined_severity((r.severity for r in failed), outage=bool(down))
     counts = Counter(str(r.outcome) for r in ordered)
-    services = _services(ordered, outages)
-    unchecked = sorted(s for s, entry in services.items() if entry["status"] == "unchecked")
+    services = _services(ordered, down)
+    unchecked = sorted(s for s, entry in services.items() if entry.status == "unchecked")
+    status: Literal["failing", "incomplete", "healthy"]
     if failed:
         status = "failing"
     elif broken or counts[str(Outcome.NOT_RUN)] or unchecked or run.interrupted:
@@ -90,139 +114,137 @@ def build_summary(results: list[CheckResult], catalog: Catalog, run: RunInfo,
         status = "healthy"
     severity = catalog.severities[level] if level else None
     began = response.first_failure_at or run.started_at
-    verdict: dict[str, Any] = {
-        "status": status,
-        "severity": level,
-        "title": severity.title if severity else None,
-        "respond_within": severity.respond_within if severity else None,
-        "failing_checks": [r.id for r in failed],
-        "broken_checks": [r.id for r in broken],
-        "unchecked_services": unchecked,
-        "interrupted": run.interrupted,
-    }
+    verdict = Verdict(
+        status=status, severity=level,
+        title=severity.title if severity else None,
+        respond_within=severity.respond_within if severity else None,
+        failing_checks=[r.id for r in failed], broken_checks=[r.id for r in broken],
+        unchecked_services=unchecked, interrupted=run.interrupted)
     if severity is not None:
-        verdict["respond_by"] = respond_by(
-            severity.level, severity.respond_within_minutes, began, response.calendar
-        ).isoformat(timespec="seconds")
-        verdict["next_update_at"] = next_update(
-            severity.level, severity.respond_within_minutes, run.finished_at, response.calendar
-        ).isoformat(timespec="seconds")
-    summary: dict[str, Any] = {
-        "schema": SCHEMA,
-        "version": run.version,
-        "environment": run.environment,
-        "environment_file": run.environment_file,
-        "started_at": run.started_at.isoformat(timespec="seconds"),
-        "finished_at": run.finished_at.isoformat(timespec="seconds"),
-        "duration_s": round((run.finished_at - run.started_at).total_seconds(), 3),
-        "arguments": run.arguments,
-        "run_mode": run.run_mode,
-        "verdict": verdict,
-        "counts": {o.value: counts.get(o.value, 0) for o in Outcome},
-        "services": services,
-        "incidents": incidents,
-        "outages": outages,
-        "root_causes": root_causes(failed, incidents, outages),
-        "incident": _incident(response, began if failed else None, run.finished_at),
-        "escalation": escalation(failed, level, began, run.finished_at, response),
-        "recent_changes": recent_changes(ordered),
+        verdict = verdict.model_copy(update={
+            "respond_by": respond_by(severity.level, severity.respond_within_minutes, began,
+                                     response.calendar).isoformat(timespec="seconds"),
+            "next_update_at": next_update(severity.level, severity.respond_within_minutes,
+                                          run.finished_at, response.calendar
+                                          ).isoformat(timespec="seconds")})
+    return Summary(
+        schema=SCHEMA,
+        version=run.version,
+        environment=run.environment,
+        environment_file=run.environment_file,
+        started_at=run.started_at.isoformat(timespec="seconds"),
+        finished_at=run.finished_at.isoformat(timespec="seconds"),
+        duration_s=round((run.finished_at - run.started_at).total_seconds(), 3),
+        arguments=list(run.arguments),
+        run_mode=run.run_mode,
+        verdict=verdict,
+        counts=Counts.model_validate({o.value: counts.get(o.value, 0) for o in Outcome}),
+        services=services,
+        incidents=incidents,
+        outages=down,
+        root_causes=root_causes(failed, incidents, down),
+        incident=_incident(response, began if failed else None, run.finished_at),
+        escalation=escalation(failed, level, began, run.finished_at, response),
+        recent_changes=recent_changes(ordered),
         # The checks' own credentials refused: what they could not see, and why (broken
         # checks, the verdict incomplete: the checks' owners fix it, nobody is paged).
-        "refused_credentials": refused_credentials(r.to_dict() for r in broken),
-        "other_failures": list(run.other_failures),
-        "checks": [r.to_dict() for r in ordered],
-    }
-    return summary
+        refused_credentials=[RefusedCredential.model_validate(refused) for refused in
+                             refused_credentials(r.to_dict() for r in broken)],
+        other_failures=list(run.other_failures),
+        checks=[check_of(r) for r in ordered],
+    )
 
 
-def _services(ordered: list[CheckResult], outages: list[dict[str, Any]]) -> dict[str, Any]:
-    services: dict[str, Any] = {}
-    for r in ordered:
-        entry = services.setdefault(r.service, {"status": "healthy", "worst_severity": None,
-                                                 "failed": [], "broken": [], "skipped": [],
-                                                 "checks": 0})
-        entry["checks"] += 1
-        if r.outcome is Outcome.FAILED:
-            entry["failed"].append(r.id)
-            entry["worst_severity"] = worst([entry["worst_severity"], r.severity])
-        elif r.outcome is Outcome.BROKEN:
-            entry["broken"].append(r.id)
-        elif r.outcome is Outcome.SKIPPED:
-            entry["skipped"].append(r.id)
-    for outage in outages:
-        services[outage["service"]]["worst_severity"] = outage["severity"]
-    for name, entry in services.items():
-        outcomes = [r.outcome for r in ordered if r.service == name]
-        if entry["failed"]:
-            entry["status"] = "failing"
+def check_of(result: CheckResult) -> Check:
+    """A check's result as the summary holds it."""
+    return Check.model_validate(result.to_dict())
+
+
+def outages(results: Iterable[CheckResult | Check]) -> list[Outage]:
+    """The services down (severity.service_outages): every check of them ran and failed."""
+    return [Outage.model_validate(outage) for outage in service_outages(results)]
+
+
+def _services(ordered: list[CheckResult], down: list[Outage]) -> dict[str, ServiceStatus]:
+    in_outage = {o.service: o.severity for o in down}
+    services: dict[str, ServiceStatus] = {}
+    for name in dict.fromkeys(r.service for r in ordered):
+        mine = [r for r in ordered if r.service == name]
+        outcomes = [r.outcome for r in mine]
+        failed = [r.id for r in mine if r.outcome is Outcome.FAILED]
+        broken = [r.id for r in mine if r.outcome is Outcome.BROKEN]
+        status: Literal["failing", "incomplete", "unchecked", "healthy"] = "healthy"
+        if failed:
+            status = "failing"
         elif all(o is Outcome.SKIPPED for o in outcomes):
             # Nothing of it was looked at: not healthy, not judged (e.g. its sections missing).
-            entry["status"] = "unchecked"
-        elif entry["broken"] or Outcome.NOT_RUN in outcomes:
-            entry["status"] = "incomplete"
+            status = "unchecked"
+        elif broken or Outcome.NOT_RUN in outcomes:
+            status = "incomplete"
+        services[name] = ServiceStatus(
+            status=status,
+            worst_severity=in_outage.get(name) or worst(
+                r.severity for r in mine if r.outcome is Outcome.FAILED),
+            failed=failed, broken=broken,
+            skipped=[r.id for r in mine if r.outcome is Outcome.SKIPPED], checks=len(mine))
     return services
 
 
-def root_causes(failed: list[CheckResult], incidents: list[dict[str, Any]],
-                outages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def root_causes(failed: list[CheckResult], incidents: list[DependencyIncident],
+                down: list[Outage]) -> list[RootCause]:
     """What one Initial Notification each speaks of, worst first: a dependency behind
     several services' failures, then each service's remaining failures. A service in outage
     makes its cause SEV1."""
-    down = {o["service"] for o in outages}
-    causes: list[dict[str, Any]] = []
+    in_outage = {o.service for o in down}
     claimed: set[str] = set()
+    shared: list[tuple[DependencyIncident, list[str]]] = []
     for incident in incidents:
-        checks = [c for c in incident["checks"] if c not in claimed]
+        checks = [c for c in incident.checks if c not in claimed]
         claimed.update(checks)
-        services = incident["services"]
-        causes.append({
-            "key": f"dependency:{incident['dependency']}",
-            "title": f"{incident['dependency']} failing for {', '.join(services)}",
-            "dependency": incident["dependency"], "services": services, "checks": checks,
-            "severity": worst([incident["severity"],
-                               *(OUTAGE for s in services if s in down)]),
-        })
+        shared.append((incident, checks))
     # A failure pinned on nothing but its own service (a search that timed out), of a service
     # a dependency incident already covers, that stands on that dependency: its likely
     # consequence, one incident with it rather than a second page.
     by_id = {r.id: r for r in failed}
-    for cause in causes:
+    for incident, checks in shared:
         for r in failed:
             if (r.id not in claimed and set(r.failed_dependencies) <= {r.service}
-                    and r.service in cause["services"] and cause["dependency"] in r.depends_on):
-                cause["checks"].append(r.id)
+                    and r.service in incident.services and incident.dependency in r.depends_on):
+                checks.append(r.id)
                 claimed.add(r.id)
-        cause["severity"] = worst([cause["severity"],
-                                   *(by_id[c].severity for c in cause["checks"])])
+    causes = [RootCause(
+        key=f"dependency:{incident.dependency}",
+        title=f"{incident.dependency} failing for {', '.join(incident.services)}",
+        dependency=incident.dependency, services=incident.services, checks=checks,
+        severity=combined_severity([incident.severity, *(by_id[c].severity for c in checks)],
+                                   outage=bool(in_outage & set(incident.services))))
+        for incident, checks in shared]
     by_service: dict[str, list[CheckResult]] = {}
     for r in failed:
         if r.id not in claimed:
             by_service.setdefault(r.service, []).append(r)
-    for service, results in by_service.items():
-        causes.append({
-            "key": f"service:{service}", "title": service, "dependency": None,
-            "services": [service], "checks": [r.id for r in results],
-            "severity": worst([*(r.severity for r in results),
-                               OUTAGE if service in down else None]),
-        })
-    return sorted(causes, key=lambda c: (rank(c["severity"]), -len(c["services"]), c["key"]))
+    causes += [RootCause(
+        key=f"service:{service}", title=service, dependency=None, services=[service],
+        checks=[r.id for r in results],
+        severity=combined_severity((r.severity for r in results), outage=service in in_outage))
+        for service, results in by_service.items()]
+    return sorted(causes, key=lambda c: (rank(c.severity), -len(c.services), c.key))
 
 
-def _incident(response: Response, began: datetime | None, now: datetime) -> dict[str, Any]:
+def _incident(response: Response, began: datetime | None, now: datetime) -> IncidentResponse:
     calendar = response.calendar
-    return {
-        "ic": response.ic, "war_room": response.war_room,
-        "report_url": response.report_url, "runbook_url": response.runbook_url,
-        "first_failure_at": began.isoformat(timespec="seconds") if began else None,
-        "open_minutes": round((now - began).total_seconds() / 60, 1) if began else None,
-        "calendar": {"timezone": calendar.timezone, "workdays": list(calendar.workdays),
-                     "day_starts": calendar.day_starts.strftime("%H:%M"),
-                     "holidays": [d.isoformat() for d in calendar.holidays]},
-    }
+    return IncidentResponse(
+        ic=response.ic, war_room=response.war_room,
+        report_url=response.report_url, runbook_url=response.runbook_url,
+        first_failure_at=began.isoformat(timespec="seconds") if began else None,
+        open_minutes=round((now - began).total_seconds() / 60, 1) if began else None,
+        calendar=Calendar(timezone=calendar.timezone, workdays=list(calendar.workdays),
+                          day_starts=calendar.day_starts.strftime("%H:%M"),
+                          holidays=[d.isoformat() for d in calendar.holidays]))
 
 
 def escalation(failed: list[CheckResult], level: str | None, began: datetime, now: datetime,
-               response: Response) -> dict[str, Any] | None:
+               response: Response) -> Escalation | None:
     """The runbook's Escalation Procedures for this verdict: the internal level reached by
     severity and time open, and the external teams its causes call for."""
     if level is None:
@@ -232,12 +254,19 @@ def escalation(failed: list[CheckResult], level: str | None, began: datetime, no
                              response.escalation_minutes or None)
     who = {1: response.ic, 2: contacts.get("level_2"), 3: contacts.get("level_3"),
            4: contacts.get("level_4")}.get(reached)
-    external = [{"team": EXTERNAL_TEAMS[key], "contact": contacts.get(key), "why": why}
-                for key, why in external_teams(
-                    (r.impact for r in failed if r.impact),
-                    (d for r in failed for d in r.failed_dependencies))]
-    return {"internal": {"level": reached, "title": LEVELS[reached], "contact": who},
-            "external": external}
+    return Escalation(
+        internal=InternalEscalation(level=reached, title=LEVELS[reached], contact=who),
+        external=external_escalation(
+            (r.impact for r in failed if r.impact),
+            (d for r in failed for d in r.failed_dependencies), contacts))
+
+
+def external_escalation(impacts: Iterable[str], dependencies: Iterable[str],
+                        contacts: Mapping[str, str]) -> list[ExternalTeam]:
+    """The external teams these failures call for (policy.external_teams), by the runbook's
+    names, with the environment's contact for each."""
+    return [ExternalTeam(team=EXTERNAL_TEAMS[key], contact=contacts.get(key), why=why)
+            for key, why in external_teams(impacts, dependencies)]
 
 
 # The runbook's names for the external teams (Escalation Procedures).
@@ -245,34 +274,29 @@ EXTERNAL_TEAMS = {"aws_support": "AWS Support", "payment_provider": "Payment Pro
                   "security_team": "Security Team", "infrastructure_team": "Infrastructure Team"}
 
 
-def shared_incidents(failed: list[CheckResult]) -> list[dict[str, Any]]:
+def shared_incidents(failed: list[CheckResult]) -> list[DependencyIncident]:
     """One dependency failing for several services is one incident, at the worst severity
     of its failures (the runbook's escalation rule), worst first."""
     by_dependency: dict[str, list[CheckResult]] = {}
     for r in failed:
         for dependency in r.failed_dependencies:
             by_dependency.setdefault(dependency, []).append(r)
-    incidents = []
-    for dependency, results in by_dependency.items():
-        services = sorted({r.service for r in results})
-        if len(services) < 2:
-            continue
-        incidents.append({
-            "dependency": dependency,
-            "services": services,
-            "checks": [r.id for r in results],
-            "severity": worst([r.severity for r in results]),
-        })
-    return sorted(incidents, key=lambda i: (rank(i["severity"]), -len(i["services"]),
-                                            i["dependency"]))
+    incidents = [DependencyIncident(dependency=dependency,
+                                    services=sorted({r.service for r in results}),
+                                    checks=[r.id for r in results],
+                                    severity=combined_severity(r.severity for r in results))
+                 for dependency, results in by_dependency.items()]
+    return sorted((i for i in incidents if len(i.services) >= 2),
+                  key=lambda i: (rank(i.severity), -len(i.services), i.dependency))
 
 
-def recent_changes(results: list[CheckResult]) -> list[dict[str, Any]]:
+def recent_changes(results: list[CheckResult]) -> list[RecentChange]:
     """Rollouts within the change window, as the recent-deployments checks saw them, newest
     first: the first suspects when something fails."""
-    changes = [r.evidence["recent_change"] for r in results if isinstance(r.evidence, dict)
+    changes = [RecentChange.model_validate(r.evidence["recent_change"]) for r in results
+               if isinstance(r.evidence, dict)
                and isinstance(r.evidence.get("recent_change"), dict)]
-    return sorted(changes, key=lambda c: c.get("age_minutes") or 0.0)
+    return sorted(changes, key=lambda c: c.age_minutes or 0.0)
 
 
 def _order(r: CheckResult) -> tuple[int, int, int, str]:
@@ -335,106 +359,132 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def render(summary: dict[str, Any]) -> list[str]:
+def render(summary: Summary) -> list[str]:
     """The verdict an on-call engineer reads first, worst first."""
-    verdict, counts = summary["verdict"], summary["counts"]
-    total = sum(counts.values())
-    tally = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-    lines: list[str] = []
-    if verdict["status"] == "failing":
-        lines.append(f"VERDICT {verdict['severity']} {verdict['title']}: respond within "
-                     f"{verdict['respond_within']} — {len(verdict['failing_checks'])} of {total} "
-                     f"checks failing ({tally}) in {summary['environment']}")
-    elif verdict["status"] == "incomplete" and verdict.get("interrupted"):
-        lines.append(f"VERDICT INCOMPLETE: the run was stopped before every check ran "
-                     f"({tally}) in {summary['environment']}")
-    elif verdict["status"] == "incomplete":
-        unchecked = verdict.get("unchecked_services") or []
+    told = {c for refused in summary.refused_credentials for c in refused.checks}
+    return [_headline(summary), *_refusal_lines(summary), *_incident_lines(summary),
+            *(line for check in summary.checks for line in _check_lines(check, told)),
+            *_skipped_lines(summary),
+            *(f"  FAILED {other}: a test that is no runbook check (the verdict does not "
+              "judge it; the exit status is not 0)" for other in summary.other_failures),
+            *_escalation_lines(summary), *_change_lines(summary)]
+
+
+def _headline(summary: Summary) -> str:
+    verdict, counts = summary.verdict, summary.counts
+    total, environment = counts.total, summary.environment
+    tally = ", ".join(f"{n} {k}" for k, n in counts.by_outcome().items() if n)
+    if verdict.status == "failing":
+        return (f"VERDICT {verdict.severity} {verdict.title}: respond within "
+                f"{verdict.respond_within} — {len(verdict.failing_checks)} of {total} "
+                f"checks failing ({tally}) in {environment}")
+    if verdict.status == "incomplete" and verdict.interrupted:
+        return (f"VERDICT INCOMPLETE: the run was stopped before every check ran "
+                f"({tally}) in {environment}")
+    if verdict.status == "incomplete":
+        unchecked = verdict.unchecked_services
         why = (f"; nothing of {', '.join(unchecked)} was checked (every check skipped)"
                if unchecked else "")
-        refused = [r["dependency"] for r in summary.get("refused_credentials") or []]
+        refused = [r.dependency for r in summary.refused_credentials]
         if refused:
             why += f"; {', '.join(refused)} refused the checks' own credentials"
-        lines.append(f"VERDICT INCOMPLETE: no failing check, but not every check ran ({tally}) "
-                     f"in {summary['environment']}{why}")
-    elif counts.get("skipped"):
-        held = sum(1 for c in summary["checks"] if c["outcome"] == "skipped"
-                   and str(c.get("message") or "").startswith(READ_ONLY_PREFIX))
+        return (f"VERDICT INCOMPLETE: no failing check, but not every check ran ({tally}) "
+                f"in {environment}{why}")
+    if counts.skipped:
+        held = len(_held_back(summary))
         why = ", ".join(part for part in (
-            f"{counts['skipped'] - held} not configured" if counts["skipped"] - held else "",
+            f"{counts.skipped - held} not configured" if counts.skipped - held else "",
             f"{held} writing (--read-only)" if held else "") if part)
-        lines.append(f"VERDICT HEALTHY: {counts['passed']} of {total} checks ran and passed in "
-                     f"{summary['environment']}; {counts['skipped']} skipped ({why})")
-    else:
-        lines.append(f"VERDICT HEALTHY: all {total} checks passed in {summary['environment']}")
-    refusals = summary.get("refused_credentials") or []
-    for refused in refusals:
-        # Once per backend, with its fix: the checks' owners', not the platform's on-call.
-        lines.append(f"  CANNOT SEE {refused['dependency']}: it refused the checks' own "
-                     f"credential, so {len(refused['checks'])} check(s) judged nothing there: "
+        return (f"VERDICT HEALTHY: {counts.passed} of {total} checks ran and passed in "
+                f"{environment}; {counts.skipped} skipped ({why})")
+    return f"VERDICT HEALTHY: all {total} checks passed in {environment}"
+
+
+def _held_back(summary: Summary) -> list[str]:
+    """The checks that write, skipped by --read-only."""
+    return [c.id for c in summary.with_outcome(Outcome.SKIPPED)
+            if (c.message or "").startswith(READ_ONLY_PREFIX)]
+
+
+def _refusal_lines(summary: Summary) -> list[str]:
+    """Once per backend, with its fix: the checks' owners', not the platform's on-call."""
+    lines = []
+    for refused in summary.refused_credentials:
+        lines.append(f"  CANNOT SEE {refused.dependency}: it refused the checks' own "
+                     f"credential, so {len(refused.checks)} check(s) judged nothing there: "
                      "fix the checks' configuration (no outage is shown)")
-        lines.append(f"       {refused['refusal']}")
-        lines.extend(f"       fix:  {fix}" for fix in refused.get("fixes") or [])
-        lines.extend(f"       next: {command}" for command in refused.get("commands") or [])
-    told = {c for refused in refusals for c in refused["checks"]}
-    for outage in summary.get("outages", []):
-        lines.append(f"  OUTAGE {outage['service']}: every check failing ({outage['checks']} of "
-                     f"{outage['checks']}): treated as {outage['severity']}")
-    # The root causes' count of checks, as incident.md lists them under each (a failure of
-    # a service the dependency serves, pinned on nothing else, is the cause's too).
-    causes = summary.get("root_causes")
-    shared = ([c for c in causes if c.get("dependency")] if causes is not None
-              else summary.get("incidents", []))
-    for incident in shared:
-        lines.append(f"  INCIDENT {incident['dependency']} failing for "
-                     f"{', '.join(incident['services'])}: one incident, {incident['severity']} "
-                     f"({len(incident['checks'])} checks)")
-    for check in summary["checks"]:
-        outcome = check["outcome"]
-        if outcome == "failed":
-            lines.append(f"  FAIL {check['severity']} {check['service']} · {check['step']} "
-                         f"[{check['id']}]")
-            lines.append(f"       {check['message']}")
-            lines.extend(f"       fix:  {fix}" for fix in check["fixes"])
-            lines.extend(f"       next: {command}" for command in check["commands"])
-        elif outcome in ("broken", "not-run"):
-            label = "BROKEN" if outcome == "broken" else "NOT RUN"
-            lines.append(f"  {label} {check['service']} · {check['step']} [{check['id']}]")
-            lines.append(f"       {check['message']}")
-            if check["id"] not in told:  # a refused credential's fixes are said above
-                lines.extend(f"       fix:  {fix}" for fix in check.get("fixes") or [])
-                lines.extend(f"       next: {c}" for c in check.get("commands") or [])
-    read_only = [c["id"] for c in summary["checks"] if c["outcome"] == "skipped"
-                 and str(c.get("message") or "").startswith(READ_ONLY_PREFIX)]
-    # Each skipped check named once: the writers --read-only held back on their own line.
-    skipped = [c["id"] for c in summary["checks"] if c["outcome"] == "skipped"
-               and c["id"] not in read_only]
-    if verdict["status"] == "healthy" and skipped:
-        lines.append(f"  SKIPPED {', '.join(skipped)}")
-    if read_only:
-        lines.append(f"  READ-ONLY skipped the checks that write: {', '.join(read_only)}")
-    for other in summary.get("other_failures") or []:
-        lines.append(f"  FAILED {other}: a test that is no runbook check (the verdict does not "
-                     "judge it; the exit status is not 0)")
-    escalation = summary.get("escalation")
-    if escalation:
-        internal = escalation["internal"]
-        lines.append(f"  ESCALATE Level {internal['level']} {internal['title']}"
-                     + (f" ({internal['contact']})" if internal.get("contact") else "")
-                     + "".join(f"; {t['team']}" + (f" ({t['contact']})" if t.get("contact")
-                                                    else "") + f": {t['why']}"
-                               for t in escalation["external"]))
-    for change in summary.get("recent_changes", []):
-        at = f" ({change['rolled_out_at']})" if change.get("rolled_out_at") else ""
-        lines.append(f"  CHANGE {change['service']}: deployment {change['deployment']} revision "
-                     f"{change['revision']} rolled out {change['age_minutes']:.0f} min ago{at}")
-        if verdict["status"] == "failing":
-            rollback = change.get("rollback") or (f"kubectl rollout undo deployment/"
-                                                  f"{change['deployment']} -n "
-                                                  f"{change['namespace']}")
-            lines.append(f"       if it preceded the failures: {rollback}")
+        lines.append(f"       {refused.refusal}")
+        lines.extend(f"       fix:  {fix}" for fix in refused.fixes)
+        lines.extend(f"       next: {command}" for command in refused.commands)
     return lines
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+def _incident_lines(summary: Summary) -> list[str]:
+    lines = [f"  OUTAGE {outage.service}: every check failing ({outage.checks} of "
+             f"{outage.checks}): treated as {outage.severity}" for outage in summary.outages]
+    # The root causes' count of checks, as incident.md lists them under each (a failure of
+    # a service the dependency serves, pinned on nothing else, is the cause's too); a
+    # summary written before root causes were names its shared incidents.
+    shared: list[RootCause] | list[DependencyIncident] = (
+        [c for c in summary.root_causes if c.dependency]
+        if "root_causes" in summary.model_fields_set else summary.incidents)
+    lines += [f"  INCIDENT {incident.dependency} failing for "
+              f"{', '.join(incident.services)}: one incident, {incident.severity} "
+              f"({len(incident.checks)} checks)" for incident in shared]
+    return lines
+
+
+def _check_lines(check: Check, told: set[str]) -> list[str]:
+    """A failing, broken or not-run check with its fixes and next commands (a refused
+    credential's fixes are said once, above)."""
+    if check.outcome is Outcome.FAILED:
+        return [f"  FAIL {check.severity} {check.service} · {check.step} [{check.id}]",
+                f"       {check.message}",
+                *(f"       fix:  {fix}" for fix in check.fixes),
+                *(f"       next: {command}" for command in check.commands)]
+    if check.outcome not in (Outcome.BROKEN, Outcome.NOT_RUN):
+        return []
+    label = "BROKEN" if check.outcome is Outcome.BROKEN else "NOT RUN"
+    lines = [f"  {label} {check.service} · {check.step} [{check.id}]", f"       {check.message}"]
+    if check.id not in told:
+        lines.extend(f"       fix:  {fix}" for fix in check.fixes)
+        lines.extend(f"       next: {command}" for command in check.commands)
+    return lines
+
+
+def _skipped_lines(summary: Summary) -> list[str]:
+    """Each skipped check named once: the writers --read-only held back on their own line."""
+    read_only = _held_back(summary)
+    skipped = [c.id for c in summary.with_outcome(Outcome.SKIPPED) if c.id not in read_only]
+    lines = []
+    if summary.verdict.status == "healthy" and skipped:
+        lines.append(f"  SKIPPED {', '.join(skipped)}")
+    if read_only:
+        lines.append(f"  READ-ONLY skipped the checks that write: {', '.join(read_only)}")
+    return lines
+
+
+def _escalation_lines(summary: Summary) -> list[str]:
+    escalation = summary.escalation
+    if escalation is None:
+        return []
+    internal = escalation.internal
+    return [f"  ESCALATE Level {internal.level} {internal.title}"
+            + (f" ({internal.contact})" if internal.contact else "")
+            + "".join(f"; {t.team}" + (f" ({t.contact})" if t.contact else "") + f": {t.why}"
+                      for t in escalation.external)]
+
+
+def _change_lines(summary: Summary) -> list[str]:
+    lines = []
+    for change in summary.recent_changes:
+        at = f" ({change.rolled_out_at})" if change.rolled_out_at else ""
+        lines.append(f"  CHANGE {change.service}: deployment {change.deployment} revision "
+                     f"{change.revision} rolled out {change.age_minutes or 0.0:.0f} min "
+                     f"ago{at}")
+        if summary.verdict.status == "failing":
+            rollback = change.rollback or (f"kubectl rollout undo deployment/"
+                                           f"{change.deployment} -n {change.namespace}")
+            lines.append(f"       if it preceded the failures: {rollback}")
+    return lines
+

@@ -19,7 +19,7 @@ import re
 import uuid
 from typing import Any
 
-from unibazzar_health.config.incident import PagerDutyNotify
+from unibazzar_health.config.fields import EnvVar, HttpUrl, _Section
 from unibazzar_health.incidents.notifiers.base import (
     ConfigError,
     DeliveryError,
@@ -32,8 +32,8 @@ from unibazzar_health.incidents.notifiers.base import (
     post_json,
 )
 from unibazzar_health.incidents.state import ACKNOWLEDGED, SEVERITY_CHANGE
+from unibazzar_health.verdict.severity import SEVERITY_TABLE
 
-SEVERITIES = {"SEV1": "critical", "SEV2": "error", "SEV3": "warning", "SEV4": "info"}
 SUMMARY_LIMIT = 1024  # characters of payload.summary (the Events API's limit)
 EVENT_LIMIT = 512 * 1024  # bytes of a whole event
 ROUTING_KEY = re.compile(r"[A-Za-z0-9]{32}")  # an integration's routing key
@@ -122,7 +122,7 @@ def event(outgoing: Outgoing, routing_key: str) -> dict[str, Any]:
         "payload": {
             "summary": summary[:SUMMARY_LIMIT],
             "source": f"unibazzar-health/{outgoing.environment}",
-            "severity": SEVERITIES.get(str(incident.get("severity")), "error"),
+            "severity": pagerduty_severity(incident.get("severity")),
             "timestamp": incident.get("first_failure_at"),
             "component": ", ".join(incident.get("services", [])),
             "group": outgoing.environment,
@@ -143,6 +143,23 @@ def event(outgoing: Outgoing, routing_key: str) -> dict[str, Any]:
         details["message"] = [line[:1000] for line in details["message"][:50]]
         details["truncated"] = "cut to fit PagerDuty's 512 KB: see the report"
     return body
+
+
+def pagerduty_severity(level: Any) -> str:
+    """The Events API's severity for ours (severity.SEVERITY_TABLE); ``error`` for one we
+    do not know."""
+    known = SEVERITY_TABLE.get(str(level))
+    return known.pagerduty if known else "error"
+
+
+class PagerDutyNotify(_Section):
+    """[notify.pagerduty]: an Events API v2 integration."""
+
+    routing_key_env: EnvVar
+    api_url: HttpUrl = "https://events.pagerduty.com/v2/enqueue"
+
+
+SETTINGS = PagerDutyNotify
 
 
 def build(config: PagerDutyNotify, secret: SecretLookup) -> PagerDutyNotifier:

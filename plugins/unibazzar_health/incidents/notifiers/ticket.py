@@ -24,12 +24,15 @@ evidence is cut first, the marker always kept. Rate limits: a 403 or 429 with
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from unibazzar_health.config.incident import TicketNotify
+from pydantic import AfterValidator, Field
+
+from unibazzar_health.config.fields import EnvVar, HttpUrl, _Section
 from unibazzar_health.incidents.notifiers.base import (
     ConfigError,
     DeliveryError,
@@ -44,6 +47,7 @@ from unibazzar_health.incidents.notifiers.base import (
 )
 from unibazzar_health.incidents.state import KINDS
 from unibazzar_health.reports.messages import sev
+from unibazzar_health.verdict.model import carried_summary
 
 API_VERSION = "2022-11-28"
 PER_PAGE = 100  # comments per page when a resend looks for its own
@@ -256,15 +260,35 @@ def body(outgoing: Outgoing, marker: str = "") -> str:
     """incident.md for this incident: the heading, then the Initial Notification with its
     details (evidence, fixes, commands, escalation, the report link), within GitHub's
     limit with ``marker`` whole at its end."""
-    verdict = outgoing.summary.get("verdict") or {}
-    head = (f"# Incident: {outgoing.environment} — {sev(verdict.get('severity'))} "
-            f"{verdict.get('title') or ''}").rstrip()[:1000]
+    summary = carried_summary(outgoing.summary)
+    verdict = summary.verdict if summary else None
+    head = (f"# Incident: {outgoing.environment} — {sev(verdict.severity if verdict else None)} "
+            f"{(verdict.title if verdict else None) or ''}").rstrip()[:1000]
     report = outgoing.incident.get("report_url")
     details = list(outgoing.message.details)
     if report and f"Report: {report}" not in details:
         details += ["", f"Report: {report}"]
     return head + "\n\n" + fit_markdown(outgoing.message.lines, details,
                                          BODY_LIMIT - len(head) - 2, marker)
+
+
+def _repository(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", value):
+        raise ValueError("expected a GitHub repository as owner/name")
+    return value
+
+
+class TicketNotify(_Section):
+    """[notify.ticket]: a GitHub issue per incident."""
+
+    kind: Literal["github"] = "github"
+    api_url: HttpUrl = "https://api.github.com"
+    repository: Annotated[str, AfterValidator(_repository)]
+    token_env: EnvVar
+    labels: list[str] = Field(default=["incident"])
+
+
+SETTINGS = TicketNotify
 
 
 def build(config: TicketNotify, secret: SecretLookup) -> GitHubTicketNotifier:

@@ -19,9 +19,11 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from unibazzar_health.config.incident import WebhookNotify
+from pydantic import Field
+
+from unibazzar_health.config.fields import EnvVar, HttpUrl, _Section
 from unibazzar_health.incidents.notifiers.base import (
     EVIDENCE_CHARS,
     DeliveryError,
@@ -35,6 +37,7 @@ from unibazzar_health.incidents.notifiers.base import (
     post_json,
 )
 from unibazzar_health.incidents.state import KINDS
+from unibazzar_health.verdict.model import Check, carried_summary
 
 SCHEMA = "unibazzar-health/notification/v1"
 
@@ -110,30 +113,38 @@ def encoded(outgoing: Outgoing, max_bytes: int) -> bytes:
     return body
 
 
-def _checks(data: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in data["summary"].get("checks") or [] if isinstance(c, dict)]
+def _each_check(data: dict[str, Any], change: Callable[[Check], Check]) -> None:
+    """The document's summary with each of its checks changed (read through its model and
+    written back as it was given, the changes included)."""
+    summary = carried_summary(data["summary"])
+    if summary is not None:
+        data["summary"] = summary.model_copy(
+            update={"checks": [change(c) for c in summary.checks]}).to_dict()
 
 
 def _cut_evidence(data: dict[str, Any]) -> None:
-    for check in _checks(data):
-        message = str(check.get("message") or "")
+    def cut(check: Check) -> Check:
+        message = check.message or ""
+        update: dict[str, Any] = {}
         if len(message) > EVIDENCE_CHARS:
-            check["message"] = message[:EVIDENCE_CHARS - 1] + "…"
-        if len(json.dumps(check.get("evidence"), default=str)) > EVIDENCE_CHARS:
-            check["evidence"] = None
+            update["message"] = message[:EVIDENCE_CHARS - 1] + "…"
+        if len(json.dumps(check.evidence, default=str)) > EVIDENCE_CHARS:
+            update["evidence"] = None
+        return check.model_copy(update=update)
+
+    _each_check(data, cut)
     data["message"]["details"] = fit_lines(data["message"]["details"], 32 * 1024)
     data["message"]["markdown"] = None
 
 
 def _drop_context(data: dict[str, Any]) -> None:
-    for check in _checks(data):
-        check["context"], check["failures"], check["evidence"] = None, [], None
+    _each_check(data, lambda c: c.model_copy(update={"context": None, "failures": [],
+                                                      "evidence": None}))
 
 
 def _bare_checks(data: dict[str, Any]) -> None:
-    data["summary"]["checks"] = [{k: c.get(k) for k in ("id", "service", "outcome",
-                                                         "severity")}
-                                 for c in _checks(data)]
+    _each_check(data, lambda c: Check(id=c.id, service=c.service, outcome=c.outcome,
+                                      severity=c.severity))
 
 
 def _cut_details(data: dict[str, Any]) -> None:
@@ -176,6 +187,18 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     refuse an old request replayed."""
     return hmac.new(secret.encode(), timestamp.encode() + b"." + body,
                     hashlib.sha256).hexdigest()
+
+
+class WebhookNotify(_Section):
+    """[notify.webhook]: any receiver of the notification document (SCHEMA)."""
+
+    url: HttpUrl  # carries no secret (refused with one); sign with secret_env instead
+    secret_env: EnvVar | None = None  # HMAC-SHA256 of each body, X-UniBazzar-Signature
+    # The largest document sent: a receiver behind a proxy refuses bigger bodies (413).
+    max_bytes: Annotated[int, Field(ge=16 * 1024)] = 256 * 1024
+
+
+SETTINGS = WebhookNotify
 
 
 def build(config: WebhookNotify, secret: SecretLookup) -> WebhookNotifier:

@@ -17,7 +17,9 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from unibazzar_health.config.incident import SlackNotify
+from pydantic import model_validator
+
+from unibazzar_health.config.fields import EnvVar, HttpUrl, _Section
 from unibazzar_health.incidents.notifiers.base import (
     ConfigError,
     Outgoing,
@@ -97,6 +99,29 @@ class SlackNotifier:
                                     response.headers, credentials=self._setting,
                                     revoked=(404, 410))
         return Receipt(status=response.status_code)
+
+
+class SlackNotify(_Section):
+    """[notify.slack], one of two modes: an incoming webhook (each message in the channel),
+    or a bot token and a channel (one thread per incident, its root edited as it goes)."""
+
+    # The whole incoming-webhook URL is the secret (its path is the token).
+    webhook_url_env: EnvVar | None = None
+    token_env: EnvVar | None = None  # a bot token (xoxb-…) with chat:write, channels:history
+    channel: str | None = None  # the channel's ID (C…), the bot invited to it
+    api_url: HttpUrl = "https://slack.com/api/"
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackNotify:
+        if (self.webhook_url_env is None) == (self.token_env is None):
+            raise ValueError("set webhook_url_env (an incoming webhook) or token_env and "
+                             "channel (a bot's thread per incident), not both or neither")
+        if self.token_env is not None and not self.channel:
+            raise ValueError("channel is required with token_env (the channel's ID, C…)")
+        return self
+
+
+SETTINGS = SlackNotify
 
 
 def build(config: SlackNotify, secret: SecretLookup) -> Any:

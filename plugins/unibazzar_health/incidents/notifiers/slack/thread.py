@@ -38,6 +38,7 @@ from unibazzar_health.incidents.notifiers.slack.blocks import (
     message_text,
 )
 from unibazzar_health.incidents.state import KINDS
+from unibazzar_health.verdict.model import carried_summary
 
 EVENT_TYPE = "unibazzar_health_delivery"
 # Errors that name the token, then the channel (Slack's own words): refused for good.
@@ -182,7 +183,8 @@ def root_text(outgoing: Outgoing) -> str:
         duration = next((line.removeprefix("Duration: ") for line in lines
                          if line.startswith("Duration: ")), "")
         return f"✅ RESOLVED — {sev(str(incident.get('severity')))} {title} — {_escape(duration)}"
-    ic = (outgoing.summary.get("incident") or {}).get("ic")
+    summary = carried_summary(outgoing.summary)
+    ic = summary.incident.ic if summary else None
     return (f"🚨 {sev(str(incident.get('severity')))} {title}"
             + (f" — IC {_escape(str(ic))}" if ic else "")
             + f" — latest: {_escape(lines[0])}")
