@@ -3,6 +3,7 @@ and helpers to run the check suite as a user would."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any
 
 import pytest
@@ -183,18 +184,53 @@ SANDBOX_HELPERS = ("running_sandbox", "run_checks", "sandbox", "fault", "sandbox
                    "admin_dsn", "sandbox_logs_kept", "environment_with")
 
 
+def _names_used(code: CodeType) -> Iterator[str]:
+    """The global (and attribute) names a function's code uses, its nested functions' too."""
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            yield from _names_used(const)
+
+
+def _stands_on_sandbox(function: Any, seen: set[CodeType]) -> bool:
+    """Whether ``function``, or a function of its module it calls, uses a helper of
+    SANDBOX_HELPERS (by identity, whatever name its module gave it)."""
+    code = getattr(function, "__code__", None)
+    module = sys.modules.get(getattr(function, "__module__", "") or "")
+    if code is None or module is None or code in seen:
+        return False
+    seen.add(code)
+    here = sys.modules[__name__]
+    helpers = {getattr(here, name) for name in SANDBOX_HELPERS}
+    space = vars(module)
+    for name in _names_used(code):
+        value = space.get(name)
+        if value is None:
+            continue
+        if any(value is helper for helper in helpers):
+            return True
+        if (inspect.isfunction(value) and value.__module__ == module.__name__
+                and _stands_on_sandbox(value, seen)):
+            return True
+    return False
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m selects by the marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The shared sandbox takes one test at a time (a fault is global, and a game day's
-    observers run in its test's process): every test of a module that stands on it is
-    marked ``sandbox``, so scripts/test can run them in one process, in order, and the
-    others in another, at the same time."""
-    here = sys.modules[__name__]
+    observers run in its test's process): a test that stands on it — through the
+    running_sandbox fixture, or a helper above used by its function, a function of its
+    module it calls, or one of its fixtures — is marked ``sandbox``, so scripts/test runs
+    those in one process, in order, and the others in another, at the same time."""
     for item in items:
-        module = getattr(item, "module", None)
-        uses = "running_sandbox" in getattr(item, "fixturenames", ()) or any(
-            getattr(module, name, None) is getattr(here, name) for name in SANDBOX_HELPERS)
-        if uses and not item.get_closest_marker("sandbox"):
+        if item.get_closest_marker("sandbox") or not isinstance(item, pytest.Function):
+            continue
+        fixtures = [definition.func
+                    for definitions in item._fixtureinfo.name2fixturedefs.values()
+                    for definition in definitions]
+        seen: set[CodeType] = set()
+        if "running_sandbox" in item.fixturenames or any(
+                _stands_on_sandbox(function, seen) for function in (item.function, *fixtures)):
             item.add_marker(pytest.mark.sandbox)
 
 

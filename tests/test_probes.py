@@ -42,11 +42,9 @@ from unibazzar_health.probes import (
 )
 from unibazzar_health.probes.aws import client as aws_client
 
-from conftest import admin_dsn
+from conftest import admin_dsn, named_variables
 
 ROOT = Path(__file__).resolve().parent.parent
-
-pytestmark = pytest.mark.sandbox
 
 DEADLINE = 1.0
 # Every probe is bounded by ONE deadline against these dead servers (k = 1):
@@ -67,6 +65,18 @@ MARGIN = 0.5
 @pytest.fixture(scope="module")
 def ctx(running_sandbox: None) -> CheckContext:
     return CheckContext(load_environment(ROOT / "environments" / "sandbox.toml"))
+
+
+@pytest.fixture(scope="module")
+def aim_ctx(tmp_path_factory: pytest.TempPathFactory) -> CheckContext:
+    """The sandbox's environment without the sandbox: its targets only, for probes aimed at
+    dead addresses (no server that checks a secret is reached), so these tests run beside
+    the ones that stand on the sandbox. Every secret is a stand-in."""
+    text = (ROOT / "environments" / "sandbox.toml").read_text()
+    path = tmp_path_factory.mktemp("aim") / "environment.toml"
+    path.write_text(re.sub(r"(?m)^secrets_file = .*\n", "", text))
+    return CheckContext(load_environment(path, dict.fromkeys(named_variables(text),
+                                                             "stand-in")))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -178,10 +188,10 @@ def _fails(probe: Callable[[], object], give_up: float = 10.0) -> tuple[ProbeErr
 
 @pytest.mark.parametrize("name", list(PROBES))
 def test_a_backend_that_never_answers_costs_one_deadline(
-        name: str, ctx: CheckContext, hang_listener: tuple[str, int]) -> None:
+        name: str, aim_ctx: CheckContext, hang_listener: tuple[str, int]) -> None:
     backend, aimed = PROBES[name]
     host, port = hang_listener
-    error, elapsed = _fails(lambda: aimed(ctx, f"{host}:{port}", DEADLINE))
+    error, elapsed = _fails(lambda: aimed(aim_ctx, f"{host}:{port}", DEADLINE))
     print(f"{name}: {elapsed:.3f} s against the hang listener")
     assert isinstance(error, DeadlineExceeded), error
     # Not before the deadline (it really waited), not much after it.
@@ -195,10 +205,10 @@ def test_a_backend_that_never_answers_costs_one_deadline(
 
 @pytest.mark.parametrize("name", list(PROBES))
 def test_a_refused_connection_is_a_clear_error_at_once(
-        name: str, ctx: CheckContext, closed_port: tuple[str, int]) -> None:
+        name: str, aim_ctx: CheckContext, closed_port: tuple[str, int]) -> None:
     backend, aimed = PROBES[name]
     host, port = closed_port
-    error, elapsed = _fails(lambda: aimed(ctx, f"{host}:{port}", 5.0))
+    error, elapsed = _fails(lambda: aimed(aim_ctx, f"{host}:{port}", 5.0))
     # Refused is an answer: nothing waits for the 5 s deadline, nothing calls it a timeout.
     assert not isinstance(error, DeadlineExceeded), error
     assert elapsed < 1.0, f"{elapsed:.2f} s: {error}"
@@ -210,11 +220,12 @@ def test_a_refused_connection_is_a_clear_error_at_once(
 
 
 @pytest.mark.parametrize("name", list(PROBES))
-def test_a_host_name_that_does_not_resolve_is_unreachable(name: str, ctx: CheckContext) -> None:
+def test_a_host_name_that_does_not_resolve_is_unreachable(name: str,
+                                                          aim_ctx: CheckContext) -> None:
     """.invalid never resolves (RFC 2606): a wrong host in the environment file, or DNS
     gone. Not a timeout, not refused: what to check next is the name and the network."""
     backend, aimed = PROBES[name]
-    error, _ = _fails(lambda: aimed(ctx, "nonexistent.invalid:5555", 5.0))
+    error, _ = _fails(lambda: aimed(aim_ctx, "nonexistent.invalid:5555", 5.0))
     assert str(error).startswith(f"{backend} at "), error
     assert error.kind is FailureKind.UNREACHABLE, error
 
@@ -542,8 +553,13 @@ def test_our_own_stall_is_not_read_as_a_slow_redis(ctx: CheckContext) -> None:
     """Our thread held off 30 ms and more after its system calls: our clock reads the round
     trips that late (p95 well above the 50 ms the check judges, as on a busy host), this
     host's network stack sees Redis answer at once, and the evidence says whose time it was."""
-    with our_thread_stalled(0.03):
-        seen = redis.cache_performance(ctx.redis("ai-cache"), samples=5)
+    # The spinners take the interpreter only when the OS gives them a core: on a loaded
+    # machine a round of five samples can miss every stall, so up to five rounds.
+    for _ in range(5):
+        with our_thread_stalled(0.03):
+            seen = redis.cache_performance(ctx.redis("ai-cache"), samples=5)
+        if seen.ping_p95_our_clock_ms > 50:
+            break
     assert seen.kernel_timed, seen
     assert seen.ping_p95_our_clock_ms > 50, seen
     assert seen.ping_p95_ms < 10, seen

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from unibazzar_health.config.errors import EnvironmentFileError, secret_in_url, shown_url
 from unibazzar_health.config.names import SERVICES
 from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.distribution import SHARE_KEY, group_of, make_scheduler, share_of
 from unibazzar_health.judges.observer import BudgetExhausted, Observation, Observer
 from unibazzar_health.judges.shared import SharedObservations
-from unibazzar_health.reports.gate import DEFAULT_FAIL_ON, FAIL_ON_CHOICES
+from unibazzar_health.reports.gate import DEFAULT_FAIL_ON, FAIL_ON_CHOICES, exit_status, explain
 from unibazzar_health.verdict.catalog import (
     BACKEND_MARKERS,
     CANARY_WRITE,
@@ -29,14 +31,19 @@ from unibazzar_health.verdict.catalog import (
     CheckEntry,
     load_catalog,
 )
+from unibazzar_health.verdict.policy import now
 from unibazzar_health.verdict.results import (
     PROPERTY_KEY,
     READ_ONLY_PREFIX,
     CheckResult,
     Outcome,
     build_result,
+    classify,
 )
 
+# Loaded by every pytest run (the pytest11 entry point): our modules that bring pydantic (the
+# environment's settings, judges.runbook, the summary's model and what writes, shows and
+# posts it) are imported inside the hooks of a run that collected runbook checks.
 if TYPE_CHECKING:
     from unibazzar_health.config.environment import Environment
     from unibazzar_health.config.platform import Thresholds
@@ -130,8 +137,6 @@ def _pushgateway_url(value: str) -> str:
     """An http(s) URL with no secret in it: it is shown in summary.json's arguments and on
     the terminal ("metrics: pushed to ..."), so a password or token is refused, unshown."""
     from urllib.parse import urlsplit
-
-    from unibazzar_health.config.errors import secret_in_url, shown_url
 
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -306,8 +311,6 @@ def pytest_configure(config: pytest.Config) -> None:
     environment is resolved when the collection holds a runbook check
     (pytest_collection_finish), still before any probe runs, or on an xdist controller when
     it hands settings to its first worker."""
-    from unibazzar_health.verdict.policy import now
-
     config.stash[START_KEY] = (time.monotonic(), now())
     if not _is_worker(config):
         _refuse_separate_path_values(config)
@@ -347,7 +350,6 @@ def _environment(config: pytest.Config) -> Environment:
         return Environment.from_wire(workerinput[WIRE_KEY])
     # Here, not at import: a pytest run without runbook checks never loads the settings.
     from unibazzar_health.config.environment import choose_environment_file
-    from unibazzar_health.config.errors import EnvironmentFileError
     from unibazzar_health.incidents.config import load_environment
 
     name, file = config.option.unibazzar_env, config.option.unibazzar_env_file
@@ -488,8 +490,6 @@ class XdistHooks:
         # sees: it resolves the settings when it hands them to its first worker. An error is
         # kept until a worker reports that it collected checks (pytest_testnodedown): a
         # distributed run without checks stays unaffected.
-        from unibazzar_health.distribution import SHARE_KEY
-
         config = node.config
         state = config.stash.get(RUN_KEY, None)
         if state is None and self.error is None and _wants_environment(config):
@@ -511,8 +511,6 @@ class XdistHooks:
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         if RUN_KEY not in config.stash or not _shares_up_front(config):
             return None
-        from unibazzar_health.distribution import make_scheduler
-
         return make_scheduler(config, log)
 
 
@@ -549,8 +547,6 @@ def _skip_traceback_of_findings(item: pytest.Function) -> None:
     traceback = item.repr_failure
 
     def repr_failure(excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
-        from unibazzar_health.verdict.results import Outcome, classify
-
         if classify(excinfo.value, skipped=False) is Outcome.FAILED:
             return str(excinfo.value)
         return traceback(excinfo)
@@ -575,8 +571,6 @@ def _own_items(session: pytest.Session) -> list[pytest.Item]:
     config = session.config
     if not _is_worker(config):
         return list(session.items)
-    from unibazzar_health.distribution import SHARE_KEY, share_of
-
     workerinput = config.workerinput  # type: ignore[attr-defined]
     if not workerinput.get(SHARE_KEY):
         return []
@@ -743,8 +737,6 @@ class ResultCollector:
 
 
 def crashed_result(nodeid: str, why: str) -> CheckResult:
-    from unibazzar_health.distribution import group_of
-
     service = group_of(nodeid)
     return CheckResult(id=nodeid, service=service if service in SERVICES else "unknown",
                        step="(the process running it crashed)", title=nodeid, nodeid=nodeid,
@@ -759,9 +751,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not state.results or state.env is None:
         return
     # Only a run that judged a check builds a summary (pydantic's models: verdict/model.py).
-    from unibazzar_health.reports.gate import exit_status
     from unibazzar_health.reports.outputs import write_outputs
-    from unibazzar_health.verdict.policy import now
     from unibazzar_health.verdict.summary import RunInfo, build_summary
 
     # Stopped by hand (Ctrl-C) or by -x: what did not run is no evidence of health.
@@ -890,7 +880,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = config.stash.get(RUN_KEY, None)
     if state is None or state.summary is None:
         return
-    from unibazzar_health.reports.gate import exit_status, explain
     from unibazzar_health.verdict.summary import render
 
     status = state.summary.verdict.status

@@ -54,7 +54,9 @@ NAMESPACE = 'unibazzar'
 REPLICAS = 2
 POD_TEMPLATE_HASH = '7d9f8'  # fixed so pod names are predictable: <svc>-7d9f8-abc12 / -def34
 POD_SUFFIXES = ('abc12', 'def34')
-PROBE_TIMEOUT = 0.3  # seconds per TCP readiness probe
+# Seconds per TCP readiness probe: the kubelet's default timeoutSeconds. A shorter one read a
+# stand-in as unready when this host was busy (probe-host-busy), which no kubelet would.
+PROBE_TIMEOUT = 1.0
 SHUTDOWN_TIMEOUT = 2.0  # seconds; only open watch streams can take this long
 
 DEPLOYMENTS = kmock.resource('apps', 'v1', 'deployments')

@@ -25,6 +25,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from unibazzar_health.config.errors import EnvironmentFileError
+from unibazzar_health.incidents import commander
+from unibazzar_health.incidents.commander import ActionError
+from unibazzar_health.incidents.lifecycle import Policy, acknowledged
+from unibazzar_health.incidents.notifiers import NOTIFIERS, kinds_of
+from unibazzar_health.incidents.state import StoreError
+from unibazzar_health.verdict.policy import clock, human_duration
+from unibazzar_health.verdict.policy import parse_time as at
+
 DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?:in)?)?")
 
 
@@ -90,8 +99,6 @@ def _when(text: str) -> datetime:
 
 def minutes_of(text: str) -> float:
     """``30m``, ``2h``, ``1d2h`` (or a bare number of minutes) in minutes."""
-    from unibazzar_health.incidents.commander import ActionError
-
     text = text.strip().lower()
     if text.isdigit():
         return float(text)
@@ -103,11 +110,10 @@ def minutes_of(text: str) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imported here: the command line builds its parser from this module for every command;
+    # only an incident action reads the environment file's settings (pydantic models).
     from unibazzar_health.config.environment import choose_environment_file, read_environment_file
-    from unibazzar_health.config.errors import EnvironmentFileError
-    from unibazzar_health.incidents.commander import ActionError
     from unibazzar_health.incidents.config import open_store_of_file
-    from unibazzar_health.incidents.state import StoreError
 
     path = choose_environment_file(Path.cwd(), args.env, args.env_file, os.environ)
     try:
@@ -145,9 +151,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _act(args: argparse.Namespace, state: Any, now: datetime, spec: Any) -> tuple[Any, str]:
-    from unibazzar_health.incidents import commander
-    from unibazzar_health.verdict.policy import clock
-
     key, by = args.key, args.by
     if args.action_name == "ack":
         timeout = spec.escalation.ack_timeout_minutes
@@ -177,9 +180,6 @@ def _act(args: argparse.Namespace, state: Any, now: datetime, spec: Any) -> tupl
 def _policy(spec: Any) -> Any:
     """The policy an action enqueues with: the environment's name and its notifiers (their
     kinds, read without their secrets)."""
-    from unibazzar_health.incidents.lifecycle import Policy
-    from unibazzar_health.incidents.notifiers import NOTIFIERS, kinds_of
-
     tables = spec.notify.tables if spec.notify is not None else {}
     configured = [name for name in NOTIFIERS if name in tables]
     return Policy(environment=spec.environment.name,
@@ -189,7 +189,6 @@ def _policy(spec: Any) -> Any:
 def _post_now(path: Path, args: argparse.Namespace, notifiers: list[str]) -> list[str]:
     """Send what the action queued, where this shell has the notifiers' secrets; else say
     the next run sends it."""
-    from unibazzar_health.config.errors import EnvironmentFileError
     from unibazzar_health.incidents.config import enabled, load_environment
     from unibazzar_health.incidents.posting import Poster
 
@@ -209,10 +208,6 @@ def _post_now(path: Path, args: argparse.Namespace, notifiers: list[str]) -> lis
 
 def listing(state: Any, now: datetime, spec: Any) -> list[str]:
     """The open incidents as a table a person reads at 3 a.m."""
-    from unibazzar_health.incidents.lifecycle import Policy, acknowledged
-    from unibazzar_health.verdict.policy import clock, human_duration
-    from unibazzar_health.verdict.policy import parse_time as at
-
     policy = Policy(environment=spec.environment.name,
                     ack_timeout_minutes=spec.escalation.ack_timeout_minutes)
     rows = [("KEY", "SEVERITY", "AGE", "IC", "LEVEL", "ACKNOWLEDGED BY", "NEXT UPDATE DUE")]

@@ -6,23 +6,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ValidationError
 
 from unibazzar_health.config import environment
-from unibazzar_health.config.environment import EnvironmentFile, first_error
+from unibazzar_health.config.environment import (
+    Environment,
+    EnvironmentFile,
+    first_error,
+    read_environment_file,
+)
 from unibazzar_health.config.errors import NO_VALUE, EnvironmentFileError
+from unibazzar_health.config.incident import IncidentState, Notify
+from unibazzar_health.config.secrets import resolve_secrets
+from unibazzar_health.incidents.lifecycle import (
+    DEFAULT_ALERT_AFTER,
+    DEFAULT_RESOLVE_AFTER,
+    Mute,
+    Policy,
+)
 from unibazzar_health.incidents.notifiers import NOTIFIERS, build_all, settings_model
-from unibazzar_health.incidents.notifiers.base import ConfigError
-
-if TYPE_CHECKING:
-    from unibazzar_health.config.environment import Environment
-    from unibazzar_health.config.incident import IncidentState, Notify
-    from unibazzar_health.incidents.lifecycle import Mute, Policy
-    from unibazzar_health.incidents.notifiers.base import Notifier
-    from unibazzar_health.incidents.state import StateStore
-    from unibazzar_health.verdict.policy import BusinessCalendar
+from unibazzar_health.incidents.notifiers.base import ConfigError, Notifier
+from unibazzar_health.incidents.redis_store import RedisStore
+from unibazzar_health.incidents.state import StateStore
+from unibazzar_health.verdict.catalog import load_catalog
+from unibazzar_health.verdict.policy import (
+    DEFAULT_ESCALATION_MINUTES,
+    WEEKDAY_NUMBERS,
+    BusinessCalendar,
+)
 
 
 def load_environment(path: Path, environ: Mapping[str, str] | None = None) -> Environment:
@@ -45,8 +57,6 @@ def check_incident_settings(path: Path, spec: EnvironmentFile,
         raise EnvironmentFileError(path, "incident_state.url", NO_VALUE,
                                    "required when incident_state.backend is 'redis'")
     if spec.silences:
-        from unibazzar_health.verdict.catalog import load_catalog
-
         known = load_catalog().checks
         for index, silence in enumerate(spec.silences):
             if silence.check is not None and silence.check not in known:
@@ -98,8 +108,6 @@ def notifiers(env: Environment) -> list[Notifier]:
 
 
 def mutes(env: Environment) -> tuple[Mute, ...]:
-    from unibazzar_health.incidents.lifecycle import Mute
-
     spec = env.spec
     found = [Mute(reason=s.reason, until=s.until, service=s.service, check=s.check)
              for s in spec.silences]
@@ -121,8 +129,6 @@ def contacts(spec: EnvironmentFile) -> dict[str, str]:
 
 def business_calendar(spec: EnvironmentFile) -> BusinessCalendar:
     """The environment's [calendar] as the policy reads it (SEV4: the next business day)."""
-    from unibazzar_health.verdict.policy import WEEKDAY_NUMBERS, BusinessCalendar
-
     calendar = spec.calendar
     return BusinessCalendar(timezone=calendar.timezone,
                             workdays=tuple(WEEKDAY_NUMBERS[d] for d in calendar.workdays),
@@ -130,14 +136,6 @@ def business_calendar(spec: EnvironmentFile) -> BusinessCalendar:
 
 
 def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
-    from unibazzar_health.incidents.lifecycle import (
-        DEFAULT_ALERT_AFTER,
-        DEFAULT_RESOLVE_AFTER,
-        Policy,
-    )
-    from unibazzar_health.verdict.catalog import load_catalog
-    from unibazzar_health.verdict.policy import DEFAULT_ESCALATION_MINUTES
-
     spec = env.spec
     alerting = spec.alerting
     every = {level: minutes for level, minutes in
@@ -171,8 +169,6 @@ def policy(env: Environment, run_mode: str, posting: list[Notifier]) -> Policy:
 def open_store(env: Environment, reports_dir: Path) -> StateStore:
     """The environment's store ([incident_state]; default: SQLite under the reports
     directory)."""
-    from unibazzar_health.config.incident import IncidentState
-
     config = env.spec.incident_state or IncidentState()
     return store_of(config, env.secret(config.password_env), reports_dir)
 
@@ -182,10 +178,6 @@ def open_store_of_file(path: Path, reports_dir: Path,
     """(store, environment name) an environment file names, for the commands that only read
     the store (timeline, postmortem): the file is validated, but of its secrets only the
     store's password is resolved — a runner that reads the timeline needs no Slack URL."""
-    from unibazzar_health.config.environment import read_environment_file
-    from unibazzar_health.config.incident import IncidentState
-    from unibazzar_health.config.secrets import resolve_secrets
-
     spec, raw = read_environment_file(path)
     check_notifier_tables(path, spec)
     config = spec.incident_state or IncidentState()
@@ -200,12 +192,12 @@ def open_store_of_file(path: Path, reports_dir: Path,
 
 def store_of(config: IncidentState, password: str | None, reports_dir: Path) -> StateStore:
     if config.backend == "redis":
-        from unibazzar_health.incidents.redis_store import RedisStore
-
         assert config.url is not None  # check_incident_settings
         return RedisStore(config.url, password, prefix=config.key_prefix,
                           deadline=config.deadline, lock_wait=config.lock_wait,
                           keep_runs=config.keep_runs, keep_days=config.keep_days)
+    # Imported here: SqliteStore brings sqlite3, which a run that keeps no incidents (or keeps
+    # them in Redis) never loads.
     from unibazzar_health.incidents.sqlite_store import SqliteStore
 
     path = Path(config.path)

@@ -44,6 +44,7 @@ from unibazzar_health.incidents.state import (
     StatusChange,
 )
 from unibazzar_health.reports import messages
+from unibazzar_health.verdict.catalog import load_catalog
 from unibazzar_health.verdict.model import (
     Check,
     Escalation,
@@ -100,8 +101,6 @@ class Mute:
 
 
 def _catalog_severities() -> Mapping[str, Any]:
-    from unibazzar_health.verdict.catalog import load_catalog
-
     return load_catalog().severities
 
 

@@ -15,6 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from unibazzar_health.config.errors import EnvironmentFileError
+from unibazzar_health.incidents.notifiers.base import DeliveryError, RequestBudget
 from unibazzar_health.probes.deadline import within
 
 
@@ -33,8 +35,9 @@ def add_command(commands: Any) -> None:
 
 
 def _test_command(args: argparse.Namespace) -> int:
+    # Imported here: the command line builds its parser from this module for every command;
+    # only this one reads the environment file's settings (pydantic models).
     from unibazzar_health.config.environment import choose_environment_file
-    from unibazzar_health.config.errors import EnvironmentFileError
     from unibazzar_health.incidents.config import load_environment, notifiers
 
     path = choose_environment_file(Path.cwd(), args.env, args.env_file, os.environ)
@@ -63,8 +66,6 @@ def _test_command(args: argparse.Namespace) -> int:
 
 def test_one(notifier: Any, deadline: float, budget: float) -> tuple[bool, list[str]]:
     """(accepted, the service's answers) for one notifier's test, bounded by ``budget``."""
-    from unibazzar_health.incidents.notifiers.base import DeliveryError, RequestBudget
-
     ends = time.monotonic() + budget
     finished, value = within(partial(notifier.test, RequestBudget(deadline, ends)), budget,
                              "unibazzar-post")

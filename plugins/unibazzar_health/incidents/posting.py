@@ -37,10 +37,20 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from unibazzar_health.config.environment import Environment
 from unibazzar_health.config.redaction import Redactor
-from unibazzar_health.incidents.notifiers.base import MIN_REQUEST_S
+from unibazzar_health.incidents import config, lifecycle
+from unibazzar_health.incidents.lifecycle import Decision, Policy
+from unibazzar_health.incidents.notifiers.base import (
+    MIN_REQUEST_S,
+    DeliveryError,
+    Notifier,
+    Outgoing,
+    Receipt,
+    RequestBudget,
+)
 from unibazzar_health.incidents.state import (
     FAILED,
     FINISHED,
@@ -52,18 +62,15 @@ from unibazzar_health.incidents.state import (
     Delivery,
     EnvironmentState,
     RunRecord,
+    StateStore,
     StatusChange,
     StoreError,
 )
 from unibazzar_health.probes.deadline import within
+from unibazzar_health.reports.messages import Message
 from unibazzar_health.verdict.model import Silenced, Summary, stored_summaries
 from unibazzar_health.verdict.policy import parse_time as at
-
-if TYPE_CHECKING:
-    from unibazzar_health.config.environment import Environment
-    from unibazzar_health.incidents.lifecycle import Decision, Policy
-    from unibazzar_health.incidents.notifiers.base import Notifier, Outgoing, Receipt
-    from unibazzar_health.incidents.state import StateStore
+from unibazzar_health.verdict.summary import write_json
 
 POSTING_FILE = "posting.json"
 SCHEMA = "unibazzar-health/posting/v1"
@@ -229,8 +236,6 @@ class Poster:
                  *, dry_run: bool = False, store: StateStore | None = None,
                  notifiers: list[Notifier] | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
-        from unibazzar_health.incidents import config
-
         self.env, self.reports_dir, self.dry_run = env, reports_dir, dry_run
         self.notifiers = config.notifiers(env) if notifiers is None else notifiers
         self.by_name = {n.name: n for n in self.notifiers}
@@ -262,12 +267,10 @@ class Poster:
         """When the incident behind these failing checks began, read (no lock) from the
         store; None when it remembers none or cannot be read (posting reports that). Never
         raises: it runs before the summary is written."""
-        from unibazzar_health.incidents.lifecycle import first_failure_at
-
         try:
             if not failing or self._absent():
                 return None
-            return first_failure_at(self.store.peek(self.env.name), failing)
+            return lifecycle.first_failure_at(self.store.peek(self.env.name), failing)
         except StoreError as exc:
             self._early_error = self.redactor.text(str(exc))
         except Exception as exc:  # a bug of ours or a state we misread: never the run's end
@@ -275,9 +278,7 @@ class Poster:
         return None
 
     def silenced(self, summary: Summary) -> list[Silenced]:
-        from unibazzar_health.incidents.lifecycle import silenced_report
-
-        return silenced_report(summary, self.policy.mutes, at(summary.finished_at))
+        return lifecycle.silenced_report(summary, self.policy.mutes, at(summary.finished_at))
 
     # ---- after the summary --------------------------------------------------------------
     def post(self, summary: Summary) -> Report:
@@ -315,13 +316,12 @@ class Poster:
         return report
 
     def _dry_run(self, summary: Summary, report: Report) -> None:
-        from unibazzar_health.incidents.lifecycle import decide, runs_needed
-
         state = (EnvironmentState(self.env.name) if self._absent()
                  else self.store.peek(self.env.name))
-        runs = {} if self._absent() else self.store.runs(self.env.name, runs_needed(state))
-        decision = decide(state, summary, self.run_id, self.policy, at(summary.finished_at),
-                          stored_summaries(runs))
+        runs = ({} if self._absent()
+                else self.store.runs(self.env.name, lifecycle.runs_needed(state)))
+        decision = lifecycle.decide(state, summary, self.run_id, self.policy,
+                                    at(summary.finished_at), stored_summaries(runs))
         report.silenced = [s.model_dump(mode="json") for s in decision.silenced]
         report.notes = decision.notes
         for d in state.outbox:
@@ -334,15 +334,13 @@ class Poster:
         report.preview = _message_lines(decision, self.redactor)
 
     def _decide(self, summary: Summary, report: Report) -> None:
-        from unibazzar_health.incidents.lifecycle import decide, runs_needed
-
         now = self.clock()
         with self.store.transaction(self.env.name) as tx:
             stale, unknown = settle_stale(tx.state, self.by_name, now, self.lease_s)
             report.results.extend(unknown)
-            decision = decide(tx.state, summary, self.run_id, self.policy,
-                              at(summary.finished_at),
-                              stored_summaries(tx.runs(runs_needed(tx.state))))
+            decision = lifecycle.decide(tx.state, summary, self.run_id, self.policy,
+                                        at(summary.finished_at),
+                                        stored_summaries(tx.runs(lifecycle.runs_needed(tx.state))))
             for delivery in decision.deliveries:
                 delivery.payload = self.redactor.data(delivery.payload)
                 delivery.headline = self.redactor.text(delivery.headline)
@@ -459,8 +457,6 @@ class Poster:
 
     def _send(self, notifier: Notifier, d: Delivery, result: Result,
               remaining: Callable[[], float], claimant: str) -> None:
-        from unibazzar_health.incidents.notifiers.base import DeliveryError, RequestBudget
-
         attempts = d.attempts
         receipt: Receipt | None = None
         error: str | None = None
@@ -549,9 +545,6 @@ class Poster:
                           f"{d.notifier} by hand")
 
     def _outgoing(self, d: Delivery, attempt: int) -> Outgoing:
-        from unibazzar_health.incidents.notifiers.base import Outgoing
-        from unibazzar_health.reports.messages import Message
-
         m = d.payload["message"]
         return Outgoing(
             delivery_id=d.id, kind=d.kind, environment=d.environment, dedup_key=d.dedup_key,
@@ -561,8 +554,6 @@ class Poster:
             root=self._roots.get((d.notifier, d.incident_id)), attempt=attempt)
 
     def write(self, report: Report) -> Path:
-        from unibazzar_health.verdict.summary import write_json
-
         path = write_json(self.reports_dir / POSTING_FILE, self.redactor.data(report.to_dict()))
         report.written = str(path)
         return path

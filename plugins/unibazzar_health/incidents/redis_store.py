@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from unibazzar_health.incidents.lifecycle import runs_needed
 from unibazzar_health.incidents.state import (
     FINISHED,
     Delivery,
@@ -306,8 +307,6 @@ class _Transaction:
         older than keep_days, not those an open incident speaks of; finished deliveries of
         incidents no longer remembered; finished deliveries older than keep_days, whose
         payload is dropped)."""
-        from unibazzar_health.incidents.lifecycle import runs_needed
-
         store, env = self._store, self._environment
         cutoff = datetime.fromisoformat(now).astimezone(UTC) - timedelta(days=store.keep_days)
         needed = runs_needed(state)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from unibazzar_health.incidents.lifecycle import runs_needed
 from unibazzar_health.incidents.state import (
     FINISHED,
     SENDING,
@@ -327,8 +328,6 @@ class _Transaction:
         incident is remembered (open, or among the resolved ones kept: the timeline and the
         ticket read them) and its payload for keep_days."""
         conn, env = self._conn, self._environment
-        from unibazzar_health.incidents.lifecycle import runs_needed
-
         cutoff = (datetime.fromisoformat(now).astimezone(UTC)
                   - timedelta(days=self._store.keep_days)).isoformat(timespec="seconds")
         # "" stands in for an empty list: NOT IN (NULL) would match nothing.

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from unibazzar_health.config.errors import EnvironmentFileError
 from unibazzar_health.incidents.state import (
     SENT,
     Delivery,
@@ -267,6 +268,8 @@ def add_commands(commands: Any) -> None:
 def _open(args: argparse.Namespace) -> tuple[Any, str]:
     """(store, environment) the options name. With --env or --env-file only the file's
     [incident_state] is used: no other secret of it needs to be set."""
+    # Imported here: the command line builds its parser from this module for every command;
+    # only finding a store needs sqlite3 or the environment file's settings (pydantic models).
     from unibazzar_health.incidents.sqlite_store import SqliteStore
 
     if args.state:
@@ -281,7 +284,6 @@ def _open(args: argparse.Namespace) -> tuple[Any, str]:
                              "choose one with --environment")
         return store, name
     from unibazzar_health.config.environment import choose_environment_file
-    from unibazzar_health.config.errors import EnvironmentFileError
     from unibazzar_health.incidents.config import open_store_of_file
 
     path = choose_environment_file(Path.cwd(), args.env, args.env_file, os.environ)

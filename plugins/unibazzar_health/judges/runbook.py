@@ -12,24 +12,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 from unibazzar_health.config.environment import Environment
 from unibazzar_health.config.names import SERVICE_PREFIX, SERVICES
 from unibazzar_health.judges.shared import SharedObservations
-from unibazzar_health.probes import ProbeError, ProbeFailure
+from unibazzar_health.probes import ProbeError, ProbeFailure, kubernetes, postgresql
+from unibazzar_health.probes.aws import AwsTarget
 from unibazzar_health.probes.deadline import start
-
-if TYPE_CHECKING:
-    from unibazzar_health.probes.aws import AwsTarget
-    from unibazzar_health.probes.kubernetes import KubeTarget, PodsHealth
-    from unibazzar_health.probes.payments import ProviderTarget
-    from unibazzar_health.probes.postgresql import Activity, PostgresTarget
-    from unibazzar_health.probes.rabbitmq import BrokerTarget
-    from unibazzar_health.probes.redis import RedisTarget
-    from unibazzar_health.probes.vectordb import VectorTarget
+from unibazzar_health.probes.kubernetes import KubeTarget, PodsHealth
+from unibazzar_health.probes.payments import ProviderTarget
+from unibazzar_health.probes.postgresql import Activity, PostgresTarget
+from unibazzar_health.probes.rabbitmq import BrokerTarget
+from unibazzar_health.probes.redis import RedisTarget
+from unibazzar_health.probes.vectordb import VectorTarget
 
 T = TypeVar("T")
 # The run's shared measurements of a service's pods and logs (CheckContext.pods, .pod_logs).
@@ -133,8 +131,6 @@ class CheckContext:
         """The service's Deployment and pods, with CPU and memory where metrics-server
         answers, read once per run for every check that judges them (and for the context
         a failed check carries: service_context.py)."""
-        from unibazzar_health.probes import kubernetes
-
         kube, deployment = self.kube(), self.deployment(service)
         return self.shared(PODS_KEY.format(service),
                            lambda: kubernetes.pods_health(kube, deployment))
@@ -142,8 +138,6 @@ class CheckContext:
     def pod_logs(self, service: str, since_seconds: int) -> dict[str, str]:
         """Each of the service's pods' log over the last ``since_seconds``, each line with
         the kubelet's time stamp; read once per run (the first asker's window)."""
-        from unibazzar_health.probes import kubernetes
-
         kube, deployment = self.kube(), self.deployment(service)
         return self.shared(LOGS_KEY.format(service), lambda: kubernetes.pod_logs(
             kube, deployment, since_seconds=since_seconds, timestamps=True))
@@ -151,8 +145,6 @@ class CheckContext:
     def database_activity(self, name: str) -> Activity:
         """The [postgresql.NAME] database's sessions and connection usage, read once per run
         for every check that judges them."""
-        from unibazzar_health.probes import postgresql
-
         target = self.postgres(name)
         return self.shared(f"postgresql.activity:{name}", lambda: postgresql.activity(target))
 
@@ -171,36 +163,26 @@ class CheckContext:
         return spec.email, self.env.secret(spec.password_env) or ""
 
     def vector_db(self) -> VectorTarget:
-        from unibazzar_health.probes.vectordb import VectorTarget
-
         spec = self.require("vector_db", self.env.spec.vector_db)
         return VectorTarget(spec.url, spec.tenant, spec.database,
                             self.env.secret(spec.token_env), self.env.deadline("vector-db"))
 
     def postgres(self, name: str) -> PostgresTarget:
-        from unibazzar_health.probes.postgresql import PostgresTarget
-
         spec = self.require(f"postgresql.{name}", self.env.spec.postgresql.get(name))
         return PostgresTarget(spec.dsn, self.env.secret(spec.password_env),
                               self.env.deadline("postgresql"))
 
     def redis(self, name: str) -> RedisTarget:
-        from unibazzar_health.probes.redis import RedisTarget
-
         spec = self.require(f"redis.{name}", self.env.spec.redis.get(name))
         return RedisTarget(spec.url, self.env.secret(spec.password_env),
                            self.env.deadline("redis"))
 
     def broker(self) -> BrokerTarget:
-        from unibazzar_health.probes.rabbitmq import BrokerTarget
-
         spec = self.require("rabbitmq", self.env.spec.rabbitmq)
         return BrokerTarget(spec.url, self.env.secret(spec.password_env), spec.management_url,
                             self.env.deadline("rabbitmq"))
 
     def aws(self, backend: str) -> AwsTarget:
-        from unibazzar_health.probes.aws import AwsTarget
-
         spec = self.require("aws", self.env.spec.aws)
         return AwsTarget(spec.region, spec.endpoint_url,
                          self.env.secret(spec.access_key_id_env),
@@ -208,8 +190,6 @@ class CheckContext:
                          self.env.deadline(backend))
 
     def payment_provider(self) -> ProviderTarget:
-        from unibazzar_health.probes.payments import ProviderTarget
-
         spec = self.require("payments", self.env.spec.payments)
         return ProviderTarget(spec.api_url, self.env.secret(spec.api_key_env) or "",
                               self.env.deadline("payments"))
@@ -220,8 +200,6 @@ class CheckContext:
         return spec.deployment if spec and spec.deployment else service
 
     def kube(self) -> KubeTarget:
-        from unibazzar_health.probes.kubernetes import KubeTarget
-
         spec = self.require("kubernetes", self.env.spec.kubernetes)
         return KubeTarget(spec.namespace, spec.mode, spec.context, spec.api_url,
                           self.env.secret(spec.token_env), self.env.deadline("kubernetes"))

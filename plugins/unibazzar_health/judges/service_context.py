@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from unibazzar_health.config.redaction import mask_credentials
+from unibazzar_health.judges.runbook import LOGS_KEY, PODS_KEY
 from unibazzar_health.judges.shared import SharedObservations
+from unibazzar_health.probes import ProbeError
 
 LOG_LINES = 50  # per pod
 LINE_CHARS = 300
@@ -30,8 +32,6 @@ def _container(c: Any) -> dict[str, Any]:
 
 
 def _problem(what: str, value: Any) -> str:
-    from unibazzar_health.probes import ProbeError
-
     if isinstance(value, ProbeError):
         return f"{what}: {value}"
     return f"{what}: {type(value).__name__}: {value}"
@@ -41,8 +41,6 @@ def context_for(measurements: SharedObservations, service: str,
                 wait_s: float) -> dict[str, Any]:
     """The service's last log lines and resource usage against limits, from what this run
     measured of it; what it did not measure, or could not read, is named under ``problems``."""
-    from unibazzar_health.judges.runbook import LOGS_KEY, PODS_KEY
-
     seen: dict[str, Any] = {"service": service, "pods": [], "metrics_available": False,
                             "last_log_lines": {}, "problems": []}
     found, pods = measurements.peek(PODS_KEY.format(service), wait_s)

@@ -18,6 +18,7 @@ from unibazzar_health.probes import (
     status_failure,
     timed,
 )
+from unibazzar_health.probes.http import reason
 
 CANARY_ROUTING_KEY = "health-check.canary"
 
@@ -194,8 +195,6 @@ def queue_state(target: BrokerTarget, queue: str) -> QueueState:
     except requests.Timeout:
         raise DeadlineExceeded("rabbitmq-management", url, target.deadline) from None
     except requests.RequestException as exc:
-        from unibazzar_health.probes.http import reason
-
         raise ProbeError("rabbitmq-management", url, reason(exc), target.deadline,
                          kind=connection_failure(exc)) from None
     if response.status_code == 404:

@@ -18,6 +18,7 @@ from unibazzar_health.probes import (
     status_failure,
 )
 from unibazzar_health.probes.aws import AwsTarget, client, explain
+from unibazzar_health.probes.http import reason
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,6 @@ def prometheus_value(target: PrometheusTarget, query: str) -> float:
     except requests.Timeout:
         raise DeadlineExceeded("prometheus", url, target.deadline) from None
     except requests.RequestException as exc:
-        from unibazzar_health.probes.http import reason
-
         raise ProbeError("prometheus", url, reason(exc), target.deadline,
                          kind=connection_failure(exc)) from None
     try:

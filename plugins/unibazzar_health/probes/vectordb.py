@@ -14,6 +14,7 @@ from unibazzar_health.probes import (
     timed,
 )
 from unibazzar_health.probes.clock import AnswerWatch, Timing
+from unibazzar_health.probes.http import reason
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,6 @@ def _timed_call(target: VectorTarget, method: str, path: str,
     except requests.Timeout:
         raise DeadlineExceeded("vector-db", target.url, target.deadline) from None
     except requests.RequestException as exc:
-        from unibazzar_health.probes.http import reason
-
         raise ProbeError("vector-db", target.url, reason(exc), target.deadline,
                          kind=connection_failure(exc)) from None
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from unibazzar_health.verdict.model import Check, Summary
+from unibazzar_health.verdict.severity import severity_of
 
 # Allure's categories, matched on status and message: the ticket's reader sees a platform
 # failure apart from our own broken check, a missed deadline, a budget that ran out.
@@ -193,8 +194,6 @@ def annotate(check: Check, catalog: Any, env: Any, test: Any,
     allure-pytest's current TestResult (its listener's), whose status and times we own
     from here."""
     import allure
-
-    from unibazzar_health.verdict.severity import severity_of
 
     entry = catalog.check(check.id)
     level = check.severity or severity_of(entry.impact, catalog).level

@@ -19,10 +19,9 @@ import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from unibazzar_health.verdict.catalog import Catalog, CheckEntry
+from unibazzar_health.verdict.catalog import Catalog, CheckEntry, load_catalog
 
 # What automates a runbook line besides a check, and where it lives.
 FEATURES = {
@@ -188,8 +187,6 @@ def coverage(markdown: str | None = None,
     """Every actionable line with its references, checked: an unknown check or feature, a
     line coverage.toml does not answer for, or an answer for a line the runbook no longer
     has is a CoverageError."""
-    from unibazzar_health.verdict.catalog import load_catalog
-
     lines = actionable_lines(markdown if markdown is not None else runbook_text())
     mapping = load_mapping() if mapping is None else mapping
     catalog = load_catalog()

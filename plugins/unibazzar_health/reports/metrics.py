@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from unibazzar_health.probes import bounded
 from unibazzar_health.verdict.model import Summary
 from unibazzar_health.verdict.results import Outcome
 from unibazzar_health.verdict.severity import SEVERITY_TABLE
@@ -154,8 +155,6 @@ def push(url: str, summary: Summary, deadline: float = PUSH_DEADLINE_S,
     replaces only the metric names it sends, so a failing run leaves the last success the
     gateway holds in place. Raises MetricsError, within ``deadline`` seconds."""
     from prometheus_client import pushadd_to_gateway
-
-    from unibazzar_health.probes import bounded
 
     registry = build_registry(summary, last_success=None, posting=posting)
     grouping = {"environment": summary.environment}

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.reports.allure_report import write_run_files
+from unibazzar_health.reports.messages import incident_markdown
 from unibazzar_health.verdict.model import Summary
-from unibazzar_health.verdict.summary import write_json
+from unibazzar_health.verdict.summary import render, write_json
 
 INCIDENT_FILE = "incident.md"
 
@@ -41,16 +43,12 @@ def step_summary(summary: Summary, incident: str | None) -> str:
     """What a CI job's page shows: the incident's Markdown, or the healthy verdict."""
     if incident:
         return incident + "\n"
-    from unibazzar_health.verdict.summary import render
-
     return "## UniBazzar health checks\n\n" + "\n".join(
         f"    {line}" for line in render(summary)) + "\n"
 
 
 def write_outputs(summary: Summary, reports_dir: Path, redactor: Redactor,
                   environ: Mapping[str, str], alluredir: Path | None = None) -> Outputs:
-    from unibazzar_health.reports.messages import incident_markdown
-
     summary_path = write_json(reports_dir / "summary.json", summary.to_dict())
     incident_path = reports_dir / INCIDENT_FILE
     incident = None
@@ -65,7 +63,5 @@ def write_outputs(summary: Summary, reports_dir: Path, redactor: Redactor,
         with open(target, "a", encoding="utf-8") as out:
             out.write(redactor.text(step_summary(summary, incident)))
     if alluredir is not None:
-        from unibazzar_health.reports.allure_report import write_run_files
-
         write_run_files(alluredir, summary, environ)
     return Outputs(summary_path, incident_path if incident else None)

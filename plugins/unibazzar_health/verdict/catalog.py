@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Any
 
 from unibazzar_health.config.names import BACKENDS, SERVICES, dependencies_of
+from unibazzar_health.probes import FailureKind
 
 SEVERITY_ORDER = ("SEV1", "SEV2", "SEV3", "SEV4")
 # The backends a check may depend on (catalog depends_on), each with the pytest marker that
@@ -225,8 +226,6 @@ def parse_modes(check_id: str, raw: dict[str, Any], fixes: dict[str, str],
 def parse_failure_fixes(raw: dict[str, Any], fixes: dict[str, str],
                         checks: dict[str, CheckEntry], impacts: set[str],
                         ) -> dict[tuple[str, str], KindFix]:
-    from unibazzar_health.probes import FailureKind
-
     dependencies = {d for c in checks.values() for d in c.depends_on} | {ANY_DEPENDENCY}
     kinds = {k.value for k in FailureKind} | {ANY_KIND}
     parsed: dict[tuple[str, str], KindFix] = {}

@@ -21,6 +21,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from unibazzar_health.config.names import BACKENDS, BACKENDS_BY_NAME, SERVICE_PREFIX, SERVICES
 from unibazzar_health.config.redaction import Redactor
+from unibazzar_health.judges.observer import ObservationTimeout
+from unibazzar_health.probes import FailureKind, ProbeError, ProbeFailure
 from unibazzar_health.verdict.catalog import (
     OPTIONAL_NAMES,
     RELATED_SYSTEMS,
@@ -33,9 +35,10 @@ from unibazzar_health.verdict.catalog import (
 )
 from unibazzar_health.verdict.severity import severity_of, worst_impact
 
+# Imported inside the functions that use them: the plugin loads this module in every pytest
+# run, and judges.runbook (Finding) and config/'s settings bring pydantic.
 if TYPE_CHECKING:
     from unibazzar_health.config.environment import Environment, EnvironmentFile
-    from unibazzar_health.probes import ProbeFailure
 
 PROPERTY_KEY = "unibazzar"
 NOT_RUN_PREFIX = "not run:"
@@ -97,9 +100,6 @@ class CheckResult:
 
 def classify(exc: BaseException | None, skipped: bool, skip_reason: str = "") -> Outcome:
     """Turn what happened in a check into its outcome (see module docstring)."""
-    from unibazzar_health.judges.observer import ObservationTimeout
-    from unibazzar_health.probes import ProbeError
-
     if skipped:
         return Outcome.NOT_RUN if skip_reason.startswith(NOT_RUN_PREFIX) else Outcome.SKIPPED
     if exc is None:
@@ -122,8 +122,6 @@ OWN_CREDENTIAL_BACKENDS = frozenset(name for b in BACKENDS for name in (b.name, 
 
 def own_credential_refused(failure: ProbeFailure) -> bool:
     """The checks' own credential refused by a backend (OWN_CREDENTIAL_BACKENDS)."""
-    from unibazzar_health.probes import FailureKind
-
     return (failure.kind is FailureKind.AUTH_REJECTED
             and failure.backend in OWN_CREDENTIAL_BACKENDS)
 
@@ -138,8 +136,6 @@ def only_own_credentials_refused(failures: Iterable[ProbeFailure]) -> bool:
 def refused_credentials(checks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """From summary checks: each backend that refused the checks' own credential, with the
     broken checks it blinded and the first refusal in its own words, backend by backend."""
-    from unibazzar_health.probes import ProbeFailure
-
     refused: dict[str, dict[str, Any]] = {}
     for check in checks:
         failures = [ProbeFailure.from_dict(f) for f in check.get("failures") or []]
@@ -163,8 +159,6 @@ OWN_CREDENTIAL_REFUSED = (" — the checks' own credential was refused: their co
 def schema_mismatch(exc: BaseException) -> bool:
     """Every probe failure behind ``exc`` is a relation or column that does not exist: the
     database is not the one these checks were written for, so they judged nothing of it."""
-    from unibazzar_health.probes import FailureKind
-
     failures = failures_of(exc)
     return bool(failures) and all(f.kind is FailureKind.MISSING_SCHEMA for f in failures)
 
@@ -177,7 +171,6 @@ SCHEMA_MISMATCH = (" — the database does not have the schema these checks expe
 def failures_of(exc: BaseException | None) -> tuple[ProbeFailure, ...]:
     """The probe failures behind a check's failure: a Finding's, or the ProbeError's own."""
     from unibazzar_health.judges.runbook import Finding
-    from unibazzar_health.probes import ProbeError, ProbeFailure
 
     if isinstance(exc, Finding):
         return exc.failures
@@ -347,8 +340,6 @@ LOOKED_THROUGH = frozenset(LOOKED_THROUGH_NAMES)
 
 
 def first_line(exc: BaseException) -> str:
-    from unibazzar_health.probes import ProbeError
-
     if isinstance(exc, ProbeError | AssertionError) and str(exc).strip():
         text = str(exc).strip()
         # pytest appends its assertion rewrite ("assert 0 == 2 ...") after the message.

@@ -16,10 +16,10 @@ from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from unibazzar_health.incidents.notifiers.base import ConfigError, Notifier, SecretLookup
+
 if TYPE_CHECKING:
     from pydantic import BaseModel
-
-    from unibazzar_health.incidents.notifiers.base import Notifier, SecretLookup
 
 # Every notifier, in the order deliveries of one message go out in: the page first, the
 # chat, the ticket, then whatever listens on the webhook.
@@ -41,8 +41,6 @@ def build_all(settings: Mapping[str, Any], secret: SecretLookup) -> list[Notifie
     """Every configured notifier (``settings``: its validated settings, by name), built in
     NOTIFIERS' order (and so validated against its secrets); raises base.ConfigError with
     the key under ``notify.<name>``."""
-    from unibazzar_health.incidents.notifiers.base import ConfigError
-
     built = []
     for name in NOTIFIERS:
         if name not in settings:

@@ -35,6 +35,7 @@ from unibazzar_health.incidents.notifiers.slack.blocks import (
     blocks,
     message_text,
 )
+from unibazzar_health.incidents.notifiers.slack.thread import SlackThreadNotifier
 from unibazzar_health.incidents.state import KINDS
 
 # An incoming webhook's path: /services/T…/B…/secret (a workflow or app URL is not one).
@@ -126,8 +127,6 @@ SETTINGS = SlackNotify
 
 def build(config: SlackNotify, secret: SecretLookup) -> Any:
     if config.token_env is not None:
-        from unibazzar_health.incidents.notifiers.slack.thread import SlackThreadNotifier
-
         token = secret(config.token_env)
         if not token.startswith(("xoxb-", "xoxp-")) or any(c.isspace() for c in token):
             raise ConfigError("token_env", config.token_env,

@@ -38,6 +38,7 @@ from unibazzar_health.incidents.notifiers.slack.blocks import (
     message_text,
 )
 from unibazzar_health.incidents.state import KINDS
+from unibazzar_health.reports.messages import sev
 from unibazzar_health.verdict.model import carried_summary
 
 EVENT_TYPE = "unibazzar_health_delivery"
@@ -174,8 +175,6 @@ class SlackThreadNotifier:
 def root_text(outgoing: Outgoing) -> str:
     """The thread's root as the incident stands: resolved with its duration, else its
     severity, IC and last word."""
-    from unibazzar_health.reports.messages import sev
-
     incident = outgoing.incident
     title = _escape(str(incident.get("title") or incident["key"]))
     lines = outgoing.message.lines
