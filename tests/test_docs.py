@@ -72,3 +72,32 @@ def test_docs_environments_lists_every_section_and_every_key_of_the_small_ones()
         assert isinstance(model, type) and issubclass(model, BaseModel)
         missing = [key for key in model.model_fields if f"`{key}`" not in rows[section]]
         assert not missing, (section, missing)
+
+
+def test_docs_architecture_names_every_package_and_only_paths_that_exist() -> None:
+    """Every subpackage of the plugin has its paragraph, every layer of the import-linter
+    contract is drawn, and every file the page points to (`config/names.py`,
+    `verdict/catalog.toml`, `tests/receivers.py`, …) is there."""
+    import tomllib
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    plugin = ROOT / "plugins" / "unibazzar_health"
+    packages = sorted(p.parent.name for p in plugin.glob("*/__init__.py"))
+    assert packages, plugin
+    for package in packages:
+        assert f"**`{package}/`**" in text, f"docs/architecture.md has no paragraph on {package}/"
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in contracts["contracts"] if c["type"] == "layers")["layers"]
+    drawn = text.split("## The layers", 1)[1].split("\n## ", 1)[0]
+    for layer in layers:
+        for module in re.split(r"\s*[:|]\s*", layer):
+            assert module in drawn, f"layer {module} is not drawn in docs/architecture.md"
+    files = {p.name for p in plugin.rglob("*") if p.is_file()}
+    for path in set(re.findall(r"`([\w./-]+\.(?:py|toml|md|json))(?:::\w+)?`", text)):
+        if "/" not in path:  # a file of the package the paragraph is about, or an output
+            known = path in files or (ROOT / path).exists() or path.endswith((".json", ".md"))
+            assert known, f"docs/architecture.md names {path}, which is not there"
+            continue
+        here = [base / path for base in (ROOT, plugin, plugin / "incidents")]
+        assert any(p.exists() for p in here) or path.startswith("../"), \
+            f"docs/architecture.md names {path}, which is not there"
