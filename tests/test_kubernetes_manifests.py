@@ -26,7 +26,7 @@ from pytest_httpserver import URI_DEFAULT
 from receivers import LoopbackServer
 from werkzeug import Request, Response
 
-from unibazzar_health.plugin import DEFAULT_BUDGETS_S
+from unibazzar_health.options import DEFAULT_BUDGETS_S
 
 from conftest import (
     ROOT,

@@ -45,6 +45,10 @@ def error(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> s
      "key 'notify.ticket.token_env': value 'GH_TOKN': environment variable GH_TOKN is not set"),
     ('[notify]\nbudget = 0\n',
      "key 'notify.budget': value 0: Input should be greater than 0"),
+    # A misspelt key of [notify] itself, and a notifier no module has.
+    ('[notify]\nbudegt = 30\n', "key 'notify.budegt': value 30: unknown key"),
+    ('[notify.teams]\nurl = "https://teams.example/in"\n',
+     "key 'notify.teams': value {'url': 'https://teams.example/in'}: unknown key"),
     ('[incident_state]\nbackend = "redis"\n',
      "key 'incident_state.url': required when incident_state.backend is 'redis'"),
     ('[alerting]\nalert_after = 0\n',

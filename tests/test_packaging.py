@@ -24,7 +24,7 @@ MODES = pytest.mark.parametrize("mode", [["-p", "no:xdist"], ["-n", "2"]],
 PLAIN_TESTS = '''
 import gc
 
-from unibazzar_health.plugin import RUN_KEY
+from unibazzar_health.run_state import RUN_KEY
 
 
 def test_plain(request):

@@ -289,6 +289,43 @@ def test_{n}(observed):
     assert max(s["started"] for s in spans) < min(s["finished"] for s in spans), spans
 
 
+@pytest.mark.parametrize("mode", [["-p", "no:xdist"], ["-n", "2"]], ids=["serial", "xdist"])
+def test_pytests_own_variable_never_breaks_an_observation_reading_the_environment(
+        pytester: pytest.Pytester, mode: list[str]) -> None:
+    """requests and botocore read os.environ whole (their proxy lookup) on the observations'
+    threads, while pytest sets PYTEST_CURRENT_TEST as each test starts and removed it as each
+    ended: a key listed then gone was a KeyError, a check broken for nothing. Here every
+    observation reads the environment whole for as long as tests keep ending, with the
+    interpreter switching threads as often as it can."""
+    from unibazzar_health.verdict.catalog import load_catalog
+
+    ids = sorted(load_catalog().checks)[:12]
+    pytester.makeconftest('import sys\nsys.setswitchinterval(1e-6)\n'
+                          'pytest_plugins = ["unibazzar_health.plugin"]\n')
+    pytester.makefile(".toml", env='[environment]\nname = "environ"\n[deadlines]\ncheck = 20\n')
+    pytester.makepyfile(test_environ='''
+import os, time
+from unibazzar_health.judges.runbook import runbook_check
+
+def reading_for(seconds):
+    def observe(ctx):
+        end, reads = time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            for _ in os.environ.items():
+                pass
+            reads += 1
+        return {"reads": reads}
+    return observe
+''' + "\n".join(f'''
+@runbook_check("{cid}", observe=reading_for({0.05 * (n + 1)}))
+def test_{n}(observed):
+    assert observed["reads"] > 0
+''' for n, cid in enumerate(ids)))
+    result, summary = run(pytester, *mode)
+    assert result.ret == 0, result.stdout.str()
+    assert {c["outcome"] for c in summary["checks"]} == {"passed"}, summary["checks"]
+
+
 def test_budget_exhausted_reports_not_run_and_keeps_the_others(pytester: pytest.Pytester) -> None:
     pytester.makeconftest('pytest_plugins = ["unibazzar_health.plugin"]\n')
     pytester.makefile(".toml", env='[environment]\nname = "b"\n[deadlines]\ncheck = 60\n')

@@ -99,7 +99,7 @@ MUTED = Silenced(check="order.saga-orchestration", service="order-service", kind
 
 @pytest.mark.parametrize("summary", [
     summary_of(FAILING, run_mode="oncall", other_failures=["test_other.py::test_x"]),
-    summary_of(FAILING).model_copy(update={"silenced": [MUTED]}),  # as plugin.py adds it
+    summary_of(FAILING).model_copy(update={"silenced": [MUTED]}),  # as session_end.py adds it
     summary_of(HEALTHY, run_mode=None),
     summary_of(HEALTHY, interrupted=True),
 ], ids=["failing", "silenced", "healthy", "interrupted"])

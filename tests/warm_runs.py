@@ -58,6 +58,13 @@ def _child(request: dict[str, Any]) -> None:
         import pytest
 
         code = int(pytest.main(request["args"]))
+        # What an interpreter does as it ends, which os._exit below skips: wait for the
+        # threads that are no daemons and run the exit handlers. A run that would hang or
+        # fail there as a user's process does so here too.
+        import atexit
+
+        threading._shutdown()  # type: ignore[attr-defined]
+        atexit._run_exitfuncs()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # a run that crashed before pytest's own handling: say so

@@ -104,8 +104,9 @@ class Notify(_Section):
     layer knows no notifier, so a new one touches only its own module."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    # Each notifier's table, by its name.
-    __pydantic_extra__: dict[str, dict[str, Any]]
+    # Each notifier's table, by its name; any value here, so that a misspelt key of this
+    # section (budegt = 30) is refused as an unknown key, not as a table that is no table.
+    __pydantic_extra__: dict[str, Any]
 
     deadline: PositiveFloat = 5.0  # seconds, per request
     retries: Annotated[int, Field(ge=0, le=5)] = 2  # more tries of a request never delivered
@@ -114,7 +115,7 @@ class Notify(_Section):
     budget: PositiveFloat = 20.0
 
     @property
-    def tables(self) -> dict[str, dict[str, Any]]:
+    def tables(self) -> dict[str, Any]:
         """Each configured notifier's table as written, by name (not yet validated)."""
         return dict(self.__pydantic_extra__ or {})
 

@@ -228,6 +228,20 @@ def settle_stale(state: EnvironmentState, notifiers: Mapping[str, Notifier], now
     return changes, results
 
 
+@dataclass
+class _Tries:
+    """What one run's tries of a delivery came to (Poster._try), for its fate (_settle)."""
+
+    attempts: int  # over all runs, this one's included
+    receipt: Receipt | None = None
+    error: str | None = None
+    refused: bool = False  # refused for good: a 4xx that can never succeed as sent
+    wait: float | None = None  # the service's Retry-After we could not wait for
+    # It may have reached the service (no answer came, or a send overran the budget and
+    # is still running) and a resend now could post twice.
+    maybe_delivered: bool = False
+
+
 class Poster:
     """One run's posting for one environment: built once in the plugin, from the resolved
     settings."""
@@ -457,75 +471,91 @@ class Poster:
 
     def _send(self, notifier: Notifier, d: Delivery, result: Result,
               remaining: Callable[[], float], claimant: str) -> None:
-        attempts = d.attempts
-        receipt: Receipt | None = None
-        error: str | None = None
-        refused = False  # refused for good: a 4xx that can never succeed as sent
-        wait: float | None = None  # the service's Retry-After we could not wait for
-        # It may have reached the service (no answer came, or a send overran the budget and
-        # is still running) and a resend now could post twice.
-        maybe_delivered = False
+        """One delivery: tried within this run's budget, its fate decided, then recorded."""
+        tries = self._try(notifier, d, result, remaining)
+        not_before = self._settle(notifier, d, result, tries)
+        self._record(notifier, d, result, claimant, not_before)
+
+    def _try(self, notifier: Notifier, d: Delivery, result: Result,
+             remaining: Callable[[], float]) -> _Tries:
+        """Send ``d`` until it is delivered, refused for good, possibly delivered where a
+        resend could post twice, or out of retries or budget (backing off between tries)."""
+        tries = _Tries(attempts=d.attempts)
         while True:
             if min(self.deadline, remaining()) < MIN_REQUEST_S:
-                error = error or f"the posting budget ({self.budget:g} s) is spent"
-                break
+                tries.error = tries.error or f"the posting budget ({self.budget:g} s) is spent"
+                return tries
             result.tries += 1
-            attempts += 1
+            tries.attempts += 1
             budget = RequestBudget(self.deadline, time.monotonic() + remaining())
             finished, value = _bounded(
-                partial(notifier.send, self._outgoing(d, attempts - 1), budget), remaining())
+                partial(notifier.send, self._outgoing(d, tries.attempts - 1), budget),
+                remaining())
             if not finished:
-                maybe_delivered = True
-                error = (f"no answer within the posting budget ({self.budget:g} s); it may "
-                         "still arrive")
-                break
+                tries.maybe_delivered = True
+                tries.error = (f"no answer within the posting budget ({self.budget:g} s); it "
+                               "may still arrive")
+                return tries
             if not isinstance(value, BaseException):
-                receipt = value
-                break
+                tries.receipt = value
+                return tries
             if not isinstance(value, DeliveryError):
-                error = f"{type(value).__name__} in the {notifier.name} notifier"
-                break
-            error, wait = value.reason, None
+                tries.error = f"{type(value).__name__} in the {notifier.name} notifier"
+                return tries
+            tries.error, tries.wait = value.reason, None
             if value.permanent:
-                refused, result.fix = True, value.fix
-                break
+                tries.refused, result.fix = True, value.fix
+                return tries
             if value.maybe_delivered:
-                maybe_delivered = True
+                tries.maybe_delivered = True
                 if d.kind not in notifier.idempotent:
-                    break  # resending now could post twice
+                    return tries  # resending now could post twice
             pause = BACKOFF_S[min(result.tries - 1, len(BACKOFF_S) - 1)]
             if value.retry_after is not None:
                 # The service said how long: never sooner, and if not within this run's
                 # budget, the next run waits for it.
                 pause = max(pause, value.retry_after)
-                wait = value.retry_after
+                tries.wait = value.retry_after
             if result.tries > self.retries or remaining() - pause < MIN_REQUEST_S:
-                break
+                return tries
             time.sleep(pause)
-            wait = None
-        result.attempts = attempts
+            tries.wait = None
+
+    def _settle(self, notifier: Notifier, d: Delivery, result: Result,
+                tries: _Tries) -> str | None:
+        """The delivery's status, answer and error from its tries; returns when a pending
+        one may be sent again, where the service asked for a wait this run could not give."""
+        result.attempts = tries.attempts
+        error = tries.error
         not_before: str | None = None
-        if receipt is not None:
-            result.status, result.receipt = SENT, self.redactor.data(receipt.detail)
+        if tries.receipt is not None:
+            result.status, result.receipt = SENT, self.redactor.data(tries.receipt.detail)
             result.answer = "delivered"
-        elif refused:
+        elif tries.refused:
             result.status, result.answer = FAILED, "refused"
-        elif maybe_delivered and not (d.kind in notifier.idempotent
-                                      or d.kind in notifier.recoverable):
+        elif tries.maybe_delivered and not (d.kind in notifier.idempotent
+                                            or d.kind in notifier.recoverable):
             result.status, result.answer = UNKNOWN, "maybe-delivered"
             error = (f"{error}: not resent, so nobody is notified twice — check "
                      f"{notifier.name} by hand")
         else:
-            result.status = PENDING if attempts < MAX_ATTEMPTS else FAILED
-            result.answer = "maybe-delivered" if maybe_delivered else "retry"
-            if wait is not None and result.status == PENDING:
-                not_before = (self.clock() + timedelta(seconds=wait)).isoformat(
+            result.status = PENDING if tries.attempts < MAX_ATTEMPTS else FAILED
+            result.answer = "maybe-delivered" if tries.maybe_delivered else "retry"
+            if tries.wait is not None and result.status == PENDING:
+                not_before = (self.clock() + timedelta(seconds=tries.wait)).isoformat(
                     timespec="seconds")
                 result.not_before = not_before
         result.error = self.redactor.text(error) if error else None
+        return not_before
+
+    def _record(self, notifier: Notifier, d: Delivery, result: Result, claimant: str,
+                not_before: str | None) -> None:
+        """The delivery's fate in the store, under our claim (a lost claim is reported as the
+        store has it); a threaded notifier's alert becomes its incident's thread root."""
         recorded = self.store.finish(self.env.name, d.id, claimant, result.status,
-                                     now=self._now(), attempts=attempts, error=result.error,
-                                     receipt=result.receipt, not_before=not_before)
+                                     now=self._now(), attempts=result.attempts,
+                                     error=result.error, receipt=result.receipt,
+                                     not_before=not_before)
         if not recorded:
             self._lost_claim(d, result)
         elif result.status == SENT and notifier.threaded and d.kind == "alert":

@@ -3,7 +3,7 @@ evidence), the run's environment/categories/executor files, and the offline sing
 report built with Allure 3 (tools/allure, installed by scripts/bootstrap).
 
 Plain functions over the summary and its checks (verdict/model.py); the pytest side
-(allure.dynamic calls during a check's report) is in plugin.py.
+(allure.dynamic calls during a check's report) is in allure_hooks.py.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class RunInfo:
     arguments: list[str]
     version: str = ""
     interrupted: bool = False  # stopped before every selected check ran
-    run_mode: str | None = None  # oncall | scheduled | ci: who ran it (plugin.run_mode)
+    run_mode: str | None = None  # oncall | scheduled | ci: who ran it (options.run_mode)
     # Tests that failed outside every check's result (a test that is no runbook check, a
     # check's teardown): the verdict does not judge them, the exit status never hides them.
     other_failures: list[str] = field(default_factory=list)
