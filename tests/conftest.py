@@ -200,8 +200,7 @@ def _stands_on_sandbox(function: Any, seen: set[CodeType]) -> bool:
     if code is None or module is None or code in seen:
         return False
     seen.add(code)
-    here = sys.modules[__name__]
-    helpers = {getattr(here, name) for name in SANDBOX_HELPERS}
+    helpers = [globals()[name] for name in SANDBOX_HELPERS]
     space = vars(module)
     for name in _names_used(code):
         value = space.get(name)
