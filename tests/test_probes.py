@@ -471,6 +471,35 @@ def test_postgresql_errors_name_the_problem_and_its_kind(ctx: CheckContext) -> N
     assert db.value.kind is FailureKind.MISSING_OBJECT
 
 
+def test_a_session_the_server_cuts_on_shutdown_reads_as_refused(ctx: CheckContext) -> None:
+    """A PostgreSQL going down ends its sessions ("terminating connection due to
+    administrator command", as a fast shutdown or pg_terminate_backend does): the database
+    is down, brought back like one refusing connections, not an answer to puzzle over."""
+    import psycopg
+
+    target = ctx.postgres("auth")
+
+    def cut_the_probes_session() -> None:
+        with psycopg.connect(admin_dsn("auth"), autocommit=True) as admin:
+            for _ in range(50):
+                cut = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'unibazzar-health' "
+                    "AND query LIKE '%pg_sleep(3)%'").fetchall()
+                if cut:
+                    return
+                time.sleep(0.05)
+
+    cutter = threading.Thread(target=cut_the_probes_session)
+    cutter.start()
+    try:
+        with pytest.raises(ProbeError, match="terminating connection") as cut:
+            postgresql.fetch(replace(target, deadline=5.0), "SELECT pg_sleep(3)")
+    finally:
+        cutter.join()
+    assert cut.value.kind is FailureKind.REFUSED
+
+
 def test_postgresql_statement_timeout_is_the_deadline(ctx: CheckContext) -> None:
     target = replace(ctx.postgres("auth"), deadline=DEADLINE)
     start = time.perf_counter()

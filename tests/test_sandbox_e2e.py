@@ -138,8 +138,9 @@ def test_a_stopped_backend_fails_exactly_its_dependents(tmp_path: Path, stopped:
                 # retry, nor a Redis that refuses a stale cache or a search to scale: bring
                 # it back first (a symptom of it too: ai.end-to-end-search timing out).
                 down = list(CATALOG.fix_for(stopped, "refused").fixes)
-                assert check["fixes"][:len(down)] == down, check
-                assert check["fixes"][0].startswith("Bring "), check
+                shown = (check["message"], check.get("failures"), check["fixes"])
+                assert check["fixes"][:len(down)] == down, shown
+                assert check["fixes"][0].startswith("Bring "), shown
             elif stopped == "moto" and check["id"].endswith(".scope-and-impact"):
                 # Its CloudWatch gone, the share of failing requests cannot be read: a blind
                 # spot of the checks, with the fix that restores their view.

@@ -125,6 +125,11 @@ def _kind(exc: Exception, lowered: str) -> FailureKind:
         return FailureKind.AUTH_REJECTED
     if "database " in lowered and "does not exist" in lowered:
         return FailureKind.MISSING_OBJECT
+    # A server going down cuts its sessions (57P01/57P02, or the socket closed under libpq):
+    # as down as one refusing connections, and brought back the same way.
+    if (isinstance(exc, errors.AdminShutdown | errors.CrashShutdown | errors.CannotConnectNow)
+            or "server closed the connection unexpectedly" in lowered):
+        return FailureKind.REFUSED
     return connection_failure(exc)
 
 
