@@ -35,6 +35,7 @@ from conftest import (
     sandbox,
     sandbox_logs_kept,
     sandbox_secrets,
+    sandboxed,
 )
 
 TIMEOUT_S = 20.0  # a command still running then hangs (a watch, a follow that never ends)
@@ -380,7 +381,8 @@ def clis() -> None:
     assert not missing, f"not installed (scripts/bootstrap installs them): {missing}"
 
 
-SANDBOX_KUBECTL = ["kubectl", "--server", "http://127.0.0.1:25443", "-n", "unibazzar"]
+SANDBOX_KUBECTL = ["kubectl", "--server", sandboxed("http://127.0.0.1:25443"), "-n",
+                   "unibazzar"]
 
 
 def workloads() -> dict[str, Any]:

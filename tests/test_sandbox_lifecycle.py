@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import sandbox
+from conftest import DEFAULT_SANDBOX_STATE, SANDBOX_STATE, sandbox
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]
 
-STATE_DIR = Path(os.environ.get("UNIBAZZAR_SANDBOX_DIR", "/tmp/unibazzar-sandbox"))
+STATE_DIR = SANDBOX_STATE
 SERVER_NAMES = ("postgres", "beam.smp", "epmd", "moto_server", "chroma",
                 "unibazzar_sandbox")
 
@@ -26,17 +26,22 @@ def listening(port: int) -> bool:
 
 
 def sandbox_processes(ports: list[int]) -> list[str]:
-    """Every process that is one of the sandbox's servers or runs from its state dir. A
-    redis-server counts on one of the sandbox's ports only: other self-tests run their own."""
+    """Every process that is one of this sandbox's servers or runs from its state dir. A
+    redis-server counts on one of the sandbox's ports only: other self-tests run their own.
+    A server whose command line does not say which sandbox it serves (epmd, say) is this
+    one's if it was started for this state dir: a second sandbox may run beside it."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
+        started_for = next((v.split(b"=", 1)[1].decode() for v in environ
+                            if v.startswith(b"UNIBAZZAR_SANDBOX_DIR=")), DEFAULT_SANDBOX_STATE)
         redis = "redis-server" in cmdline and any(f":{port}" in cmdline for port in ports)
-        if (str(STATE_DIR) in cmdline or redis
-                or any(name in cmdline for name in SERVER_NAMES)):
+        server = any(name in cmdline for name in SERVER_NAMES) and started_for == str(STATE_DIR)
+        if f"{STATE_DIR}/" in cmdline or redis or server:
             found.append(f"{pid}: {cmdline[:120]}")
     return found
 
@@ -53,11 +58,13 @@ def test_up_twice_says_so_down_leaves_nothing_up_again() -> None:
     assert sandbox_processes(ports)
 
     down = sandbox("down")
-    assert down.stdout.strip() == "sandbox down"
-    assert [p for p in ports if listening(p)] == []
-    assert sandbox_processes(ports) == []
-    assert sandbox("status", check=False).returncode == 3
-
-    up = sandbox("up")
+    try:
+        assert down.stdout.strip() == "sandbox down"
+        assert [p for p in ports if listening(p)] == []
+        assert sandbox_processes(ports) == []
+        assert sandbox("status", check=False).returncode == 3
+    finally:
+        # Back up whatever was found: the tests after this one stand on it.
+        up = sandbox("up")
     assert "sandbox ready" in up.stdout
     assert all(listening(p) for p in ports)
