@@ -42,7 +42,7 @@ from unibazzar_health.probes import (
 )
 from unibazzar_health.probes.aws import client as aws_client
 
-from conftest import admin_dsn, named_variables, port, sandboxed
+from conftest import SANDBOX_TOML, admin_dsn, named_variables, port, sandboxed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,7 @@ MARGIN = 0.5
 
 @pytest.fixture(scope="module")
 def ctx(running_sandbox: None) -> CheckContext:
-    return CheckContext(load_environment(ROOT / "environments" / "sandbox.toml"))
+    return CheckContext(load_environment(SANDBOX_TOML))
 
 
 @pytest.fixture(scope="module")

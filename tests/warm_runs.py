@@ -80,9 +80,16 @@ def _child(request: dict[str, Any]) -> None:
 
 def serve() -> None:
     import importlib
+    import pkgutil
 
     for name in WARM_MODULES:
         importlib.import_module(name)
+    # Our plugin's modules too, whatever a run would import of them lazily: building the
+    # summary's pydantic models alone reads their source for the docstrings (0.1 s a run).
+    import unibazzar_health
+
+    for module in pkgutil.walk_packages(unibazzar_health.__path__, "unibazzar_health."):
+        importlib.import_module(module.name)
     children: dict[int, Any] = {}
     out = sys.stdout
     print(json.dumps({"ready": True}), file=out, flush=True)
