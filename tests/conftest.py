@@ -21,56 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_PYTHON = ROOT / ".venv-sandbox" / "bin" / "python"
-
-# scripts/test runs the sandbox's tests on two xdist workers, each on a sandbox of its own
-# (a fault is global to its sandbox): the second worker takes the second sandbox, named by
-# UNIBAZZAR_SELFTEST_SECOND_SANDBOX="DIR:PORT_OFFSET". Set before anything reads the
-# variables below; the sandbox's CLI and the check runs this worker starts inherit them.
-_SECOND = os.environ.get("UNIBAZZAR_SELFTEST_SECOND_SANDBOX")
-if _SECOND and os.environ.get("PYTEST_XDIST_WORKER") == "gw1":
-    os.environ["UNIBAZZAR_SANDBOX_DIR"], os.environ["UNIBAZZAR_SANDBOX_PORT_OFFSET"] = \
-        _SECOND.rsplit(":", 1)
-
-DEFAULT_SANDBOX_STATE = "/tmp/unibazzar-sandbox"
-SANDBOX_STATE = Path(os.environ.get("UNIBAZZAR_SANDBOX_DIR") or DEFAULT_SANDBOX_STATE)
-PORT_OFFSET = int(os.environ.get("UNIBAZZAR_SANDBOX_PORT_OFFSET") or 0)
-COMMITTED_SANDBOX_TOML = ROOT / "environments" / "sandbox.toml"
-# The sandbox's ports, as the environment file names them.
-SANDBOX_PORTS = {int(p) for p in re.findall(r"127\.0\.0\.1:(\d{5})\b",
-                                            COMMITTED_SANDBOX_TOML.read_text())}
-
-
-def port(base: int) -> int:
-    """A port of the sandbox as environments/sandbox.toml names it, on this session's."""
-    assert base in SANDBOX_PORTS, base
-    return base + PORT_OFFSET
-
-
-def sandboxed(text: str) -> str:
-    """Text naming the sandbox as environments/sandbox.toml does (its loopback ports, its
-    state directory), naming this session's sandbox instead."""
-    if PORT_OFFSET == 0 and str(SANDBOX_STATE) == DEFAULT_SANDBOX_STATE:
-        return text
-    text = re.sub(r"127\.0\.0\.1:(\d{5})\b",
-                  lambda m: f"127.0.0.1:{port(int(m.group(1)))}"
-                  if int(m.group(1)) in SANDBOX_PORTS else m.group(0), text)
-    return text.replace(DEFAULT_SANDBOX_STATE, str(SANDBOX_STATE))
-
-
-def _sandbox_toml() -> Path:
-    text = sandboxed(COMMITTED_SANDBOX_TOML.read_text())
-    if text == COMMITTED_SANDBOX_TOML.read_text():
-        return COMMITTED_SANDBOX_TOML
-    # The second sandbox's copy of the environment, beside its state directory.
-    path = SANDBOX_STATE.with_name(SANDBOX_STATE.name + ".toml")
-    if not path.exists() or path.read_text() != text:
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(text)
-        partial.replace(path)
-    return path
-
-
-SANDBOX_TOML = _sandbox_toml()
+SANDBOX_TOML = ROOT / "environments" / "sandbox.toml"
+SANDBOX_STATE = Path("/tmp/unibazzar-sandbox")
 
 
 # A key of an environment file naming the variable that holds a secret, written or given as
@@ -92,7 +44,7 @@ def example_variables(text: str) -> set[str]:
 
 def admin_dsn(database: str) -> str:
     """The sandbox's PostgreSQL as its superuser, over the Unix socket: for injecting faults."""
-    return (f"host={SANDBOX_STATE / 'postgresql' / 'run'} port={port(25432)} user=postgres "
+    return (f"host={SANDBOX_STATE / 'postgresql' / 'run'} port=25432 user=postgres "
             f"dbname={database}")
 
 

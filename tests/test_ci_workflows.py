@@ -25,11 +25,11 @@ from werkzeug import Request, Response
 from unibazzar_health.reports.gate import FAIL_ON_CHOICES, exit_status
 from unibazzar_health.verdict.model import Summary
 
-from conftest import ROOT, SANDBOX_TOML, named_variables, sandboxed
+from conftest import ROOT, SANDBOX_TOML, named_variables
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-AI_SERVICE = sandboxed("http://127.0.0.1:28004")
+AI_SERVICE = "http://127.0.0.1:28004"
 
 
 def workflow(name: str) -> dict[str, Any]:

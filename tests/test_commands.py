@@ -28,8 +28,6 @@ from unibazzar_health.verdict.catalog import (
 )
 from unibazzar_health.verdict.results import command_names, remedies
 
-from conftest import sandboxed
-
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX = ROOT / "environments" / "sandbox.toml"
 PRODUCTION = ROOT / "environments" / "production.toml.example"
@@ -42,7 +40,7 @@ FINDING = {"pod": "auth-service-7d9f8-abc12", "replicas": "3", "read_capacity": 
            "saga_logs_window": "7260s"}
 FAILED_HOST = "db.internal.unibazzar.example"
 # How each environment selects its cluster: what every kubectl command starts with.
-KUBECTL = {"sandbox": sandboxed("kubectl --server 'http://127.0.0.1:25443'"),
+KUBECTL = {"sandbox": "kubectl --server 'http://127.0.0.1:25443'",
            "production": "kubectl --context unibazzar-prod"}
 
 

@@ -20,11 +20,11 @@ import pytest
 from unibazzar_health.reports.gate import exit_status
 from unibazzar_health.verdict.model import Summary
 
-from conftest import ROOT, SANDBOX_TOML, sandboxed
+from conftest import ROOT, SANDBOX_TOML
 
 DOCKERFILE = ROOT / "Dockerfile"
 ENTRYPOINT = ROOT / "deploy" / "docker" / "entrypoint.sh"
-AI_SERVICE = sandboxed("http://127.0.0.1:28004")
+AI_SERVICE = "http://127.0.0.1:28004"
 
 
 def stages() -> list[list[str]]:

@@ -36,7 +36,7 @@ from unibazzar_health.probes.vectordb import CollectionHealth
 from unibazzar_health.verdict.catalog import CatalogError, load_catalog, parse_catalog
 from unibazzar_health.verdict.results import CheckResult, build_result
 
-from conftest import SANDBOX_TOML, check_module
+from conftest import check_module
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = load_catalog()
@@ -700,7 +700,7 @@ def test_a_mode_names_no_impact_class_and_only_known_fixes() -> None:
 def test_the_read_and_write_probes_serve_and_write_nothing(running_sandbox: None) -> None:
     from unibazzar_health.probes import dynamodb
 
-    ctx = CheckContext(load_environment(SANDBOX_TOML))
+    ctx = CheckContext(load_environment(ROOT / "environments" / "sandbox.toml"))
     target = ctx.aws("dynamodb")
     table = dynamodb.describe_table(target, "unibazzar-listings")
     assert table.key == {"listing_id": "S"}

@@ -34,11 +34,10 @@ from conftest import (
     example_variables,
     named_variables,
     run_checks,
-    sandboxed,
 )
 
 MANIFESTS = ROOT / "deploy" / "kubernetes"
-SANDBOX_KUBERNETES = sandboxed("http://127.0.0.1:25443")
+SANDBOX_KUBERNETES = "http://127.0.0.1:25443"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind",
                "impersonate"}
 

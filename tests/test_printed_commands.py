@@ -35,7 +35,6 @@ from conftest import (
     sandbox,
     sandbox_logs_kept,
     sandbox_secrets,
-    sandboxed,
 )
 
 TIMEOUT_S = 20.0  # a command still running then hangs (a watch, a follow that never ends)
@@ -381,8 +380,7 @@ def clis() -> None:
     assert not missing, f"not installed (scripts/bootstrap installs them): {missing}"
 
 
-SANDBOX_KUBECTL = ["kubectl", "--server", sandboxed("http://127.0.0.1:25443"), "-n",
-                   "unibazzar"]
+SANDBOX_KUBECTL = ["kubectl", "--server", "http://127.0.0.1:25443", "-n", "unibazzar"]
 
 
 def workloads() -> dict[str, Any]:

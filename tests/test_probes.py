@@ -42,7 +42,7 @@ from unibazzar_health.probes import (
 )
 from unibazzar_health.probes.aws import client as aws_client
 
-from conftest import SANDBOX_TOML, admin_dsn, named_variables, port, sandboxed
+from conftest import admin_dsn, named_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,7 @@ MARGIN = 0.5
 
 @pytest.fixture(scope="module")
 def ctx(running_sandbox: None) -> CheckContext:
-    return CheckContext(load_environment(SANDBOX_TOML))
+    return CheckContext(load_environment(ROOT / "environments" / "sandbox.toml"))
 
 
 @pytest.fixture(scope="module")
@@ -291,11 +291,11 @@ def stalling_proxy() -> Iterator[Callable[[tuple[str, int], bytes], StallingProx
 # Connection.OpenOk (class 10, method 41) ends the AMQP handshake; ReadyForQuery ('Z',
 # length 5) ends PostgreSQL's start-up.
 @pytest.mark.parametrize(("name", "upstream", "marker"), [
-    pytest.param("rabbitmq.publish_canary", ("127.0.0.1", port(25672)), b"\x00\x0a\x00\x29",
+    pytest.param("rabbitmq.publish_canary", ("127.0.0.1", 25672), b"\x00\x0a\x00\x29",
                  id="rabbitmq.publish_canary"),
-    pytest.param("postgresql.connectivity", ("127.0.0.1", port(25432)), b"Z\x00\x00\x00\x05",
+    pytest.param("postgresql.connectivity", ("127.0.0.1", 25432), b"Z\x00\x00\x00\x05",
                  id="postgresql.connectivity"),
-    pytest.param("rabbitmq.reachable", ("127.0.0.1", port(25672)), b"\x00\x0a\x00\x29",
+    pytest.param("rabbitmq.reachable", ("127.0.0.1", 25672), b"\x00\x0a\x00\x29",
                  id="rabbitmq.reachable"),
 ])
 def test_a_backend_that_hangs_after_its_handshake_costs_one_deadline(
@@ -465,8 +465,7 @@ def test_postgresql_errors_name_the_problem_and_its_kind(ctx: CheckContext) -> N
         postgresql.fetch(ctx.postgres("auth"), "SELECT * FROM pg_authid")
     assert denied.value.kind is FailureKind.AUTH_REJECTED
     no_database = replace(ctx.postgres("auth"),
-                          dsn=sandboxed(
-                              "postgresql://unibazzar_health@127.0.0.1:25432/no_such_database"))
+                          dsn="postgresql://unibazzar_health@127.0.0.1:25432/no_such_database")
     with pytest.raises(ProbeError, match='database "no_such_database" does not exist') as db:
         postgresql.fetch(no_database, "SELECT 1")
     assert db.value.kind is FailureKind.MISSING_OBJECT
@@ -635,7 +634,7 @@ def test_redis_cache_performance(ctx: CheckContext) -> None:
 
 def test_redis_wrong_password_is_a_probe_error(ctx: CheckContext) -> None:
     with pytest.raises(ProbeError,
-                       match=rf"^redis at 127\.0\.0\.1:{port(26379)}/1: .*(?i:auth|pass)") as wrong:
+                       match=r"^redis at 127\.0\.0\.1:26379/1: .*(?i:auth|pass)") as wrong:
         redis.cache_performance(replace(ctx.redis("ai-cache"), password="wrong"), samples=1)
     assert wrong.value.kind is FailureKind.AUTH_REJECTED
     with pytest.raises(ProbeError, match=r"^redis at ") as missing:
@@ -658,7 +657,7 @@ def test_rabbitmq_canary_caught_by_a_binding_is_reported_routed(ctx: CheckContex
     broker = ctx.broker()
     assert rabbitmq.publish_canary(broker, "listing.events").unrouted is True
     connection = pika.BlockingConnection(pika.ConnectionParameters(
-        host="127.0.0.1", port=port(25672), credentials=pika.PlainCredentials(
+        host="127.0.0.1", port=25672, credentials=pika.PlainCredentials(
             broker.user, broker.password or ""), connection_attempts=1, socket_timeout=5))
     try:
         channel = connection.channel()

@@ -21,11 +21,9 @@ from conftest import (
     admin_dsn,
     environment_with,
     fault,
-    port,
     run_checks,
     sandbox,
     sandbox_secrets,
-    sandboxed,
 )
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]
@@ -195,24 +193,25 @@ def test_a_deleted_table_or_bucket_and_a_refused_webhook_signature_get_their_own
         check = failed[check_id]
         assert [f["kind"] for f in check["failures"]] == ["missing_object"], check
         assert check["fixes"] == list(CATALOG.fix_for("dynamodb", "missing_object").fixes)
-        assert check["commands"] == [sandboxed(
+        assert check["commands"] == [
             "aws --endpoint-url 'http://127.0.0.1:25000' dynamodb describe-table --table-name "
             "unibazzar-health-no-such-table "
-            "--region eu-west-1"), sandboxed(
+            "--region eu-west-1",
             "aws --endpoint-url 'http://127.0.0.1:25000' dynamodb list-backups --table-name "
             "unibazzar-health-no-such-table "
-            "--region eu-west-1")]
+            "--region eu-west-1"]
     bucket = failed["listing.s3-image-uploads"]
     assert bucket["fixes"] == list(CATALOG.fix_for("s3", "missing_object").fixes)
-    assert sandboxed("aws --endpoint-url 'http://127.0.0.1:25000' s3api head-bucket --bucket "
-                     "unibazzar-health-no-such-bucket --region eu-west-1") in bucket["commands"]
+    assert ("aws --endpoint-url 'http://127.0.0.1:25000' s3api head-bucket --bucket "
+            "unibazzar-health-no-such-bucket --region eu-west-1"
+            in bucket["commands"])
     webhook = failed["order.payment-provider-webhooks"]
     assert webhook["message"] == ("our webhook receiver rejects a correctly signed event: "
                                   "HTTP 400 (its webhook signing secret does not match the "
                                   "provider's)")
     assert webhook["fixes"] == [
         "Sync the webhook signing secret between the payment provider and order-service"]
-    assert webhook["commands"][0] == sandboxed(
+    assert webhook["commands"][0] == (
         "curl -s -u \"${UNIBAZZAR_STRIPE_API_KEY}:\" "
         "'http://127.0.0.1:25420/v1/webhook_endpoints?limit=100'")
     assert webhook["failed_dependencies"] == ["order-service"]
@@ -225,10 +224,9 @@ def test_an_unresolvable_host_and_a_stalled_redis_get_their_own_fixes(
     host, port = hang_listener
     text = environment_with(tmp_path, endpoint_url='"http://nonexistent.invalid:25000"') \
         .read_text()
-    redis = sandboxed('"redis://127.0.0.1:26379/1"')
-    assert text.count(redis) == 1
+    assert text.count('"redis://127.0.0.1:26379/1"') == 1
     env_file = tmp_path / "stalled.toml"
-    env_file.write_text(text.replace(redis,
+    env_file.write_text(text.replace('"redis://127.0.0.1:26379/1"',
                                      f'"redis://{host}:{port}/1"'))
     result, summary = run_checks(tmp_path, "-m", "listing-service or ai-service",
                                  env_file=env_file)
@@ -283,14 +281,12 @@ def test_a_stuck_saga_is_named_in_the_verdict(tmp_path: Path) -> None:
     # The saga orchestration logs the runbook asks for, read for its id, and its retry
     # through order-service's admin endpoint (the sandbox names saga_retry_path).
     assert saga["evidence"]["logs"]["since_s"] == 122 * 60, saga["evidence"]
-    assert sandboxed(
-        "kubectl --server 'http://127.0.0.1:25443' logs -l app=order-service -n unibazzar "
-        "--since=122m --tail=-1 --prefix | grep -E -e 'saga-stuck-1|order-stuck-1'"
-    ) in saga["commands"], saga["commands"]
-    assert sandboxed(
-        "for saga in saga-stuck-1; do curl -s -X POST "
-        "'http://127.0.0.1:28003/admin/sagas/'\"$saga\"'/retry' -w '\\n'; done"
-    ) in saga["commands"], saga["commands"]
+    assert ("kubectl --server 'http://127.0.0.1:25443' logs -l app=order-service -n unibazzar "
+            "--since=122m --tail=-1 --prefix | grep -E -e 'saga-stuck-1|order-stuck-1'"
+            in saga["commands"]), saga["commands"]
+    assert ("for saga in saga-stuck-1; do curl -s -X POST "
+            "'http://127.0.0.1:28003/admin/sagas/'\"$saga\"'/retry' -w '\\n'; done"
+            in saga["commands"]), saga["commands"]
 
 
 def test_lock_waits_long_queries_and_idle_transactions_are_named(tmp_path: Path) -> None:
@@ -356,7 +352,7 @@ def kube_apps() -> Iterator[Any]:
     from kubernetes import client
 
     configuration = client.Configuration()
-    configuration.host = sandboxed("http://127.0.0.1:25443")
+    configuration.host = "http://127.0.0.1:25443"
     try:
         yield client.AppsV1Api(client.ApiClient(configuration))
     finally:
@@ -420,13 +416,12 @@ def test_a_recent_rollout_is_named_and_a_stuck_one_fails(tmp_path: Path, kube_ap
         'rollout of auth-service revision 2 is stuck: ProgressDeadlineExceeded: ReplicaSet '
         '"auth-service-5c6d7" has timed out progressing. (1/2 updated, 1 unavailable)')
     assert stuck["fixes"] == ["Roll back the latest deployment if it preceded the failures"]
-    assert sandboxed("kubectl --server 'http://127.0.0.1:25443' rollout undo "
-                     "deployment/auth-service -n unibazzar") in stuck["commands"]
+    assert ("kubectl --server 'http://127.0.0.1:25443' rollout undo deployment/auth-service "
+            "-n unibazzar") in stuck["commands"]
     assert {c["id"] for c in summary["checks"] if c["outcome"] == "failed"} == {
         "auth.recent-deployments"}
-    assert sandboxed("       if it preceded the failures: kubectl --server "
-                     "'http://127.0.0.1:25443' rollout undo deployment/auth-service "
-                     "-n unibazzar") in result.stdout.splitlines()
+    assert ("       if it preceded the failures: kubectl --server 'http://127.0.0.1:25443' "
+            "rollout undo deployment/auth-service -n unibazzar") in result.stdout.splitlines()
 
 
 def test_an_oom_killed_pod_and_memory_pressure_are_named(tmp_path: Path, kube_apps: Any) -> None:
@@ -460,8 +455,8 @@ def test_an_oom_killed_pod_and_memory_pressure_are_named(tmp_path: Path, kube_ap
                                 f"{pod} uses 98% of its memory limit (>= 90%)")
     assert check["fixes"] == ["Restart service to reload models",
                               "Scale up instances if CPU/memory bound"]
-    assert sandboxed("kubectl --server 'http://127.0.0.1:25443' top pods -l app=ai-service "
-                     "-n unibazzar") in check["commands"]
+    assert ("kubectl --server 'http://127.0.0.1:25443' top pods -l app=ai-service "
+            "-n unibazzar") in check["commands"]
 
 
 def crash_loop(api: Any, service: str, pods: tuple[str, ...], restarts: int = 14) -> None:
@@ -504,7 +499,7 @@ def test_a_crash_looping_pod_degrades_its_service(tmp_path: Path, kube_apps: Any
         f"{service} is degraded: deployment {service} has 1/2 ready pods; {pod} is in "
         "CrashLoopBackOff (14 restarts)")
     assert (check["impact"], check["severity"]) == ("degradation", "SEV2")
-    kubectl = sandboxed("kubectl --server 'http://127.0.0.1:25443'")
+    kubectl = "kubectl --server 'http://127.0.0.1:25443'"
     assert f"{kubectl} describe pod {pod} -n unibazzar" in check["commands"]
     assert f"{kubectl} logs {pod} -n unibazzar --previous --tail=200" in check["commands"]
     assert summary["verdict"]["status"] == "failing"
@@ -577,8 +572,7 @@ def test_orders_and_payments_that_disagree_are_named(tmp_path: Path,
     import psycopg
     import requests
 
-    api = sandboxed("http://127.0.0.1:25420/v1")
-    auth = (sandbox_secrets()["UNIBAZZAR_STRIPE_API_KEY"], "")
+    api, auth = "http://127.0.0.1:25420/v1", (sandbox_secrets()["UNIBAZZAR_STRIPE_API_KEY"], "")
     admin = admin_dsn("orders")
     with psycopg.connect(admin, autocommit=True) as conn:
         # Paid in the database, unknown to the provider.
@@ -621,8 +615,7 @@ def test_money_taken_with_no_order_or_twice_is_data_loss(tmp_path: Path,
     import psycopg
     import requests
 
-    api = sandboxed("http://127.0.0.1:25420/v1")
-    auth = (sandbox_secrets()["UNIBAZZAR_STRIPE_API_KEY"], "")
+    api, auth = "http://127.0.0.1:25420/v1", (sandbox_secrets()["UNIBAZZAR_STRIPE_API_KEY"], "")
 
     def charge(order_id: str, amount: int) -> dict[str, Any]:
         method = requests.post(f"{api}/payment_methods", auth=auth, timeout=10, data={
@@ -677,8 +670,8 @@ def test_a_stuck_search_indexer_fails_indexing_and_the_canary_is_cleaned_up(
     assert check["severity"] == "SEV2"
     assert check["evidence"]["delete_status"] == 200
     # Deleted at the source; once the indexer catches up, nothing of it is searchable.
-    listing = sandboxed(f"http://127.0.0.1:28002/listings/{listing_id}")
-    assert requests.get(listing, timeout=5).status_code == 404
+    assert requests.get(f"http://127.0.0.1:28002/listings/{listing_id}", timeout=5).status_code \
+        == 404
     result, summary = run_checks(tmp_path, "-m", "listing-service")
     assert result.returncode == 0, result.stdout[-2000:]
 
@@ -688,7 +681,7 @@ def test_stale_cached_data_is_named_with_the_fix(tmp_path: Path) -> None:
     something else."""
     import redis
 
-    cache = redis.Redis(host="127.0.0.1", port=port(26379), db=0,
+    cache = redis.Redis(host="127.0.0.1", port=26379, db=0,
                         password=sandbox_secrets()["UNIBAZZAR_REDIS_PASSWORD"], socket_timeout=5)
     key = "listing:canary-listing-0001"
     cache.set(key, json.dumps({"listing_id": "canary-listing-0001", "category": "canary",
@@ -717,7 +710,7 @@ def test_a_brute_force_on_login_is_an_attempt_not_a_breach(tmp_path: Path) -> No
     size = log.stat().st_size
     try:
         for _ in range(15):
-            answer = requests.post(sandboxed("http://127.0.0.1:28001/login"), timeout=5, json={
+            answer = requests.post("http://127.0.0.1:28001/login", timeout=5, json={
                 "email": "canary@unibazzar.test", "password": "not-the-password"})
             assert answer.status_code == 401
         result, summary = run_checks(tmp_path, "-m", "auth-service")
@@ -809,7 +802,7 @@ def test_a_canary_login_answered_with_a_5xx_is_auth_service_failing(tmp_path: Pa
                                 "(database unavailable)")
     assert (check["impact"], check["severity"]) == ("degradation", "SEV2")
     assert [(f["backend"], f["kind"], f["target"]) for f in check["failures"]] == [
-        ("auth-service", "unexpected_answer", sandboxed("http://127.0.0.1:28001/login"))]
+        ("auth-service", "unexpected_answer", "http://127.0.0.1:28001/login")]
     assert "Rotate JWT secrets if compromised" not in check["fixes"]
     assert check["fixes"] == list(CATALOG.fix_for("auth-service", "unexpected_answer").fixes)
     assert any(c.endswith(" logs deployment/auth-service -n unibazzar --tail=100")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_SANDBOX_STATE, SANDBOX_STATE, sandbox
+from conftest import sandbox
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]
 
-STATE_DIR = SANDBOX_STATE
+STATE_DIR = Path(os.environ.get("UNIBAZZAR_SANDBOX_DIR", "/tmp/unibazzar-sandbox"))
 SERVER_NAMES = ("postgres", "beam.smp", "epmd", "moto_server", "chroma",
                 "unibazzar_sandbox")
 
@@ -25,33 +25,9 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def started_for(pid: str) -> str:
-    """The state dir the sandbox a process belongs to was started for: the one its command
-    line names, or its environment; else its parent's (PostgreSQL's children write their
-    title over both); else the default one."""
-    for _ in range(64):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
-        except (OSError, IndexError):
-            break
-        if f"{STATE_DIR}/" in cmdline:
-            return str(STATE_DIR)
-        named = [v.split(b"=", 1)[1].decode() for v in environ
-                 if v.startswith(b"UNIBAZZAR_SANDBOX_DIR=")]
-        if named:
-            return named[0]
-        if parent in ("0", "1"):
-            break
-        pid = parent
-    return DEFAULT_SANDBOX_STATE
-
-
 def sandbox_processes(ports: list[int]) -> list[str]:
-    """Every process that is one of this sandbox's servers or runs from its state dir. A
-    redis-server counts on one of the sandbox's ports only: other self-tests run their own.
-    A second sandbox may run beside this one: its servers are not counted."""
+    """Every process that is one of the sandbox's servers or runs from its state dir. A
+    redis-server counts on one of the sandbox's ports only: other self-tests run their own."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -59,9 +35,8 @@ def sandbox_processes(ports: list[int]) -> list[str]:
         except OSError:
             continue
         redis = "redis-server" in cmdline and any(f":{port}" in cmdline for port in ports)
-        server = any(name in cmdline for name in SERVER_NAMES)
-        if (redis or server or f"{STATE_DIR}/" in cmdline) \
-                and started_for(pid) == str(STATE_DIR):
+        if (str(STATE_DIR) in cmdline or redis
+                or any(name in cmdline for name in SERVER_NAMES)):
             found.append(f"{pid}: {cmdline[:120]}")
     return found
 

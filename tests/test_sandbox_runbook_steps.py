@@ -28,13 +28,12 @@ from conftest import (
     run_checks,
     sandbox,
     sandbox_logs_kept,
-    sandboxed,
 )
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.usefixtures("running_sandbox")]
 
 CATALOG = load_catalog()
-KUBECTL = sandboxed("kubectl --server 'http://127.0.0.1:25443'")
+KUBECTL = "kubectl --server 'http://127.0.0.1:25443'"
 
 
 def failed_checks(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -255,11 +254,10 @@ def test_empty_recommendations_fail_end_to_end(tmp_path: Path) -> None:
     # Nothing says ai-service is CPU- or memory-bound: no "Scale up instances"; its cached
     # searches cleared by prefix, with the command.
     assert check["fixes"] == ["Restart service to reload models", "Clear vector database cache"]
-    assert sandboxed(
-        "REDISCLI_AUTH=\"${UNIBAZZAR_REDIS_PASSWORD}\" redis-cli -u "
-        "'redis://127.0.0.1:26379/1' --scan --pattern 'search:*' | "
-        "REDISCLI_AUTH=\"${UNIBAZZAR_REDIS_PASSWORD}\" xargs -r redis-cli -u "
-        "'redis://127.0.0.1:26379/1' unlink") in check["commands"], check["commands"]
+    assert ("REDISCLI_AUTH=\"${UNIBAZZAR_REDIS_PASSWORD}\" redis-cli -u "
+            "'redis://127.0.0.1:26379/1' --scan --pattern 'search:*' | "
+            "REDISCLI_AUTH=\"${UNIBAZZAR_REDIS_PASSWORD}\" xargs -r redis-cli -u "
+            "'redis://127.0.0.1:26379/1' unlink") in check["commands"], check["commands"]
 
 
 def test_slow_recommendations_are_a_major_performance_finding(tmp_path: Path) -> None:
@@ -281,7 +279,7 @@ def kube_api() -> Iterator[Any]:
     from kubernetes import client
 
     configuration = client.Configuration()
-    configuration.host = sandboxed("http://127.0.0.1:25443")
+    configuration.host = "http://127.0.0.1:25443"
     try:
         yield client.ApiClient(configuration)
     finally:
@@ -332,7 +330,7 @@ def provisioned_table() -> Iterator[tuple[str, Any]]:
     from conftest import sandbox_secrets
 
     keys = sandbox_secrets()
-    aws = {"endpoint_url": sandboxed("http://127.0.0.1:25000"), "region_name": "eu-west-1",
+    aws = {"endpoint_url": "http://127.0.0.1:25000", "region_name": "eu-west-1",
            "aws_access_key_id": keys["AWS_ACCESS_KEY_ID"],
            "aws_secret_access_key": keys["AWS_SECRET_ACCESS_KEY"]}
     dynamodb = boto3.client("dynamodb", **aws)
@@ -387,10 +385,9 @@ def test_a_throttled_table_near_its_capacity_is_named_with_the_scale_command(
         "(96% >= 80%)")
     assert (check["impact"], check["severity"]) == ("degradation", "SEV2")
     assert check["fixes"] == ["Scale DynamoDB read/write capacity"]
-    assert (sandboxed("aws --endpoint-url 'http://127.0.0.1:25000' ")
-            + f"dynamodb update-table --table-name {table} --region eu-west-1 "
-            "--provisioned-throughput ReadCapacityUnits=10,WriteCapacityUnits=10"
-            ) in check["commands"]
+    assert (f"aws --endpoint-url 'http://127.0.0.1:25000' dynamodb update-table --table-name "
+            f"{table} --region eu-west-1 --provisioned-throughput "
+            "ReadCapacityUnits=10,WriteCapacityUnits=10") in check["commands"]
 
 
 class CloudWatchDenied:
@@ -400,7 +397,7 @@ class CloudWatchDenied:
 
     DROPPED = ("connection", "content-length", "transfer-encoding")
 
-    def __init__(self, upstream: str = sandboxed("127.0.0.1:25000")) -> None:
+    def __init__(self, upstream: str = "127.0.0.1:25000") -> None:
         self.denied = 0
         self.upstream = upstream
         self.server = LoopbackServer()
@@ -470,8 +467,8 @@ def events_queue() -> dict[str, Any]:
     from conftest import sandbox_secrets
 
     auth = ("unibazzar", sandbox_secrets()["UNIBAZZAR_RABBITMQ_PASSWORD"])
-    answer = requests.get(sandboxed("http://127.0.0.1:25673/api/queues/%2F/search-indexer"),
-                          auth=auth, timeout=5)
+    answer = requests.get("http://127.0.0.1:25673/api/queues/%2F/search-indexer", auth=auth,
+                          timeout=5)
     answer.raise_for_status()
     return dict(answer.json())
 
@@ -505,8 +502,7 @@ def test_a_lagging_indexer_is_found_without_writing_a_canary(tmp_path: Path) -> 
         with fault("listing-service.indexer-paused"):
             for _ in range(3):
                 requests.post(
-                    sandboxed("http://127.0.0.1:25673/api/exchanges/%2F/listing.events/publish"),
-                    auth=auth,
+                    "http://127.0.0.1:25673/api/exchanges/%2F/listing.events/publish", auth=auth,
                     timeout=5, json={"properties": {"timestamp": stamp}, "payload": "{}",
                                      "routing_key": "listing.health-selftest",
                                      "payload_encoding": "string"}).raise_for_status()

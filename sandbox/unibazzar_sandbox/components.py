@@ -123,8 +123,7 @@ def _rabbit_make(layout: Layout, secrets: Secrets, log: IO[Any]) -> Executor:
     plugins.write_text("[rabbitmq_management].\n")
     env = {
         "HOME": str(base / "home"),
-        # Named after its ports: a second sandbox's node is another node.
-        "RABBITMQ_NODENAME": f"unibazzar-sandbox-{PORTS['rabbitmq']}@localhost",
+        "RABBITMQ_NODENAME": "unibazzar-sandbox@localhost",
         "RABBITMQ_NODE_IP_ADDRESS": HOST,
         "RABBITMQ_NODE_PORT": str(PORTS["rabbitmq"]),
         "RABBITMQ_DIST_PORT": str(PORTS["rabbitmq-dist"]),

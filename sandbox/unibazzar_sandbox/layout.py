@@ -14,14 +14,9 @@ from pathlib import Path
 HOST = "127.0.0.1"
 DEFAULT_STATE_DIR = Path("/tmp/unibazzar-sandbox")  # /tmp: the postgres user must reach it
 
-# A second sandbox beside the first (the self-tests run two at once) takes every port this
-# much higher, with a state directory of its own (UNIBAZZAR_SANDBOX_DIR). 0: the ports below,
-# which environments/sandbox.toml names.
-PORT_OFFSET = int(os.environ.get("UNIBAZZAR_SANDBOX_PORT_OFFSET") or 0)
-
 # Below Linux's ephemeral range (32768-60999): a port in it can be taken at any moment as the
 # local end of some outgoing connection, and a server binding it then fails to start.
-BASE_PORTS: dict[str, int] = {
+PORTS: dict[str, int] = {
     "postgresql": 25432,
     "redis": 26379,
     "rabbitmq": 25672,
@@ -37,7 +32,6 @@ BASE_PORTS: dict[str, int] = {
     "order-service": 28003,
     "ai-service": 28004,
 }
-PORTS = {name: port + PORT_OFFSET for name, port in BASE_PORTS.items()}
 
 SECRET_NAMES = (
     "UNIBAZZAR_HEALTH_DB_PASSWORD",  # the checks' read-only PostgreSQL role
