@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from unibazzar_health.probes import (
     DeadlineExceeded,
@@ -13,6 +15,9 @@ from unibazzar_health.probes import (
     bounded,
     connection_failure,
 )
+from unibazzar_health.probes.deadline import start
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,20 @@ def client(service: str, target: AwsTarget) -> Any:
     # Without keys, boto3's credential chain may call STS or run a credential_process, with
     # its own (long) timeouts: building the client is bounded like any probe step.
     return bounded(make, target.deadline, service, target.endpoint_url or target.region)
+
+
+def call(service: str, target: AwsTarget, backend: str, where: str,
+         fn: Callable[[Any], T]) -> T:
+    """``fn(client)``, the client's making and the call within one deadline. Making a client
+    is CPU work (boto3 reads its service models), which a busy host slows (0.7 s seen), and
+    the call's own timeouts start only after it: a backend that never answers would cost
+    the probe that much more than its deadline."""
+    started = time.monotonic()
+    made = client(service, target)
+    running = start(lambda: fn(made), f"{backend}-probe")
+    if not running.wait(target.deadline - (time.monotonic() - started)) and running.abandon():
+        raise DeadlineExceeded(backend, where, target.deadline)
+    return running.result()
 
 
 def explain(exc: Exception, backend: str, where: str, target: AwsTarget) -> ProbeError:

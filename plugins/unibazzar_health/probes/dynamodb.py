@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from unibazzar_health.probes import FailureKind, ProbeError, timed
-from unibazzar_health.probes.aws import AwsTarget, client, explain
+from unibazzar_health.probes import FailureKind, ProbeError, Stopwatch
+from unibazzar_health.probes.aws import AwsTarget, call, explain
 
 
 @dataclass(frozen=True)
@@ -31,13 +31,17 @@ def describe_table(target: AwsTarget, table: str) -> TableStatus:
     from botocore.exceptions import BotoCoreError, ClientError
 
     where = f"table {table} ({target.region})"
-    dynamodb = client("dynamodb", target)
+    took: list[Stopwatch] = []  # the call's own time, not the client's making
+
+    def describe(dynamodb: Any) -> dict[str, Any]:
+        took.append(Stopwatch())
+        return dict(dynamodb.describe_table(TableName=table)["Table"])
+
     try:
-        with timed() as t:
-            answer = dynamodb.describe_table(TableName=table)["Table"]
+        answer = call("dynamodb", target, "dynamodb", where, describe)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            return TableStatus(table, False, None, {}, None, None, None, None, t.ms)
+            return TableStatus(table, False, None, {}, None, None, None, None, took[0].ms)
         raise explain(exc, "dynamodb", where, target) from None
     except BotoCoreError as exc:
         raise explain(exc, "dynamodb", where, target) from None
@@ -52,7 +56,7 @@ def describe_table(target: AwsTarget, table: str) -> TableStatus:
         read_capacity=throughput.get("ReadCapacityUnits"),
         write_capacity=throughput.get("WriteCapacityUnits"),
         item_count=answer.get("ItemCount"),
-        elapsed_ms=t.ms,
+        elapsed_ms=took[0].ms,
         index_capacity={i["IndexName"]: _throughput(i) for i in indexes},
         key=_key(answer),
     )
@@ -110,9 +114,10 @@ def capacity_use(target: AwsTarget, table: str, indexes: list[str],
                 "Period": 60, "Stat": "Sum"}})
     end = datetime.now(UTC)
     try:
-        answer = client("cloudwatch", target).get_metric_data(
-            MetricDataQueries=queries, StartTime=end - timedelta(minutes=window_minutes),
-            EndTime=end)
+        answer = call("cloudwatch", target, "cloudwatch", where, lambda cloudwatch:
+                      cloudwatch.get_metric_data(
+                          MetricDataQueries=queries,
+                          StartTime=end - timedelta(minutes=window_minutes), EndTime=end))
     except (BotoCoreError, ClientError) as exc:
         raise explain(exc, "cloudwatch", where, target) from None
     found: dict[str, dict[str, float]] = {f: {} for f in _METRICS}
@@ -138,8 +143,8 @@ def get_item(target: AwsTarget, table: str, key: dict[str, str]) -> dict[str, st
 
     where = f"table {table} ({target.region})"
     try:
-        answer = client("dynamodb", target).get_item(
-            TableName=table, Key={k: {"S": v} for k, v in key.items()}, ConsistentRead=True)
+        answer = call("dynamodb", target, "dynamodb", where, lambda dynamodb: dynamodb.get_item(
+            TableName=table, Key={k: {"S": v} for k, v in key.items()}, ConsistentRead=True))
     except (BotoCoreError, ClientError) as exc:
         raise explain(exc, "dynamodb", where, target) from None
     item = answer.get("Item")
@@ -164,13 +169,16 @@ def serves_reads(target: AwsTarget, table: TableStatus) -> float:
     from botocore.exceptions import BotoCoreError, ClientError
 
     where = f"table {table.table} ({target.region}): read"
+
+    def read(dynamodb: Any) -> float:
+        took = Stopwatch()
+        dynamodb.get_item(TableName=table.table, Key=_probe_key(table), ConsistentRead=True)
+        return took.ms
+
     try:
-        with timed() as t:
-            client("dynamodb", target).get_item(TableName=table.table, Key=_probe_key(table),
-                                                 ConsistentRead=True)
+        return round(call("dynamodb", target, "dynamodb", where, read), 1)
     except (BotoCoreError, ClientError) as exc:
         raise explain(exc, "dynamodb", where, target) from None
-    return round(t.ms, 1)
 
 
 def serves_writes(target: AwsTarget, table: TableStatus) -> float:
@@ -182,18 +190,23 @@ def serves_writes(target: AwsTarget, table: TableStatus) -> float:
     where = f"table {table.table} ({target.region}): write"
     key = _probe_key(table)
     first = next(iter(key))
+    took: list[Stopwatch] = []
+
+    def write(dynamodb: Any) -> None:
+        took.append(Stopwatch())
+        dynamodb.update_item(
+            TableName=table.table, Key=key,
+            UpdateExpression="SET #probe = :probe",
+            # Contradictory: refused whether or not such an item exists.
+            ConditionExpression="attribute_exists(#key) AND attribute_not_exists(#key)",
+            ExpressionAttributeNames={"#probe": "unibazzar_health_probe", "#key": first},
+            ExpressionAttributeValues={":probe": {"S": "never written"}})
+
     try:
-        with timed() as t:
-            client("dynamodb", target).update_item(
-                TableName=table.table, Key=key,
-                UpdateExpression="SET #probe = :probe",
-                # Contradictory: refused whether or not such an item exists.
-                ConditionExpression="attribute_exists(#key) AND attribute_not_exists(#key)",
-                ExpressionAttributeNames={"#probe": "unibazzar_health_probe", "#key": first},
-                ExpressionAttributeValues={":probe": {"S": "never written"}})
+        call("dynamodb", target, "dynamodb", where, write)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return round(t.ms, 1)
+            return round(took[0].ms, 1)
         raise explain(exc, "dynamodb", where, target) from None
     except BotoCoreError as exc:
         raise explain(exc, "dynamodb", where, target) from None

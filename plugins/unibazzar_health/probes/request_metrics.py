@@ -17,7 +17,7 @@ from unibazzar_health.probes import (
     connection_failure,
     status_failure,
 )
-from unibazzar_health.probes.aws import AwsTarget, client, explain
+from unibazzar_health.probes.aws import AwsTarget, call, explain
 from unibazzar_health.probes.http import reason
 
 
@@ -69,11 +69,11 @@ def cloudwatch_counts(target: AwsTarget, metrics: CloudWatchMetrics,
     request: dict[str, Any] = {"MetricDataQueries": queries, "EndTime": end,
                                "StartTime": end - timedelta(minutes=window_minutes)}
     sums = {"requests": 0.0, "errors": 0.0}
-    cloudwatch = client("cloudwatch", target)
     # A window of minutes is a few datapoints a query: more pages than this is not our query.
     for _ in range(10):
         try:
-            answer = cloudwatch.get_metric_data(**request)
+            answer = call("cloudwatch", target, "cloudwatch", where,
+                          lambda cloudwatch: cloudwatch.get_metric_data(**request))
         except (BotoCoreError, ClientError) as exc:
             raise explain(exc, "cloudwatch", where, target) from None
         for result in answer.get("MetricDataResults", []):

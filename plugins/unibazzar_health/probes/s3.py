@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 
 from unibazzar_health.probes import timed
-from unibazzar_health.probes.aws import AwsTarget, client, explain
+from unibazzar_health.probes.aws import AwsTarget, call, client, explain
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ def head_bucket(target: AwsTarget, bucket: str) -> bool:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        client("s3", target).head_bucket(Bucket=bucket)
+        call("s3", target, "s3", f"bucket {bucket}", lambda s3: s3.head_bucket(Bucket=bucket))
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket", "NotFound"):
             return False
