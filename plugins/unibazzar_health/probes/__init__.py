@@ -152,17 +152,18 @@ _CONNECTION_WORDS = (
 
 
 def bounded(fn: Callable[[], T], deadline: float, backend: str, target: str, *,
-            discard: Callable[[T], None] | None = None) -> T:
+            discard: Callable[[T], None] | None = None, spent: float = 0.0) -> T:
     """``fn()``, waited for at most ``deadline`` seconds, for a client whose own timeouts
     cannot express the deadline (or do not cover every step).
 
     ``fn`` runs on a daemon thread (the process never waits for it at exit); past the
     deadline DeadlineExceeded is raised here and the thread is abandoned: a result it
     produces later goes to ``discard`` (to close a connection), an exception is dropped
-    (probes.deadline, the one way a call runs under a deadline).
+    (probes.deadline, the one way a call runs under a deadline). ``spent``: seconds of the
+    deadline the probe already used before this call.
     """
     running = start_call(fn, f"{backend}-probe", discard=discard)
-    if not running.wait(deadline) and running.abandon():
+    if not running.wait(deadline - spent) and running.abandon():
         raise DeadlineExceeded(backend, target, deadline)
     return running.result()
 

@@ -15,7 +15,6 @@ from unibazzar_health.probes import (
     bounded,
     connection_failure,
 )
-from unibazzar_health.probes.deadline import start
 
 T = TypeVar("T")
 
@@ -79,10 +78,8 @@ def call(service: str, target: AwsTarget, backend: str, where: str,
     the probe that much more than its deadline."""
     started = time.monotonic()
     made = client(service, target)
-    running = start(lambda: fn(made), f"{backend}-probe")
-    if not running.wait(target.deadline - (time.monotonic() - started)) and running.abandon():
-        raise DeadlineExceeded(backend, where, target.deadline)
-    return running.result()
+    return bounded(lambda: fn(made), target.deadline, backend, where,
+                   spent=time.monotonic() - started)
 
 
 def explain(exc: Exception, backend: str, where: str, target: AwsTarget) -> ProbeError:
