@@ -127,8 +127,7 @@ def _rabbit_make(layout: Layout, secrets: Secrets, log: IO[Any]) -> Executor:
         "management.sample_retention_policies.global.hour = 60\n"
         "management.sample_retention_policies.basic.minute = 1\n"
         "management.sample_retention_policies.basic.hour = 60\n"
-        "management.sample_retention_policies.detailed.10 = 1\n"
-        "management.tcp.shutdown_timeout = 100\n")
+        "management.sample_retention_policies.detailed.10 = 1\n")
     config.chmod(0o600)
     plugins = base / "enabled_plugins"
     plugins.write_text("[rabbitmq_management].\n")

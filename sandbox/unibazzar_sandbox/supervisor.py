@@ -3,8 +3,8 @@
 It starts the components (in parallel where they do not depend on each other),
 answers a small control protocol on a Unix socket (status, stop NAME, start NAME,
 hold NAME, release NAME, down), and on SIGTERM releases every hold and stops everything
-in reverse order (again in parallel). Owning the children (and the game-day faults held open, holds.py) in
-one process is what lets `down` leave nothing behind.
+in reverse order (again in parallel). Owning the children (and the game-day faults held
+open, holds.py) in one process is what lets `down` leave nothing behind.
 """
 
 from __future__ import annotations
@@ -190,6 +190,7 @@ class Supervisor:
                 self.release(name)
             except Exception:  # its component may be gone already; stopping ends it anyway
                 traceback.print_exc()
+
         def stop(component: Component) -> None:
             started = time.monotonic()
             try:

@@ -170,6 +170,9 @@ def bounded(fn: Callable[[], T], deadline: float, backend: str, target: str, *,
 
 class Stopwatch:
     def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
         self._start = time.perf_counter()
 
     @property

@@ -12,6 +12,7 @@ from unibazzar_health.probes import (
     DeadlineExceeded,
     FailureKind,
     ProbeError,
+    Stopwatch,
     bounded,
     connection_failure,
 )
@@ -71,15 +72,21 @@ def client(service: str, target: AwsTarget) -> Any:
 
 
 def call(service: str, target: AwsTarget, backend: str, where: str,
-         fn: Callable[[Any], T]) -> T:
+         fn: Callable[[Any], T], *, timer: Stopwatch | None = None) -> T:
     """``fn(client)``, the client's making and the call within one deadline. Making a client
     is CPU work (boto3 reads its service models), which a busy host slows (0.7 s seen), and
     the call's own timeouts start only after it: a backend that never answers would cost
-    the probe that much more than its deadline."""
+    the probe that much more than its deadline. ``timer`` is restarted as ``fn`` starts:
+    the call's own time, not the client's making."""
     started = time.monotonic()
     made = client(service, target)
-    return bounded(lambda: fn(made), target.deadline, backend, where,
-                   spent=time.monotonic() - started)
+
+    def run() -> T:
+        if timer is not None:
+            timer.restart()
+        return fn(made)
+
+    return bounded(run, target.deadline, backend, where, spent=time.monotonic() - started)
 
 
 def explain(exc: Exception, backend: str, where: str, target: AwsTarget) -> ProbeError:

@@ -31,17 +31,14 @@ def describe_table(target: AwsTarget, table: str) -> TableStatus:
     from botocore.exceptions import BotoCoreError, ClientError
 
     where = f"table {table} ({target.region})"
-    took: list[Stopwatch] = []  # the call's own time, not the client's making
-
-    def describe(dynamodb: Any) -> dict[str, Any]:
-        took.append(Stopwatch())
-        return dict(dynamodb.describe_table(TableName=table)["Table"])
-
+    took = Stopwatch()
     try:
-        answer = call("dynamodb", target, "dynamodb", where, describe)
+        answer = call("dynamodb", target, "dynamodb", where,
+                      lambda dynamodb: dynamodb.describe_table(TableName=table)["Table"],
+                      timer=took)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            return TableStatus(table, False, None, {}, None, None, None, None, took[0].ms)
+            return TableStatus(table, False, None, {}, None, None, None, None, took.ms)
         raise explain(exc, "dynamodb", where, target) from None
     except BotoCoreError as exc:
         raise explain(exc, "dynamodb", where, target) from None
@@ -56,7 +53,7 @@ def describe_table(target: AwsTarget, table: str) -> TableStatus:
         read_capacity=throughput.get("ReadCapacityUnits"),
         write_capacity=throughput.get("WriteCapacityUnits"),
         item_count=answer.get("ItemCount"),
-        elapsed_ms=took[0].ms,
+        elapsed_ms=took.ms,
         index_capacity={i["IndexName"]: _throughput(i) for i in indexes},
         key=_key(answer),
     )
@@ -169,16 +166,13 @@ def serves_reads(target: AwsTarget, table: TableStatus) -> float:
     from botocore.exceptions import BotoCoreError, ClientError
 
     where = f"table {table.table} ({target.region}): read"
-
-    def read(dynamodb: Any) -> float:
-        took = Stopwatch()
-        dynamodb.get_item(TableName=table.table, Key=_probe_key(table), ConsistentRead=True)
-        return took.ms
-
+    took = Stopwatch()
     try:
-        return round(call("dynamodb", target, "dynamodb", where, read), 1)
+        call("dynamodb", target, "dynamodb", where, lambda dynamodb: dynamodb.get_item(
+            TableName=table.table, Key=_probe_key(table), ConsistentRead=True), timer=took)
     except (BotoCoreError, ClientError) as exc:
         raise explain(exc, "dynamodb", where, target) from None
+    return round(took.ms, 1)
 
 
 def serves_writes(target: AwsTarget, table: TableStatus) -> float:
@@ -190,10 +184,9 @@ def serves_writes(target: AwsTarget, table: TableStatus) -> float:
     where = f"table {table.table} ({target.region}): write"
     key = _probe_key(table)
     first = next(iter(key))
-    took: list[Stopwatch] = []
+    took = Stopwatch()
 
     def write(dynamodb: Any) -> None:
-        took.append(Stopwatch())
         dynamodb.update_item(
             TableName=table.table, Key=key,
             UpdateExpression="SET #probe = :probe",
@@ -203,10 +196,10 @@ def serves_writes(target: AwsTarget, table: TableStatus) -> float:
             ExpressionAttributeValues={":probe": {"S": "never written"}})
 
     try:
-        call("dynamodb", target, "dynamodb", where, write)
+        call("dynamodb", target, "dynamodb", where, write, timer=took)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return round(took[0].ms, 1)
+            return round(took.ms, 1)
         raise explain(exc, "dynamodb", where, target) from None
     except BotoCoreError as exc:
         raise explain(exc, "dynamodb", where, target) from None
